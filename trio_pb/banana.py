@@ -1,0 +1,543 @@
+"""Banana: the byte framing of Perspective Broker, as a sans-IO codec.
+
+Banana turns nested lists of ``bytes``, ``int`` and ``float`` into bytes and
+back, exactly as Twisted's ``twisted.spread.banana`` does on the wire
+(``shared/pb-protocol.md`` section 1).  This module does no I/O and imports no
+trio: :func:`encode` and :func:`decode` work on whole expressions,
+:class:`Decoder` parses a stream incrementally, and :class:`BananaConnection`
+adds the dialect handshake that opens every PB connection.
+
+The decoder is linear in its input: it never re-copies data it has already
+seen, and it gathers the chunks of a long string in a list until the whole
+string is there, so a peer that drips one byte at a time costs little.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from .errors import BananaError
+
+__all__ = [
+    "DIALECTS",
+    "NEED_DATA",
+    "PB_VOCABULARY",
+    "PREFIX_LIMIT",
+    "SIZE_LIMIT",
+    "BananaConnection",
+    "DialectSelected",
+    "Decoder",
+    "Encoder",
+    "decode",
+    "encode",
+]
+
+# Type bytes (section 1.1).
+LIST: Final = 0x80
+INT: Final = 0x81
+STRING: Final = 0x82
+NEG: Final = 0x83
+FLOAT: Final = 0x84
+LONGINT: Final = 0x85
+LONGNEG: Final = 0x86
+VOCAB: Final = 0x87
+
+#: Largest string length or list count accepted or sent (inclusive).
+SIZE_LIMIT: Final = 640 * 1024
+#: Most prefix bytes an element may have.
+PREFIX_LIMIT: Final = 64
+#: Deepest list nesting the decoder accepts.  Twisted has no such limit, but
+#: its recursive unjelly fails far below it; a limit here turns a hostile
+#: "list inside list inside ..." into a clean error instead of a RecursionError.
+DEPTH_LIMIT: Final = 256
+
+_INT_BOUNDARY: Final = 2**31
+
+#: The ``pb`` dialect's vocabulary; index 0 is unused on the wire.
+PB_VOCABULARY: Final[tuple[bytes, ...]] = (
+    b"",
+    b"None",
+    b"class",
+    b"dereference",
+    b"reference",
+    b"dictionary",
+    b"function",
+    b"instance",
+    b"list",
+    b"module",
+    b"persistent",
+    b"tuple",
+    b"unpersistable",
+    b"copy",
+    b"cache",
+    b"cached",
+    b"remote",
+    b"local",
+    b"lcache",
+    b"version",
+    b"login",
+    b"password",
+    b"challenge",
+    b"logged_in",
+    b"not_logged_in",
+    b"cachemessage",
+    b"message",
+    b"answer",
+    b"error",
+    b"decref",
+    b"decache",
+    b"uncache",
+)
+
+#: The dialects trio_pb knows, mapped to their vocabulary (``None``: no VOCAB).
+DIALECTS: Final[dict[bytes, tuple[bytes, ...] | None]] = {
+    b"pb": PB_VOCABULARY,
+    b"none": None,
+}
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by :meth:`Decoder.next_expression` when more bytes are needed.
+NEED_DATA: Final[Any] = _NeedData()
+
+
+def int_to_b128(value: int) -> bytes:
+    """The banana prefix for a non-negative *value*: base 128, low digits first."""
+    if value == 0:
+        return b"\x00"
+    digits = bytearray()
+    while value:
+        digits.append(value & 0x7F)
+        value >>= 7
+    return bytes(digits)
+
+
+def b128_to_int(prefix: bytes) -> int:
+    """The number a banana prefix stands for; the empty prefix is 0."""
+    value = 0
+    for digit in reversed(prefix):
+        value = (value << 7) | digit
+    return value
+
+
+# Most elements on the wire are small ints, short strings and short lists:
+# their headers are built once here rather than for every element.
+_CACHED = 1024
+_INT_TOKENS = [int_to_b128(i) + b"\x81" for i in range(_CACHED)]
+_NEG_TOKENS = [int_to_b128(i) + b"\x83" for i in range(_CACHED)]
+_STRING_HEADERS = [int_to_b128(i) + b"\x82" for i in range(_CACHED)]
+_LIST_HEADERS = [int_to_b128(i) + b"\x80" for i in range(_CACHED)]
+_FLOAT = b"\x84"
+_pack_double = struct.Struct("!d").pack
+_unpack_double = struct.Struct("!d").unpack_from
+
+
+def _check_dialect(dialect: bytes) -> tuple[bytes, ...] | None:
+    try:
+        return DIALECTS[dialect]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown banana dialect {dialect!r}") from None
+
+
+class Encoder:
+    """Encodes expressions for one dialect.
+
+    An ``Encoder`` is cheap to keep and reuse; it holds only its dialect's
+    tables.  ``size_limit`` bounds every string and list it will send (the
+    peer would refuse anything longer and drop the connection).
+    """
+
+    def __init__(self, dialect: bytes = b"pb", *, size_limit: int = SIZE_LIMIT) -> None:
+        vocabulary = _check_dialect(dialect)
+        self.dialect = dialect
+        self.size_limit = size_limit
+        self._vocab_tokens: dict[bytes, bytes] = (
+            {word: int_to_b128(i) + b"\x87" for i, word in enumerate(vocabulary) if i} if vocabulary else {}
+        )
+
+    def encode(self, obj: object) -> bytes:
+        """The bytes for *obj*; raises :class:`BananaError` and returns nothing on failure."""
+        out: list[bytes] = []
+        try:
+            self._encode(obj, out.append)
+        except RecursionError:
+            raise BananaError("expression is nested too deeply to encode") from None
+        return b"".join(out)
+
+    def _encode(self, obj: Any, append: Any) -> None:
+        # The hot path: one type() test per element, the common cases first,
+        # and cached headers for small values.
+        kind = type(obj)
+        if kind is list or kind is tuple:
+            items: Sequence[Any] = obj
+            count = len(items)
+            if count < _CACHED:
+                append(_LIST_HEADERS[count])
+            elif count > self.size_limit:
+                raise BananaError(f"cannot send a list of {count} items: the limit is {self.size_limit}")
+            else:
+                append(int_to_b128(count) + b"\x80")
+            encode = self._encode
+            vocab = self._vocab_tokens
+            for item in items:
+                item_kind = type(item)
+                if item_kind is int and 0 <= item < _CACHED:
+                    append(_INT_TOKENS[item])
+                elif item_kind is bytes and len(item) < _CACHED:
+                    token = vocab.get(item)
+                    if token is None:
+                        append(_STRING_HEADERS[len(item)])
+                        append(item)
+                    else:
+                        append(token)
+                else:
+                    encode(item, append)
+        elif kind is bytes:
+            self._encode_bytes(obj, append)
+        elif kind is int or kind is bool:
+            self._encode_int(obj, append)
+        elif kind is float:
+            append(_FLOAT + _pack_double(obj))
+        elif isinstance(obj, (list, tuple)):
+            self._encode(list(obj), append)
+        elif isinstance(obj, int):
+            self._encode_int(int(obj), append)
+        elif isinstance(obj, float):
+            append(_FLOAT + _pack_double(obj))
+        elif isinstance(obj, bytes):
+            self._encode_bytes(bytes(obj), append)
+        else:
+            cls = type(obj)
+            raise BananaError(f"Banana cannot send {cls.__module__}.{cls.__qualname__} objects: {obj!r:.200}")
+
+    def _encode_bytes(self, data: bytes, append: Any) -> None:
+        token = self._vocab_tokens.get(data)
+        if token is not None:
+            append(token)
+            return
+        length = len(data)
+        if length < _CACHED:
+            append(_STRING_HEADERS[length])
+        elif length > self.size_limit:
+            raise BananaError(f"cannot send a string of {length} bytes: the limit is {self.size_limit}")
+        else:
+            append(int_to_b128(length) + b"\x82")
+        append(data)
+
+    @staticmethod
+    def _encode_int(value: int, append: Any) -> None:
+        if value >= 0:
+            if value < _CACHED:
+                append(_INT_TOKENS[value])
+                return
+            token = b"\x81" if value < _INT_BOUNDARY else b"\x85"
+        else:
+            if value > -_CACHED:
+                append(_NEG_TOKENS[-value])
+                return
+            token = b"\x83" if value >= -_INT_BOUNDARY else b"\x86"
+        prefix = int_to_b128(abs(value))
+        if len(prefix) > PREFIX_LIMIT:
+            raise BananaError("int is too large to send")
+        append(prefix + token)
+
+
+class DialectSelected:
+    """Event: the handshake is over and *dialect* is in force from here on."""
+
+    __slots__ = ("dialect",)
+
+    def __init__(self, dialect: bytes) -> None:
+        self.dialect = dialect
+
+    def __repr__(self) -> str:
+        return f"DialectSelected({self.dialect!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DialectSelected) and other.dialect == self.dialect
+
+    def __hash__(self) -> int:
+        return hash(self.dialect)
+
+
+class Decoder:
+    """Incremental banana decoder: feed bytes, take whole expressions out.
+
+    :meth:`receive_data` stores bytes; :meth:`next_expression` parses just
+    enough of them to return the next top-level expression, or
+    :data:`NEED_DATA`.  Parsing is lazy on purpose: the dialect (and so the
+    meaning of VOCAB elements) may change between two expressions of one
+    chunk, and :attr:`vocabulary` can be set between calls.
+
+    Every malformed input raises :class:`BananaError`.  After an error the
+    decoder is in an undefined state; the connection must be closed.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocabulary: tuple[bytes, ...] | None = None,
+        size_limit: int = SIZE_LIMIT,
+        prefix_limit: int = PREFIX_LIMIT,
+        depth_limit: int = DEPTH_LIMIT,
+    ) -> None:
+        #: The current VOCAB table, or ``None`` before a dialect that has one.
+        self.vocabulary = vocabulary
+        self.size_limit = size_limit
+        self.prefix_limit = prefix_limit
+        self.depth_limit = depth_limit
+        # A type byte after at most prefix_limit prefix bytes.
+        self._element = re.compile(rb"[\x00-\x7f]{0,%d}[\x80-\xff]" % prefix_limit).match
+        self._buffer = b""
+        self._pos = 0
+        # Chunks received but not yet joined to _buffer, and how many bytes
+        # must be available before parsing can make progress again.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._needed = 1
+        # Lists being filled, innermost last: [items still expected, items].
+        self._stack: list[list[Any]] = []
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the stream."""
+        if data:
+            self._pending.append(bytes(data))
+            self._pending_size += len(data)
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes have not been consumed yet."""
+        return len(self._buffer) - self._pos + self._pending_size
+
+    @property
+    def in_expression(self) -> bool:
+        """Whether part of an expression has been received and not yet completed."""
+        return bool(self._stack) or self.buffered > 0
+
+    def __iter__(self) -> Decoder:
+        return self
+
+    def __next__(self) -> Any:
+        expression = self.next_expression()
+        if expression is NEED_DATA:
+            raise StopIteration
+        return expression
+
+    def next_expression(self) -> Any:
+        """The next complete top-level expression, or :data:`NEED_DATA`."""
+        available = len(self._buffer) - self._pos
+        if self._pending:
+            if available + self._pending_size < self._needed:
+                return NEED_DATA
+            self._pending.insert(0, self._buffer[self._pos :])
+            self._buffer = b"".join(self._pending)
+            self._pos = 0
+            self._pending.clear()
+            self._pending_size = 0
+        elif available < self._needed:
+            return NEED_DATA
+        return self._parse()
+
+    def _parse(self) -> Any:
+        buf = self._buffer
+        pos = self._pos
+        end = len(buf)
+        stack = self._stack
+        size_limit = self.size_limit
+        while pos < end:
+            first = buf[pos]
+            if first >= 0x80:
+                # No prefix at all (floats, and a legal if unusual zero).
+                number = 0
+                type_at = pos
+            elif pos + 1 < end and buf[pos + 1] >= 0x80:
+                number = first
+                type_at = pos + 1
+            else:
+                match = self._element(buf, pos)
+                if match is None:
+                    if end - pos > self.prefix_limit:
+                        raise BananaError(
+                            f"Security precaution: more than {self.prefix_limit} bytes of prefix"
+                        )
+                    self._needed = end - pos + 1
+                    break
+                type_at = match.end() - 1
+                number = b128_to_int(buf[pos:type_at])
+            kind = buf[type_at]
+            body = type_at + 1
+            if kind == INT:
+                item: Any = number
+                pos = body
+            elif kind == STRING:
+                if number > size_limit:
+                    raise BananaError("Security precaution: String too long.")
+                if body + number > end:
+                    self._needed = body + number - pos
+                    break
+                item = buf[body : body + number]
+                pos = body + number
+            elif kind == LIST:
+                if number > size_limit:
+                    raise BananaError("Security precaution: List too long.")
+                pos = body
+                if number:
+                    if len(stack) >= self.depth_limit:
+                        raise BananaError(f"lists are nested more than {self.depth_limit} deep")
+                    stack.append([number, []])
+                    continue
+                item = []
+            elif kind == VOCAB:
+                vocabulary = self.vocabulary
+                if vocabulary is None:
+                    raise BananaError(f"VOCAB element {number} outside the pb dialect")
+                if not 0 < number < len(vocabulary):
+                    raise BananaError(f"VOCAB element {number} is not in the vocabulary")
+                item = vocabulary[number]
+                pos = body
+            elif kind in (NEG, LONGNEG):
+                item = -number
+                pos = body
+            elif kind == LONGINT:
+                item = number
+                pos = body
+            elif kind == FLOAT:
+                if body + 8 > end:
+                    self._needed = body + 8 - pos
+                    break
+                item = _unpack_double(buf, body)[0]
+                pos = body + 8
+            else:
+                raise BananaError(f"invalid type byte 0x{kind:02x}")
+            # Hand the item to the innermost open list; a list that is now
+            # full is itself an item of the list around it.
+            while stack:
+                top = stack[-1]
+                top[1].append(item)
+                top[0] -= 1
+                if top[0]:
+                    break
+                stack.pop()
+                item = top[1]
+            else:
+                self._pos = pos
+                self._needed = 1
+                return item
+        else:
+            self._needed = 1
+        self._pos = pos
+        return NEED_DATA
+
+
+def encode(obj: object, *, dialect: bytes = b"pb") -> bytes:
+    """The banana bytes of one expression, in *dialect* (``b"pb"`` or ``b"none"``)."""
+    return Encoder(dialect).encode(obj)
+
+
+def decode(data: bytes, *, dialect: bytes = b"pb", **limits: int) -> Any:
+    """Decode exactly one whole expression from *data*.
+
+    Raises :class:`BananaError` if *data* is malformed, ends early or has
+    bytes after the expression.  *limits* are passed to :class:`Decoder`.
+    """
+    decoder = Decoder(vocabulary=_check_dialect(dialect), **limits)
+    decoder.receive_data(data)
+    expression = decoder.next_expression()
+    if expression is NEED_DATA:
+        raise BananaError("incomplete banana expression")
+    if decoder.buffered:
+        raise BananaError(f"{decoder.buffered} bytes after the banana expression")
+    return expression
+
+
+class BananaConnection:
+    """One end of a banana connection: the dialect handshake, then expressions.
+
+    Sans-IO, in the style of h11: feed received bytes to :meth:`receive_data`,
+    take events from :meth:`next_event`, and send whatever
+    :meth:`data_to_send` returns.  The server (the side that accepted the
+    connection) offers its dialects, most preferred first; the client picks
+    the first one it knows, in the server's order (pb-protocol.md 1.6).  The
+    handshake's own expressions never reach the caller: :meth:`next_event`
+    returns one :class:`DialectSelected` when it is over, then the peer's
+    expressions.
+    """
+
+    def __init__(
+        self,
+        *,
+        is_client: bool,
+        dialects: Iterable[bytes] = (b"pb", b"none"),
+        size_limit: int = SIZE_LIMIT,
+        prefix_limit: int = PREFIX_LIMIT,
+        depth_limit: int = DEPTH_LIMIT,
+    ) -> None:
+        self.is_client = is_client
+        self.dialects = tuple(dialects)
+        for dialect in self.dialects:
+            _check_dialect(dialect)
+        if not self.dialects:
+            raise ValueError("a banana connection needs at least one dialect")
+        #: The dialect in force, or ``None`` while the handshake runs.
+        self.dialect: bytes | None = None
+        self.size_limit = size_limit
+        self._decoder = Decoder(size_limit=size_limit, prefix_limit=prefix_limit, depth_limit=depth_limit)
+        self._encoder = Encoder(b"none", size_limit=size_limit)
+        self._outgoing: list[bytes] = []
+        if not is_client:
+            self._outgoing.append(self._encoder.encode(list(self.dialects)))
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder for the current dialect."""
+        return self._encoder
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes received from the peer."""
+        self._decoder.receive_data(data)
+
+    @property
+    def in_expression(self) -> bool:
+        """Whether bytes of an unfinished expression are waiting for the rest."""
+        return self._decoder.in_expression
+
+    def next_event(self) -> Any:
+        """The next expression, a :class:`DialectSelected`, or :data:`NEED_DATA`."""
+        expression = self._decoder.next_expression()
+        if self.dialect is not None or expression is NEED_DATA:
+            return expression
+        if self.is_client:
+            if not isinstance(expression, list):
+                raise BananaError(f"the server's dialect offer is not a list: {expression!r:.100}")
+            chosen = next((d for d in expression if d in self.dialects), None)
+            if chosen is None:
+                raise BananaError(f"no dialect in common with the server's offer {expression!r:.200}")
+            self._outgoing.append(self._encoder.encode(chosen))
+        else:
+            chosen = expression
+            if type(chosen) is not bytes or chosen not in self.dialects:
+                raise BananaError(f"the client selected a dialect the server did not offer: {chosen!r:.100}")
+        self._select(chosen)
+        return DialectSelected(chosen)
+
+    def _select(self, dialect: bytes) -> None:
+        self.dialect = dialect
+        self._decoder.vocabulary = DIALECTS[dialect]
+        self._encoder = Encoder(dialect, size_limit=self.size_limit)
+
+    def send(self, expression: object) -> bytes:
+        """Encode *expression* in the current dialect; all or nothing."""
+        return self._encoder.encode(expression)
+
+    def data_to_send(self) -> bytes:
+        """Handshake bytes waiting to go out (the offer, or the client's choice)."""
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        return data

@@ -1,0 +1,105 @@
+"""Every exception trio_pb raises, in one hierarchy.
+
+The names follow Twisted PB so that ported code reads the same; where Twisted
+spreads its errors over several modules (``pb``, ``jelly``, ``banana``,
+``cred.error``), trio_pb keeps them here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BananaError",
+    "DeadReferenceError",
+    "Error",
+    "InsecureJelly",
+    "JellyError",
+    "LoginFailed",
+    "NoSuchMethod",
+    "PBConnectionLost",
+    "ProtocolError",
+    "RemoteError",
+    "UnauthorizedLogin",
+    "UnhandledCredentials",
+]
+
+
+class Error(Exception):
+    """An error a remote method raises on purpose, for its caller to handle.
+
+    Subclasses of ``Error`` are the "expected" failures of an API (Twisted's
+    ``pb.Error``): the broker sends them to the caller without logging them.
+    """
+
+
+class ProtocolError(Exception):
+    """The peer (or the caller) broke the rules of the PB protocol."""
+
+
+class BananaError(ProtocolError):
+    """Bytes that are not valid banana, or a value banana cannot carry."""
+
+
+class JellyError(ProtocolError):
+    """An s-expression that is not valid jelly, or a value jelly cannot carry."""
+
+
+class InsecureJelly(JellyError):
+    """Unjellying would create something the security options do not allow."""
+
+
+class DeadReferenceError(ProtocolError):
+    """A call went to a broker whose connection is closed or was lost."""
+
+
+class PBConnectionLost(DeadReferenceError):
+    """The connection was lost while a call was waiting for its answer."""
+
+
+class NoSuchMethod(AttributeError):
+    """The remote object has no method of the name that was called."""
+
+
+class RemoteError(Exception):
+    """An exception raised by the peer that has no registered local class.
+
+    ``remote_type`` is the qualified name of the remote exception's class
+    (bytes, as on the wire), ``remote_traceback`` the traceback text the peer
+    chose to send, and ``parents`` the qualified names of its classes.
+    """
+
+    def __init__(
+        self,
+        remote_type: bytes,
+        value: str,
+        remote_traceback: str = "",
+        parents: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(value)
+        self.remote_type = remote_type
+        self.value = value
+        self.remote_traceback = remote_traceback
+        self.parents = parents
+
+    # Twisted's spellings, for ported code.
+    @property
+    def remoteType(self) -> bytes:
+        return self.remote_type
+
+    @property
+    def remoteTraceback(self) -> str:
+        return self.remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.remote_type.decode('utf-8', 'replace')}: {self.value}"
+
+
+class LoginFailed(Error):
+    """A login was refused."""
+
+
+class UnauthorizedLogin(LoginFailed):
+    """The credentials were wrong: unknown user or bad password."""
+
+
+class UnhandledCredentials(LoginFailed):
+    """No checker of the portal can verify this kind of credentials."""
