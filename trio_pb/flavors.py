@@ -8,11 +8,22 @@ follow, so code ported from Twisted keeps working unchanged.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, ClassVar
 
+from .errors import JellyError, NoSuchMethod
 from .jelly import Jellier, Jellyable, Unjellier, Unjellyable, qual
 
-__all__ = ["Copyable", "RemoteCopy", "TwistedHooks"]
+__all__ = [
+    "Avatar",
+    "Copyable",
+    "Referenceable",
+    "RemoteCopy",
+    "Root",
+    "TwistedHooks",
+    "ViewPoint",
+    "Viewable",
+]
 
 
 class TwistedHooks:
@@ -28,8 +39,13 @@ class TwistedHooks:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for snake, camel in cls._twisted_aliases.items():
-            own = cls.__dict__
+        # Every base's aliases, not just the first one's: a class can be both
+        # a Copyable and a RemoteCopy.
+        aliases: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            aliases.update(klass.__dict__.get("_twisted_aliases", {}))
+        own = cls.__dict__
+        for snake, camel in aliases.items():
             if camel in own and snake not in own:
                 setattr(cls, snake, own[camel])
             elif snake in own and camel not in own:
@@ -101,3 +117,85 @@ class RemoteCopy(TwistedHooks, Unjellyable):
 
     def set_state_for(self, unjellier: Unjellier, state: Any) -> None:
         self.set_copyable_state(state)
+
+
+def _method_named(obj: Any, prefix: str, name: str, *, no_such: type[Exception]) -> Any:
+    method = getattr(obj, prefix + name, None) if name.isidentifier() else None
+    if method is None or not callable(method):
+        raise no_such(f"No such method: {prefix}{name}")
+    return method
+
+
+class Referenceable(TwistedHooks, Jellyable):
+    """An object passed by reference: the peer gets a RemoteReference and calls ``remote_*``.
+
+    Methods may be plain functions, which answer in order, inline, or
+    ``async def``, which run as tasks in the broker's nursery.
+    """
+
+    #: The perspective used to jelly what this object's methods return.
+    answer_perspective: Any = None
+
+    def resolve_remote_method(self, name: str) -> Any:
+        """The callable that runs when the peer calls *name*; raises NoSuchMethod."""
+        return _method_named(self, "remote_", name, no_such=NoSuchMethod)
+
+    def process_unique_id(self) -> Any:
+        """The key under which the broker counts references to this object."""
+        return id(self)
+
+    processUniqueID = process_unique_id
+
+    def jelly_for(self, jellier: Jellier) -> Any:
+        if jellier.invoker is None:
+            raise JellyError(f"a {type(self).__name__} can only be sent through a broker")
+        return [b"remote", jellier.invoker.register_reference(self)]
+
+
+class Root(Referenceable):
+    """The object a server offers first; clients get it with ``await broker.root_object()``."""
+
+    def root_object(self, broker: Any) -> Referenceable:
+        """The root to serve on *broker*; the default shares this object with every connection."""
+        return self
+
+    rootObject = root_object
+
+
+class ViewPoint(Referenceable):
+    """A Viewable as seen by one perspective: calls run ``view_*(perspective, ...)``."""
+
+    def __init__(self, perspective: Any, viewable: Viewable) -> None:
+        self.perspective = perspective
+        self.viewable = viewable
+        self.answer_perspective = perspective
+
+    def process_unique_id(self) -> Any:
+        return (id(self.perspective), id(self.viewable))
+
+    def resolve_remote_method(self, name: str) -> Any:
+        method = _method_named(self.viewable, "view_", name, no_such=AttributeError)
+        return partial(method, self.perspective)
+
+
+class Viewable(Referenceable):
+    """A Referenceable whose ``view_*`` methods learn which perspective (avatar) called them.
+
+    The perspective is the one in force when the object was sent: the avatar
+    if a ``perspective_*`` method returned it, otherwise ``None``.
+    """
+
+    def jelly_for(self, jellier: Jellier) -> Any:
+        perspective = jellier.invoker.serializing_perspective if jellier.invoker is not None else None
+        return ViewPoint(perspective, self).jelly_for(jellier)
+
+
+class Avatar(Referenceable):
+    """What a login returns: the peer calls its ``perspective_*`` methods."""
+
+    @property
+    def answer_perspective(self) -> Any:
+        return self
+
+    def resolve_remote_method(self, name: str) -> Any:
+        return _method_named(self, "perspective_", name, no_such=AttributeError)

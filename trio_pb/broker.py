@@ -1,0 +1,373 @@
+"""The trio side of a PB connection: tasks, waiting callers, and the stream.
+
+:func:`open_broker` runs a :class:`Broker` over any :class:`trio.abc.Stream`
+in a nursery of its own.  The broker owns a reader task, which feeds the
+sans-IO :class:`~trio_pb.protocol.PBProtocol` and acts on its events in
+arrival order, and a writer task, which sends whatever the protocol has
+queued, so that no caller's cancellation can ever cut a message in half.
+Plain ``remote_*`` methods run inline in the reader; ``async def`` ones run
+as tasks in the broker's nursery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from .banana import NEED_DATA
+from .errors import DeadReferenceError, Error, PBConnectionLost, ProtocolError
+from .jelly import CopyRegistry, SecurityOptions
+from .protocol import MAX_BROKER_REFS, Answer, Failed, IncomingCall, PBProtocol, Ready
+from .references import RemoteReference
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["Broker", "open_broker"]
+
+log = logging.getLogger("trio_pb")
+
+_RECEIVE_SIZE = 65536
+#: How long leaving open_broker waits for queued messages to go out.
+_FLUSH_ON_CLOSE_SECONDS = 5.0
+
+
+@attrs.define
+class _PendingCall:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+
+class Broker:
+    """One PB connection: make calls with references it gives you, serve your objects.
+
+    Create it with :func:`open_broker`, not directly.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        nursery: trio.Nursery,
+        *,
+        is_client: bool,
+        root: Any = None,
+        security: SecurityOptions | None = None,
+        registry: CopyRegistry | None = None,
+        unsafe_tracebacks: bool = False,
+        max_references: int = MAX_BROKER_REFS,
+    ) -> None:
+        self._stream = stream
+        self._nursery = nursery
+        self._protocol = PBProtocol(
+            self,
+            is_client=is_client,
+            security=security,
+            registry=registry,
+            unsafe_tracebacks=unsafe_tracebacks,
+            max_references=max_references,
+        )
+        if root is not None:
+            root_object = getattr(root, "root_object", None)
+            self._protocol.set_name_for_local(b"root", root_object(self) if root_object else root)
+        self._token = trio.lowlevel.current_trio_token()
+        self._ready = trio.Event()
+        self._lost = trio.Event()
+        self._writer_wakeup = trio.Event()
+        self._closing = False
+        self._writer_done = trio.Event()
+        self._pending: dict[int, _PendingCall] = {}
+        self._abandoned: set[int] = set()
+        self._call_scopes: set[trio.CancelScope] = set()
+        self._disconnect_callbacks: list[Callable[[], Any]] = []
+        self._reference_disconnect_callbacks: dict[RemoteReference, list[Callable[[Any], Any]]] = {}
+        #: Why the connection ended, if it was a protocol error.
+        self.error: BaseException | None = None
+
+    # -- public API ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is still up."""
+        return not self._lost.is_set()
+
+    async def root_object(self) -> RemoteReference:
+        """The peer's root object (Twisted's ``getRootObject``)."""
+        await self._ready.wait()
+        if self._lost.is_set():
+            raise DeadReferenceError("the connection closed before the handshake finished")
+        return RemoteReference(self, b"root", counted=False)
+
+    getRootObject = root_object
+
+    def set_name_for_local(self, name: bytes, obj: Any) -> None:
+        """Let the peer call *obj* by *name* without a reference (like ``b"root"``)."""
+        self._protocol.set_name_for_local(name, obj)
+
+    setNameForLocal = set_name_for_local
+
+    def remote_for_name(self, name: bytes) -> RemoteReference:
+        """A reference to the object the peer registered under *name*."""
+        return RemoteReference(self, name, counted=False)
+
+    remoteForName = remote_for_name
+
+    def notify_on_disconnect(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` when the connection is lost."""
+        self._disconnect_callbacks.append(callback)
+
+    def dont_notify_on_disconnect(self, callback: Callable[[], Any]) -> None:
+        """Undo :meth:`notify_on_disconnect`; an unknown callback is ignored."""
+        if callback in self._disconnect_callbacks:
+            self._disconnect_callbacks.remove(callback)
+
+    notifyOnDisconnect = notify_on_disconnect
+    dontNotifyOnDisconnect = dont_notify_on_disconnect
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is gone."""
+        await self._lost.wait()
+
+    async def aclose(self) -> None:
+        """Send what is queued, close the stream and fail every outstanding call."""
+        if not self._closing and not self._lost.is_set():
+            self._closing = True
+            self._wake_writer()
+            with trio.move_on_after(_FLUSH_ON_CLOSE_SECONDS) as scope:
+                scope.shield = True
+                await self._writer_done.wait()
+        self._connection_lost()
+        await trio.aclose_forcefully(self._stream)
+
+    # -- calls we make -----------------------------------------------------------
+
+    async def _call(self, target: int | bytes, name: str, args: Any, kwargs: Any) -> Any:
+        if self._lost.is_set():
+            raise DeadReferenceError("Calling Stale Broker")
+        request_id = self._protocol.send_call(target, name, args, kwargs)
+        pending = self._pending[request_id] = _PendingCall()
+        self._wake_writer()
+        try:
+            await pending.done.wait()
+        except BaseException:
+            if self._pending.pop(request_id, None) is not None:
+                # Cancelled: the answer, when it comes, is dropped quietly.
+                self._abandoned.add(request_id)
+            raise
+        if pending.error is not None:
+            raise pending.error
+        return pending.value
+
+    def _call_no_answer(self, target: int | bytes, name: str, args: Any, kwargs: Any) -> None:
+        if self._lost.is_set():
+            raise DeadReferenceError("Calling Stale Broker")
+        self._protocol.send_call(target, name, args, kwargs, answer_required=False)
+        self._wake_writer()
+
+    def _decref(self, luid: int | bytes) -> None:
+        self._protocol.send_decref(luid)
+        self._wake_writer()
+
+    def _decref_from_gc(self, luid: int | bytes) -> None:
+        # Called from __del__, possibly in another thread: hand over, do nothing else.
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._decref, luid)
+
+    # -- the tasks ---------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                self._handle_events()
+                data = await self._stream.receive_some(_RECEIVE_SIZE)
+                if not data:
+                    if self._protocol.in_expression:
+                        log.warning("connection closed in the middle of a message")
+                    break
+                self._protocol.receive_data(bytes(data))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except ProtocolError as exc:
+            log.error("closing the connection: the peer broke the protocol: %s", exc)
+            self.error = exc
+        finally:
+            self._connection_lost()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self._stream)
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._writer_wakeup.wait()
+                self._writer_wakeup = trio.Event()
+                data = self._protocol.data_to_send()
+                if data:
+                    await self._stream.send_all(data)
+                if self._closing:
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._connection_lost()
+        finally:
+            self._writer_done.set()
+
+    def _wake_writer(self) -> None:
+        self._writer_wakeup.set()
+
+    def _handle_events(self) -> None:
+        protocol = self._protocol
+        while True:
+            event = protocol.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, IncomingCall):
+                self._run_call(event)
+            elif isinstance(event, (Answer, Failed)):
+                self._settle(event)
+            elif isinstance(event, Ready):
+                self._ready.set()
+        self._wake_writer()
+
+    def _settle(self, event: Answer | Failed) -> None:
+        pending = self._pending.pop(event.request_id, None)
+        if pending is None:
+            if event.request_id in self._abandoned:
+                self._abandoned.discard(event.request_id)
+            else:
+                log.warning("peer answered request %d twice", event.request_id)
+            return
+        if isinstance(event, Answer):
+            pending.value = event.value
+        else:
+            pending.error = event.error
+        pending.done.set()
+
+    def _run_call(self, call: IncomingCall) -> None:
+        try:
+            result = call.method(*call.args, **call.kwargs)
+        except Exception as exc:
+            self._fail_call(call, exc)
+            return
+        if inspect.isawaitable(result):
+            self._nursery.start_soon(self._finish_async_call, call, result)
+        elif call.answer_required:
+            self._protocol.send_answer(call.request_id, result, call.perspective)
+
+    async def _finish_async_call(self, call: IncomingCall, awaitable: Any) -> None:
+        with trio.CancelScope() as scope:
+            self._call_scopes.add(scope)
+            try:
+                result = await awaitable
+            except Exception as exc:
+                self._fail_call(call, exc)
+            else:
+                if call.answer_required and not self._lost.is_set():
+                    self._protocol.send_answer(call.request_id, result, call.perspective)
+            finally:
+                self._call_scopes.discard(scope)
+        self._wake_writer()
+
+    def _fail_call(self, call: IncomingCall, exc: Exception) -> None:
+        if not isinstance(exc, Error):
+            log.error("remote call %r raised; the peer receives the error", call.method, exc_info=exc)
+        if call.answer_required and not self._lost.is_set():
+            self._protocol.send_error(call.request_id, exc)
+
+    def _connection_lost(self) -> None:
+        if self._lost.is_set():
+            return
+        self._lost.set()
+        self._ready.set()
+        self._protocol.connection_lost()
+        pending, self._pending = self._pending, {}
+        for call in pending.values():
+            call.error = PBConnectionLost("the connection was lost before the answer came")
+            call.done.set()
+        for scope in self._call_scopes:
+            scope.cancel()
+        for callback in list(self._disconnect_callbacks):
+            _run_callback(callback)
+        for reference, callbacks in list(self._reference_disconnect_callbacks.items()):
+            for ref_callback in callbacks:
+                _run_callback(ref_callback, reference)
+        self._reference_disconnect_callbacks.clear()
+
+
+def _run_callback(callback: Callable[..., Any], *args: Any) -> None:
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("disconnect callback %r failed", callback)
+
+
+def _unwrap_single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested groups, or None if there are several."""
+    leaves: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exc)
+
+    collect(group)
+    return leaves[0] if len(leaves) == 1 else None
+
+
+@asynccontextmanager
+async def open_broker(
+    stream: trio.abc.Stream,
+    *,
+    server: bool,
+    root: Any = None,
+    security: SecurityOptions | None = None,
+    registry: CopyRegistry | None = None,
+    unsafe_tracebacks: bool = False,
+    max_references: int = MAX_BROKER_REFS,
+) -> AsyncIterator[Broker]:
+    """Run a PB broker over *stream* and yield it once the handshake is done.
+
+    *server* is true on the side that accepted the connection (it speaks
+    first).  *root* is the object the peer gets from ``root_object()``.
+    Leaving the block sends what is queued, closes the stream, cancels every
+    task the broker started and fails outstanding calls with
+    :class:`~trio_pb.errors.PBConnectionLost`.  An exception from the block
+    comes out as itself, not wrapped in an ExceptionGroup.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            broker = Broker(
+                stream,
+                nursery,
+                is_client=not server,
+                root=root,
+                security=security,
+                registry=registry,
+                unsafe_tracebacks=unsafe_tracebacks,
+                max_references=max_references,
+            )
+            nursery.start_soon(broker._read)
+            nursery.start_soon(broker._write)
+            broker._wake_writer()
+            try:
+                await broker._ready.wait()
+                if broker._lost.is_set():
+                    raise broker.error or DeadReferenceError("the connection closed during the handshake")
+                yield broker
+            finally:
+                with trio.CancelScope(shield=True):
+                    await broker.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        single = _unwrap_single(group)
+        if single is None:
+            raise
+        raise single from None

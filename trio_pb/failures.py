@@ -1,0 +1,126 @@
+"""Exceptions across the wire: Twisted's CopyableFailure shape, both ways.
+
+Toward the peer every exception travels as a ``twisted.spread.pb.CopyableFailure``
+state dict, the one shape a Twisted peer always accepts and can ``trap`` by
+class (pb-protocol.md 3.6).  trio_pb's own error classes are named as their
+Twisted counterparts, so ``failure.trap(pb.Error)`` or ``trap(NoSuchMethod)``
+works on the Twisted side.  Coming back, a failure whose type is registered
+here is raised as that class; anything else becomes a :class:`RemoteError`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Final
+
+from . import errors
+from .flavors import RemoteCopy
+from .jelly import CopyRegistry
+
+__all__ = ["COPYABLE_FAILURE_TAG", "CopiedFailure", "failure_state", "register_error", "to_exception"]
+
+COPYABLE_FAILURE_TAG: Final = b"twisted.spread.pb.CopyableFailure"
+
+# trio_pb class -> the name Twisted knows it by.
+_WIRE_NAMES: dict[type[BaseException], str] = {
+    errors.Error: "twisted.spread.pb.Error",
+    errors.NoSuchMethod: "twisted.spread.flavors.NoSuchMethod",
+    errors.DeadReferenceError: "twisted.spread.pb.DeadReferenceError",
+    errors.PBConnectionLost: "twisted.spread.pb.PBConnectionLost",
+    errors.ProtocolError: "twisted.spread.pb.ProtocolError",
+    errors.InsecureJelly: "twisted.spread.jelly.InsecureJelly",
+    errors.BananaError: "twisted.spread.banana.BananaError",
+    errors.LoginFailed: "twisted.cred.error.LoginFailed",
+    errors.UnauthorizedLogin: "twisted.cred.error.UnauthorizedLogin",
+    errors.UnhandledCredentials: "twisted.cred.error.UnhandledCredentials",
+}
+# Wire name -> local class, for errors the caller can catch by their own class.
+_LOCAL_CLASSES: dict[str, type[BaseException]] = {name: cls for cls, name in _WIRE_NAMES.items()}
+
+
+def register_error(cls: type[BaseException], wire_name: str | None = None) -> None:
+    """Let failures of *cls* arrive as *cls* itself instead of :class:`RemoteError`.
+
+    *wire_name* is the qualified class name the peer sends (by default the
+    class's own ``module.Name``); register the same class on both sides.
+    """
+    name = wire_name or f"{cls.__module__}.{cls.__name__}"
+    _LOCAL_CLASSES[name] = cls
+
+
+def _wire_name(cls: type) -> str:
+    return _WIRE_NAMES.get(cls) or f"{cls.__module__}.{cls.__name__}"
+
+
+def failure_state(exc: BaseException, *, unsafe_tracebacks: bool = False) -> dict[str, Any]:
+    """The CopyableFailure state for *exc*, as Twisted builds it."""
+    if unsafe_tracebacks:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    else:
+        text = "Traceback unavailable\n"
+    # The keys in the order Twisted sends them, so the bytes match too.
+    return {
+        "count": 0,
+        "type": _wire_name(type(exc)).encode("utf-8"),
+        "value": str(exc),
+        "captureVars": False,
+        "tb": None,
+        "unsafeTracebacks": unsafe_tracebacks,
+        "parents": [_wire_name(cls) for cls in type(exc).__mro__],
+        "frames": [],
+        "stack": [],
+        "traceback": text,
+    }
+
+
+class CopiedFailure(RemoteCopy):
+    """A failure received from the peer; :func:`to_exception` makes it raisable."""
+
+    def set_copyable_state(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            state = {}
+        self.state = {
+            k.decode("utf-8", "replace") if isinstance(k, bytes) else k: v for k, v in state.items()
+        }
+
+
+def install(registry: CopyRegistry) -> None:
+    """Register :class:`CopiedFailure` for the CopyableFailure tag in *registry*."""
+    registry.register(COPYABLE_FAILURE_TAG, CopiedFailure)
+
+
+def to_exception(payload: Any) -> BaseException:
+    """The exception to raise in the caller for an ``error`` message's payload."""
+    if isinstance(payload, BaseException):
+        return payload
+    if isinstance(payload, CopiedFailure):
+        state = payload.state
+        remote_type = state.get("type", b"")
+        if isinstance(remote_type, str):
+            remote_type = remote_type.encode("utf-8")
+        elif not isinstance(remote_type, bytes):
+            remote_type = repr(remote_type).encode("utf-8")
+        value = state.get("value", "")
+        value = value if isinstance(value, str) else repr(value)
+        tb = state.get("traceback", "")
+        tb = tb if isinstance(tb, str) else ""
+        parents = state.get("parents") or []
+        parents = tuple(p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p) for p in parents)
+        local = _LOCAL_CLASSES.get(remote_type.decode("utf-8", "replace"))
+        if local is not None:
+            exc = _make(local, value)
+            exc.remote_traceback = tb  # type: ignore[attr-defined]
+            return exc
+        return errors.RemoteError(remote_type, value, tb, parents)
+    # Very old peers send a bare string.
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+    return errors.RemoteError(type(payload).__name__.encode(), text)
+
+
+def _make(cls: type[BaseException], value: str) -> BaseException:
+    try:
+        return cls(value) if value else cls()
+    except TypeError:
+        exc = cls.__new__(cls)
+        exc.args = (value,)
+        return exc

@@ -1,0 +1,391 @@
+"""The PB protocol state machine for one connection, without I/O.
+
+:class:`PBProtocol` is the broker's sans-IO core (pb-protocol.md section 3):
+it runs the banana handshake, numbers requests, keeps the tables of objects
+the peer holds references to, turns incoming expressions into events and
+outgoing calls, answers and errors into bytes.  It never runs user code
+except the jelly hooks of the objects it serializes, and it imports no trio:
+:mod:`trio_pb.broker` drives it.
+
+Everything the peer sends is processed strictly in arrival order, so that
+reference counts and the meaning of ``local`` tokens stay consistent.  A
+problem confined to one call (bad arguments, an unknown object, an answer
+that cannot be unjellied) fails that call; a broken protocol raises
+:class:`~trio_pb.errors.ProtocolError` and the connection must be closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+import attrs
+
+from . import failures
+from .banana import NEED_DATA, BananaConnection, DialectSelected
+from .errors import BananaError, Error, JellyError, ProtocolError
+from .jelly import CopyRegistry, SecurityOptions, Unjellier, copy_registry, global_security, jelly
+from .references import RemoteReference
+
+__all__ = [
+    "MAX_BROKER_REFS",
+    "PROTOCOL_VERSION",
+    "Answer",
+    "Failed",
+    "IncomingCall",
+    "PBProtocol",
+    "Ready",
+]
+
+log = logging.getLogger("trio_pb")
+
+PROTOCOL_VERSION: Final = 6
+#: How many objects the peer may hold references to (Twisted's MAX_BROKER_REFS).
+MAX_BROKER_REFS: Final = 1024
+
+
+@attrs.frozen
+class Ready:
+    """Event: the handshake is over; calls may be sent."""
+
+    dialect: bytes
+
+
+@attrs.frozen
+class IncomingCall:
+    """Event: the peer called *method*; answer with ``send_answer``/``send_error`` if wanted."""
+
+    request_id: int
+    answer_required: bool
+    method: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    #: The perspective the answer is to be jellied with (the avatar, for Viewables).
+    perspective: Any
+
+
+@attrs.frozen
+class Answer:
+    """Event: the answer to one of our calls."""
+
+    request_id: int
+    value: Any
+
+
+@attrs.frozen
+class Failed:
+    """Event: one of our calls failed; *error* is the exception to raise in the caller."""
+
+    request_id: int
+    error: BaseException
+
+
+@attrs.define
+class _Local:
+    obj: Any
+    refcount: int
+    puid: Any
+
+
+class PBProtocol:
+    """One end of a PB connection, as a state machine (see the module docstring).
+
+    *owner* is the object :class:`~trio_pb.references.RemoteReference` s are
+    bound to (the trio :class:`~trio_pb.broker.Broker`).
+    """
+
+    def __init__(
+        self,
+        owner: Any,
+        *,
+        is_client: bool,
+        security: SecurityOptions | None = None,
+        registry: CopyRegistry | None = None,
+        dialects: tuple[bytes, ...] = (b"pb", b"none"),
+        unsafe_tracebacks: bool = False,
+        max_references: int = MAX_BROKER_REFS,
+    ) -> None:
+        self.owner = owner
+        self.is_client = is_client
+        self.security = security if security is not None else global_security
+        self.registry = CopyRegistry(parent=registry if registry is not None else copy_registry)
+        failures.install(self.registry)
+        self.unsafe_tracebacks = unsafe_tracebacks
+        self.max_references = max_references
+        self._banana = BananaConnection(is_client=is_client, dialects=dialects)
+        self._outgoing: list[bytes] = [self._banana.data_to_send()]
+        self.ready = False
+        self.closed = False
+        #: The perspective Viewables are jellied for at this moment.
+        self.serializing_perspective: Any = None
+        self._next_request_id = 1
+        self._next_luid = 1
+        #: Objects the peer can call, by luid or by name.
+        self.local_objects: dict[int | bytes, _Local] = {}
+        self._luids: dict[Any, int] = {}
+        # luids registered by the jelly in progress, undone if sending fails.
+        self._registered: list[int] | None = None
+        self._release_callbacks: dict[Any, list[Any]] = {}
+
+    # -- bytes in, bytes out ----------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        self._banana.receive_data(data)
+
+    def data_to_send(self) -> bytes:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    @property
+    def in_expression(self) -> bool:
+        """Whether part of an expression has arrived without the rest."""
+        return self._banana.in_expression
+
+    def next_event(self) -> Any:
+        """The next event, or :data:`~trio_pb.banana.NEED_DATA`.
+
+        Raises :class:`~trio_pb.errors.ProtocolError` when the peer broke the
+        protocol; the connection must then be closed.
+        """
+        while True:
+            expression = self._banana.next_event()
+            if expression is NEED_DATA:
+                return NEED_DATA
+            if isinstance(expression, DialectSelected):
+                self._outgoing.append(self._banana.data_to_send())
+                self._send([b"version", PROTOCOL_VERSION])
+                self.ready = True
+                return Ready(expression.dialect)
+            event = self._dispatch(expression)
+            if event is not None:
+                return event
+
+    def _send(self, expression: list[Any]) -> None:
+        self._outgoing.append(self._banana.send(expression))
+
+    # -- incoming expressions -----------------------------------------------
+
+    def _dispatch(self, expression: Any) -> Any:
+        if type(expression) is not list or not expression or type(expression[0]) is not bytes:
+            raise ProtocolError(f"expected a command list, got {expression!r:.100}")
+        command = expression[0]
+        entry = _COMMANDS.get(command)
+        if entry is None:
+            log.warning("peer sent unknown command %r; answering didNotUnderstand", command)
+            self._send([b"didNotUnderstand", command])
+            return None
+        handler, arity = entry
+        if len(expression) - 1 != arity:
+            raise ProtocolError(f"{command.decode()} takes {arity} fields, got {len(expression) - 1}")
+        return handler(self, *expression[1:])
+
+    def _version(self, version: Any) -> None:
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(f"Version Incompatibility: {PROTOCOL_VERSION} {version!r:.20}")
+
+    def _message(
+        self, request_id: Any, target: Any, name: Any, answer_required: Any, args: Any, kwargs: Any
+    ) -> IncomingCall | None:
+        if type(request_id) is not int or type(answer_required) is not int:
+            raise ProtocolError("message with a request id or answer flag that is not an int")
+        wants_answer = bool(answer_required)
+        try:
+            if type(name) is not bytes:
+                raise ProtocolError(f"method name is not bytes: {name!r:.100}")
+            try:
+                method_name = name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError(f"method name is not UTF-8: {name!r:.100}") from None
+            local = self.local_objects.get(target) if type(target) in (int, bytes) else None
+            if local is None:
+                raise Error("Invalid Object ID")
+            call_args = self.unjelly(args)
+            call_kwargs = self.unjelly(kwargs)
+            if type(call_args) is not tuple or type(call_kwargs) is not dict:
+                raise ProtocolError("call arguments must be a tuple and a dict")
+            if any(type(key) is not str for key in call_kwargs):
+                call_kwargs = {
+                    k.decode("utf-8") if type(k) is bytes else k: v for k, v in call_kwargs.items()
+                }
+            method = local.obj.resolve_remote_method(method_name)
+        except (Error, ProtocolError, AttributeError) as exc:
+            if wants_answer:
+                self.send_error(request_id, exc)
+            else:
+                log.warning("call with no answer failed: %r", exc)
+            return None
+        perspective = getattr(local.obj, "answer_perspective", None)
+        return IncomingCall(request_id, wants_answer, method, call_args, call_kwargs, perspective)
+
+    def _answer(self, request_id: Any, result: Any) -> Answer | Failed:
+        self._check_request_id(request_id)
+        try:
+            return Answer(request_id, self.unjelly(result))
+        except JellyError as exc:
+            return Failed(request_id, exc)
+
+    def _error(self, request_id: Any, payload: Any) -> Failed:
+        self._check_request_id(request_id)
+        try:
+            return Failed(request_id, failures.to_exception(self.unjelly(payload)))
+        except JellyError as exc:
+            return Failed(request_id, exc)
+
+    def _check_request_id(self, request_id: Any) -> None:
+        if type(request_id) is not int or not 0 < request_id < self._next_request_id:
+            raise ProtocolError(f"answer to a request never sent: {request_id!r:.20}")
+
+    def _decref(self, luid: Any) -> None:
+        local = self.local_objects.get(luid) if type(luid) is int else None
+        if local is None:
+            # Twisted drops the connection here; a stray decref harms nobody else.
+            log.warning("peer released unknown reference %r", luid)
+            return
+        local.refcount -= 1
+        if local.refcount <= 0:
+            self._forget(luid, local)
+
+    def _did_not_understand(self, command: Any) -> None:
+        log.warning("peer did not understand our command %r", command)
+
+    # -- references ------------------------------------------------------------
+
+    def set_name_for_local(self, name: bytes, obj: Any) -> None:
+        """Make *obj* callable by the peer under *name* (``b"root"`` for the root)."""
+        self.local_objects[name] = _Local(obj, 0, None)
+
+    def register_reference(self, obj: Any) -> int:
+        """The luid of *obj* for one more ``remote`` token (jelly's hook for Referenceables)."""
+        puid = obj.process_unique_id()
+        luid = self._luids.get(puid)
+        if luid is not None:
+            self.local_objects[luid].refcount += 1
+        else:
+            if len(self.local_objects) >= self.max_references:
+                raise Error("Maximum PB reference count exceeded.")
+            luid = self._next_luid
+            self._next_luid += 1
+            self._luids[puid] = luid
+            self.local_objects[luid] = _Local(obj, 1, puid)
+        if self._registered is not None:
+            self._registered.append(luid)
+        return luid
+
+    def on_release(self, obj: Any, callback: Any) -> None:
+        """Call ``callback()`` once the peer has released every reference to *obj*."""
+        self._release_callbacks.setdefault(obj.process_unique_id(), []).append(callback)
+
+    def _forget(self, luid: int, local: _Local) -> None:
+        del self.local_objects[luid]
+        del self._luids[local.puid]
+        for callback in self._release_callbacks.pop(local.puid, ()):
+            callback()
+
+    def unjelly_pb_tag(self, unjellier: Unjellier, sexp: list[Any]) -> Any:
+        """Jelly's hook for ``remote`` and ``local`` tokens."""
+        tag = sexp[0]
+        if len(sexp) != 2 or type(sexp[1]) is not int:
+            raise JellyError(f"{tag.decode()} takes one int luid: {sexp!r:.100}")
+        luid = sexp[1]
+        if tag == b"remote":
+            return RemoteReference(self.owner, luid)
+        if tag == b"local":
+            local = self.local_objects.get(luid)
+            return local.obj if local is not None else None
+        raise JellyError(f"{tag.decode()} tokens are not supported yet")
+
+    def unjelly(self, sexp: Any) -> Any:
+        return Unjellier(self.security, self.registry, self).unjelly_top(sexp)
+
+    @contextmanager
+    def _sending(self, perspective: Any = None) -> Iterator[None]:
+        """Jelly and encode one message: on failure, undo the references it registered."""
+        self._registered = []
+        self.serializing_perspective = perspective
+        try:
+            yield
+        except BaseException:
+            for luid in self._registered:
+                self._decref(luid)
+            raise
+        finally:
+            self._registered = None
+            self.serializing_perspective = None
+
+    # -- outgoing messages ----------------------------------------------------
+
+    def send_call(
+        self,
+        target: int | bytes,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        answer_required: bool = True,
+        command: bytes = b"message",
+    ) -> int:
+        """Queue a call and return its request id; raises if it cannot be sent, sending nothing."""
+        if self.closed:
+            from .errors import DeadReferenceError
+
+            raise DeadReferenceError("Calling Stale Broker")
+        request_id = self._next_request_id
+        with self._sending():
+            message = [
+                command,
+                request_id,
+                target,
+                name.encode("utf-8"),
+                int(answer_required),
+                jelly(tuple(args), security=self.security, invoker=self),
+                jelly(dict(kwargs), security=self.security, invoker=self),
+            ]
+            data = self._banana.send(message)
+        self._next_request_id += 1
+        self._outgoing.append(data)
+        return request_id
+
+    def send_answer(self, request_id: int, result: Any, perspective: Any = None) -> None:
+        """Queue the answer to an incoming call; a result that cannot be sent becomes an error."""
+        try:
+            with self._sending(perspective):
+                data = self._banana.send(
+                    [b"answer", request_id, jelly(result, security=self.security, invoker=self)]
+                )
+        except (JellyError, BananaError, Error) as exc:
+            log.warning("cannot send the answer to request %d: %s", request_id, exc)
+            self.send_error(request_id, exc)
+            return
+        self._outgoing.append(data)
+
+    def send_error(self, request_id: int, exc: BaseException) -> None:
+        """Queue an error answer in Twisted's CopyableFailure shape."""
+        state = failures.failure_state(exc, unsafe_tracebacks=self.unsafe_tracebacks)
+        payload = [failures.COPYABLE_FAILURE_TAG, jelly(state, security=self.security)]
+        self._send([b"error", request_id, payload])
+
+    def send_decref(self, luid: int | bytes) -> None:
+        """Queue the release of one token of a reference the peer gave us."""
+        if not self.closed and type(luid) is int:
+            self._send([b"decref", luid])
+
+    def connection_lost(self) -> None:
+        """Forget everything the peer held: it is gone."""
+        self.closed = True
+        for luid, local in list(self.local_objects.items()):
+            if type(luid) is int:
+                self._forget(luid, local)
+        self.local_objects.clear()
+
+
+_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
+    b"version": (PBProtocol._version, 1),
+    b"message": (PBProtocol._message, 6),
+    b"answer": (PBProtocol._answer, 2),
+    b"error": (PBProtocol._error, 2),
+    b"decref": (PBProtocol._decref, 1),
+    b"didNotUnderstand": (PBProtocol._did_not_understand, 1),
+}

@@ -1,0 +1,135 @@
+"""RemoteReference: the local handle on an object that lives on the peer.
+
+A reference counts as one token of the peer's refcount (pb-protocol.md 3.4):
+releasing it, with ``await ref.release()``, ``async with ref:``, or as a
+fallback when it is garbage-collected, sends exactly one ``decref``.  The
+garbage collector never does I/O itself: it only queues the decref to the
+broker.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import JellyError
+from .jelly import Jellier, Jellyable
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+__all__ = ["RemoteMethod", "RemoteReference"]
+
+
+class RemoteReference(Jellyable):
+    """A reference to an object on the peer; call it with :meth:`call_remote`.
+
+    References to the same remote object compare and hash equal, whichever
+    token they came from.
+    """
+
+    def __init__(self, broker: Broker, luid: int | bytes, *, counted: bool = True) -> None:
+        self.broker = broker
+        self.luid = luid
+        # Named references (b"root") are not refcounted by the peer.
+        self._counted = counted
+        self._released = not counted
+
+    async def call_remote(self, _name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call ``remote_<_name>(*args, **kwargs)`` on the peer and return its result.
+
+        Raises the remote exception (:class:`~trio_pb.errors.RemoteError`
+        unless its class is registered), or
+        :class:`~trio_pb.errors.DeadReferenceError` if the connection is
+        gone.  Cancelling the caller abandons the call; its answer is dropped.
+        """
+        return await self.broker._call(self.luid, _name, args, kwargs)
+
+    def call_remote_no_answer(self, _name: str, /, *args: Any, **kwargs: Any) -> None:
+        """Send a call that wants no answer (Twisted's ``pbanswer=False``).
+
+        The peer runs it and sends nothing back, not even an error.
+        """
+        self.broker._call_no_answer(self.luid, _name, args, kwargs)
+
+    async def callRemote(self, _name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Twisted's spelling of :meth:`call_remote`; ``pbanswer=False`` sends without waiting."""
+        if kwargs.pop("pbanswer", True) is False:
+            self.call_remote_no_answer(_name, *args, **kwargs)
+            return None
+        return await self.call_remote(_name, *args, **kwargs)
+
+    def remote_method(self, name: str) -> RemoteMethod:
+        """A callable that calls *name* on this reference."""
+        return RemoteMethod(self, name)
+
+    remoteMethod = remote_method
+
+    def notify_on_disconnect(self, callback: Any) -> None:
+        """Call ``callback(self)`` when the connection is lost."""
+        self.broker._reference_disconnect_callbacks.setdefault(self, []).append(callback)
+
+    def dont_notify_on_disconnect(self, callback: Any) -> None:
+        """Undo :meth:`notify_on_disconnect`; raises ValueError if *callback* was not registered."""
+        callbacks = self.broker._reference_disconnect_callbacks.get(self, [])
+        callbacks.remove(callback)
+        if not callbacks:
+            self.broker._reference_disconnect_callbacks.pop(self, None)
+
+    notifyOnDisconnect = notify_on_disconnect
+    dontNotifyOnDisconnect = dont_notify_on_disconnect
+
+    async def release(self) -> None:
+        """Give this token back to the peer (one ``decref``); calling again does nothing."""
+        self.release_nowait()
+
+    def release_nowait(self) -> None:
+        """Like :meth:`release`, for synchronous code: the decref is queued at once."""
+        if not self._released:
+            self._released = True
+            self.broker._decref(self.luid)
+
+    async def __aenter__(self) -> RemoteReference:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.release()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_released", True):
+            self._released = True
+            self.broker._decref_from_gc(self.luid)
+
+    def jelly_for(self, jellier: Jellier) -> Any:
+        if jellier.invoker is not self.broker._protocol:
+            raise JellyError("a RemoteReference can only be sent back over the connection it came from")
+        return [b"local", self.luid]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RemoteReference):
+            return NotImplemented
+        return self.broker is other.broker and self.luid == other.luid
+
+    def __hash__(self) -> int:
+        return hash(self.luid)
+
+    def __repr__(self) -> str:
+        return f"<RemoteReference {self.luid!r}{' released' if self._released and self._counted else ''}>"
+
+
+class RemoteMethod:
+    """One method of a remote object, callable like a local async function."""
+
+    def __init__(self, reference: RemoteReference, name: str) -> None:
+        self.reference = reference
+        self.name = name
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.reference.call_remote(self.name, *args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RemoteMethod):
+            return NotImplemented
+        return self.reference == other.reference and self.name == other.name
+
+    def __hash__(self) -> int:
+        return hash((self.reference, self.name))
