@@ -6,6 +6,7 @@ public names are re-exported here.
 
 from __future__ import annotations
 
+from .broker import Broker, open_broker
 from .errors import (
     BananaError,
     DeadReferenceError,
@@ -20,7 +21,8 @@ from .errors import (
     UnauthorizedLogin,
     UnhandledCredentials,
 )
-from .flavors import Copyable, RemoteCopy
+from .failures import register_error
+from .flavors import Avatar, Copyable, Referenceable, RemoteCopy, Root, Viewable, ViewPoint
 from .jelly import (
     CopyRegistry,
     SecurityOptions,
@@ -30,11 +32,22 @@ from .jelly import (
     setUnjellyableFactoryForClass,
     setUnjellyableForClass,
 )
+from .references import RemoteMethod, RemoteReference
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Avatar",
     "BananaError",
+    "Broker",
+    "Referenceable",
+    "RemoteMethod",
+    "RemoteReference",
+    "Root",
+    "ViewPoint",
+    "Viewable",
+    "open_broker",
+    "register_error",
     "CopyRegistry",
     "Copyable",
     "DeadReferenceError",

@@ -15,7 +15,7 @@ import contextlib
 import inspect
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -307,6 +307,18 @@ def _run_callback(callback: Callable[..., Any], *args: Any) -> None:
         log.exception("disconnect callback %r failed", callback)
 
 
+@contextlib.contextmanager
+def plain_errors() -> Iterator[None]:
+    """Let a lone exception out of a nursery as itself rather than in an ExceptionGroup."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        single = _unwrap_single(group)
+        if single is None:
+            raise
+        raise single from None
+
+
 def _unwrap_single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The one exception inside nested groups, or None if there are several."""
     leaves: list[BaseException] = []
@@ -342,7 +354,7 @@ async def open_broker(
     :class:`~trio_pb.errors.PBConnectionLost`.  An exception from the block
     comes out as itself, not wrapped in an ExceptionGroup.
     """
-    try:
+    with plain_errors():
         async with trio.open_nursery() as nursery:
             broker = Broker(
                 stream,
@@ -366,8 +378,3 @@ async def open_broker(
                 with trio.CancelScope(shield=True):
                     await broker.aclose()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        single = _unwrap_single(group)
-        if single is None:
-            raise
-        raise single from None

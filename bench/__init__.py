@@ -1,0 +1,155 @@
+"""Benchmarks: trio_pb measured side by side with Twisted PB, in one run.
+
+Run them with ``nox -s bench`` or ``python -m bench [SECTION ...] [options]``
+from the repository root; ``python -m bench --help`` lists the sections.
+Each section is a module of this package with ``add_arguments(group)`` and
+``run(options)`` (see :mod:`bench.__main__`).
+
+This package is developer tooling: the library never imports it, and it is
+not part of the distribution.  What lives here is shared by the sections:
+timeit-style measurement that interleaves the contenders, so that a noisy,
+shared machine slows them alike, and plain-text tables.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "Measurement",
+    "Settings",
+    "calibrate",
+    "compare",
+    "format_rate",
+    "format_table",
+    "format_time",
+    "python_description",
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to measure: shared by every section."""
+
+    #: Timed repeats per contender; the median is reported.
+    repeat: int
+    #: Each repeat runs the operation enough times to last about this long (seconds).
+    min_time: float
+    #: Cap on the repeats of one contender in one case (seconds): slow cases repeat less.
+    max_case_time: float
+    #: Leave the garbage collector on while timing (timeit turns it off).
+    gc: bool
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The per-operation times of one contender's repeats, in seconds."""
+
+    times: tuple[float, ...]
+    number: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def _timed(func: Callable[[], object], number: int, keep_gc: bool) -> float:
+    """Seconds per call of ``func()`` over *number* calls, GC off unless *keep_gc*."""
+    loops = itertools.repeat(None, number)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    if not keep_gc:
+        gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in loops:
+            func()
+        elapsed = time.perf_counter() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return elapsed / number
+
+
+def calibrate(func: Callable[[], object], min_time: float, keep_gc: bool = False) -> tuple[int, float]:
+    """How many calls make a repeat last about *min_time*, and the seconds one call took.
+
+    Like ``timeit.Timer.autorange``, but it starts from the measured time of one
+    call, so that a slow operation is not run needlessly often.  Call *func*
+    once before, to warm it up.
+    """
+    one = _timed(func, 1, keep_gc)
+    if one >= min_time:
+        return 1, one
+    number = max(1, math.ceil(min_time / max(one, 1e-9)))
+    per_call = _timed(func, number, keep_gc)
+    return max(1, math.ceil(min_time / max(per_call, 1e-9))), per_call
+
+
+def compare(contenders: Sequence[Callable[[], object]], settings: Settings) -> list[Measurement]:
+    """Time each contender, interleaving their repeats (A B A B ...).
+
+    Interleaving means a burst of load from another process on this shared
+    machine hits every contender, not just the one that happened to be
+    running; medians then drop the bursts.  Each contender should have been
+    called once already (to check its result), which warms it up.
+    """
+    numbers: list[int] = []
+    times: list[list[float]] = []
+    repeats = settings.repeat
+    for func in contenders:
+        number, per_call = calibrate(func, settings.min_time, settings.gc)
+        numbers.append(number)
+        # A calibration of one call is as good as a repeat: keep it.
+        times.append([per_call] if number == 1 else [])
+        # A contender whose calls are slow gets fewer repeats (but some).
+        affordable = int(settings.max_case_time / max(per_call * number, 1e-9))
+        repeats = min(repeats, max(min(3, settings.repeat), affordable))
+    for _ in range(repeats):
+        for index, func in enumerate(contenders):
+            if len(times[index]) < repeats:
+                times[index].append(_timed(func, numbers[index], settings.gc))
+    return [Measurement(tuple(t), n) for t, n in zip(times, numbers, strict=True)]
+
+
+def format_time(seconds: float) -> str:
+    """A duration with three significant digits and a readable unit."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_rate(size: int, seconds: float) -> str:
+    """Throughput in MB/s (10**6 bytes)."""
+    rate = size / seconds / 1e6
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.1f}"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    """A plain-text table; *right* says which columns are right-aligned (numbers)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(width) if align else cell.ljust(width)
+            for cell, width, align in zip(cells, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def python_description() -> str:
+    return f"{platform.python_implementation()} {sys.version.split()[0]} on {platform.machine()}"

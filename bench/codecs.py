@@ -1,0 +1,342 @@
+"""Codecs section: banana, and banana+jelly, encode and decode, trio_pb against Twisted.
+
+Both sides work the way a PB connection does, after the dialect handshake
+has chosen ``pb`` (so both send the vocabulary tokens):
+
+* trio_pb: a client :class:`trio_pb.banana.BananaConnection`; ``send`` to
+  encode, ``receive_data`` + ``next_event`` to decode.
+* Twisted: a client ``twisted.spread.banana.Banana`` on a sink transport;
+  ``sendEncoded`` to encode, ``dataReceived`` with ``expressionReceived``
+  captured to decode.
+
+The encoded message reaches both decoders in the same chunks, by default the
+64 KiB that both Twisted's reactor and trio's ``SocketStream`` read at a
+time (``--chunk``).  Jelly uses the default security on both sides:
+trio_pb's ``global_security`` and Twisted's ``globalSecurity``.
+
+"banana" cases encode and decode the jellied s-expression of the payload, so
+both layers of a case carry exactly the same bytes; "banana+jelly" encode
+is jelly then banana, and decode is banana then unjelly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+from twisted.spread import banana as tw_banana
+from twisted.spread import jelly as tw_jelly
+
+from trio_pb import banana, jelly
+
+from . import Measurement, Settings, compare, format_rate, format_table, format_time, python_description
+
+DESCRIPTION = "banana and banana+jelly encode/decode, trio_pb vs Twisted"
+
+#: The speedups (trio_pb speed / Twisted speed) the codecs must reach; every
+#: other case must at least not be slower.
+TARGETS: dict[tuple[str, str, str], float] = {
+    ("dicts", "banana+jelly", "decode"): 5.0,
+    ("dicts", "banana+jelly", "encode"): 1.5,
+}
+
+LAYERS = ("banana", "banana+jelly")
+OPERATIONS = ("encode", "decode")
+
+
+# --------------------------------------------------------------------------
+# Payloads
+
+
+def _dicts() -> list[dict[str, Any]]:
+    rng = random.Random(1)
+    return [
+        {
+            "id": i,
+            "name": f"user-{i:04d}",
+            "score": round(rng.uniform(0, 1000), 3),
+            "token": rng.randbytes(8),
+            "active": i % 3 != 0,
+        }
+        for i in range(1000)
+    ]
+
+
+def _ints() -> list[int]:
+    return list(range(100_000))
+
+
+def _bytes() -> list[bytes]:
+    # 1 MB in two strings: one string may not exceed banana's 640 KiB limit.
+    rng = random.Random(2)
+    return [rng.randbytes(512 * 1024), rng.randbytes(512 * 1024)]
+
+
+PAYLOADS: dict[str, tuple[str, Callable[[], Any]]] = {
+    "dicts": ("1,000 dicts of 5 fields", _dicts),
+    "ints": ("100,000 ints (0..99,999)", _ints),
+    "bytes": ("1 MiB: 2 x 512 KiB bytes", _bytes),
+}
+
+
+# --------------------------------------------------------------------------
+# The two implementations, each behind the same four operations
+
+
+class _Sink:
+    """A transport that keeps the last thing written (Banana writes one message at a time)."""
+
+    data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data = data
+
+
+class TrioSide:
+    name = "trio_pb"
+
+    def __init__(self) -> None:
+        self.connection = banana.BananaConnection(is_client=True)
+        server = banana.BananaConnection(is_client=False)
+        self.connection.receive_data(server.data_to_send())
+        event = self.connection.next_event()
+        assert event == banana.DialectSelected(b"pb"), event
+
+    def encoder(self, sexp: Any) -> Callable[[], bytes]:
+        send = self.connection.send
+        return lambda: send(sexp)
+
+    def jelly_encoder(self, obj: Any) -> Callable[[], bytes]:
+        send = self.connection.send
+        jelly_ = jelly.jelly
+        return lambda: send(jelly_(obj))
+
+    def decoder(self, chunks: list[bytes]) -> Callable[[], Any]:
+        connection = self.connection
+        need_data = banana.NEED_DATA
+
+        def decode() -> Any:
+            received = []
+            for chunk in chunks:
+                connection.receive_data(chunk)
+                while (event := connection.next_event()) is not need_data:
+                    received.append(event)
+            (expression,) = received
+            return expression
+
+        return decode
+
+    def jelly(self, obj: Any) -> Any:
+        return jelly.jelly(obj)
+
+    def unjelly(self, sexp: Any) -> Any:
+        return jelly.unjelly(sexp)
+
+
+class TwistedSide:
+    name = "Twisted"
+
+    def __init__(self) -> None:
+        self.sink = _Sink()
+        self.protocol = tw_banana.Banana(isClient=True)
+        self.protocol.makeConnection(self.sink)
+        self.received: list[Any] = []
+        # The server's dialect offer; the client answers b"pb" and selects it.
+        self.protocol.dataReceived(banana.encode([b"pb", b"none"], dialect=b"none"))
+        assert self.protocol.currentDialect == b"pb"
+        self.protocol.expressionReceived = self.received.append
+
+    def encoder(self, sexp: Any) -> Callable[[], bytes]:
+        send = self.protocol.sendEncoded
+        sink = self.sink
+
+        def encode() -> bytes:
+            send(sexp)
+            return sink.data
+
+        return encode
+
+    def jelly_encoder(self, obj: Any) -> Callable[[], bytes]:
+        send = self.protocol.sendEncoded
+        sink = self.sink
+        jelly_ = tw_jelly.jelly
+        security = tw_jelly.globalSecurity
+
+        def encode() -> bytes:
+            send(jelly_(obj, taster=security))
+            return sink.data
+
+        return encode
+
+    def decoder(self, chunks: list[bytes]) -> Callable[[], Any]:
+        data_received = self.protocol.dataReceived
+        received = self.received
+
+        def decode() -> Any:
+            for chunk in chunks:
+                data_received(chunk)
+            (expression,) = received
+            received.clear()
+            return expression
+
+        return decode
+
+    def jelly(self, obj: Any) -> Any:
+        return tw_jelly.jelly(obj, taster=tw_jelly.globalSecurity)
+
+    def unjelly(self, sexp: Any) -> Any:
+        return tw_jelly.unjelly(sexp, taster=tw_jelly.globalSecurity)
+
+
+Side = TrioSide | TwistedSide
+
+
+def _operation(
+    side: Side, layer: str, op: str, obj: Any, sexp: Any, chunks: list[bytes]
+) -> Callable[[], Any]:
+    """The timed function for one case on one side."""
+    if op == "encode":
+        return side.encoder(sexp) if layer == "banana" else side.jelly_encoder(obj)
+    decode = side.decoder(chunks)
+    if layer == "banana":
+        return decode
+    unjelly = side.unjelly
+    return lambda: unjelly(decode())
+
+
+# --------------------------------------------------------------------------
+# The section
+
+
+@dataclass(frozen=True)
+class Row:
+    payload: str
+    layer: str
+    op: str
+    size: int
+    trio: Measurement
+    twisted: Measurement
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--payload", action="append", choices=sorted(PAYLOADS), help="only this payload (repeatable)"
+    )
+    group.add_argument("--layer", action="append", choices=LAYERS, help="only this layer (repeatable)")
+    group.add_argument("--op", action="append", choices=OPERATIONS, help="only this operation (repeatable)")
+    group.add_argument(
+        "--chunk",
+        type=int,
+        default=65536,
+        metavar="BYTES",
+        help="decoders receive the message in chunks of this size; 0: all at once (default: %(default)s)",
+    )
+
+
+def _chunks(data: bytes, size: int) -> list[bytes]:
+    if size <= 0:
+        return [data]
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def run(options: argparse.Namespace, settings: Settings) -> None:
+    payloads = options.payload or list(PAYLOADS)
+    layers = options.layer or list(LAYERS)
+    ops = options.op or list(OPERATIONS)
+    trio_side, twisted_side = TrioSide(), TwistedSide()
+
+    fed = f"{options.chunk}-byte chunks" if options.chunk > 0 else "the whole message at once"
+    print(
+        f"codecs: trio_pb {version('trio_pb')} vs Twisted {version('twisted')}, {python_description()}; "
+        f"pb dialect; decoders fed {fed}; GC {'on' if settings.gc else 'off'} while timing"
+    )
+    rows: list[Row] = []
+    for payload in payloads:
+        build = PAYLOADS[payload][1]
+        obj = build()
+        sexp = trio_side.jelly(obj)
+        _check(sexp == twisted_side.jelly(obj), f"{payload}: jelly differs between trio_pb and Twisted")
+        wire = trio_side.encoder(sexp)()
+        _check(wire == twisted_side.encoder(sexp)(), f"{payload}: banana bytes differ")
+        chunks = _chunks(wire, options.chunk)
+        for layer in layers:
+            for op in ops:
+                functions = [
+                    _operation(side, layer, op, obj, sexp, chunks) for side in (trio_side, twisted_side)
+                ]
+                expected = wire if op == "encode" else (sexp if layer == "banana" else obj)
+                for side, function in zip((trio_side, twisted_side), functions, strict=True):
+                    _check(function() == expected, f"{payload} {layer} {op}: wrong result from {side.name}")
+                trio, twisted = compare(functions, settings)
+                rows.append(Row(payload, layer, op, len(wire), trio, twisted))
+                _progress(
+                    f"{payload} {layer} {op}: {format_time(trio.median)} vs {format_time(twisted.median)}"
+                )
+    _progress("")
+    print(_table(rows))
+    print()
+    print(
+        "time: median per operation over interleaved repeats; MB/s: encoded size (10**6 bytes) / time;\n"
+        "speedup: Twisted time / trio_pb time (>1: trio_pb faster), the median over the pairs of\n"
+        "back-to-back repeats, and the range of those pairs; target: the speedup the codecs must\n"
+        "reach (1x: never slower).\n"
+        "payloads: " + "; ".join(f"{name}: {PAYLOADS[name][0]}" for name in payloads) + "."
+    )
+
+
+def _progress(message: str) -> None:
+    """A status line on a terminal's stderr, overwritten by the next (the table is on stdout)."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SystemExit(f"bench.codecs: {message}")
+
+
+def _table(rows: list[Row]) -> str:
+    headers = [
+        "payload",
+        "layer",
+        "op",
+        "wire",
+        "trio_pb",
+        "Twisted",
+        "trio_pb MB/s",
+        "Twisted MB/s",
+        "speedup",
+        "(range)",
+        "target",
+    ]
+    right = [False, False, False, True, True, True, True, True, True, False, False]
+    cells = []
+    for row in rows:
+        # Repeats ran in pairs, back to back: a pair's ratio cancels the load the
+        # machine was under at the time, and the median drops the odd pair.
+        ratios = [tw / tr for tr, tw in zip(row.trio.times, row.twisted.times, strict=True)]
+        speedup = statistics.median(ratios)
+        target = TARGETS.get((row.payload, row.layer, row.op), 1.0)
+        verdict = "ok" if speedup >= target else "MISSED"
+        cells.append(
+            [
+                row.payload,
+                row.layer,
+                row.op,
+                f"{row.size / 1e3:,.0f} kB",
+                format_time(row.trio.median),
+                format_time(row.twisted.median),
+                format_rate(row.size, row.trio.median),
+                format_rate(row.size, row.twisted.median),
+                f"{speedup:.2f}x",
+                f"({min(ratios):.2f}-{max(ratios):.2f})",
+                f">={target:g}x {verdict}",
+            ]
+        )
+    return format_table(headers, cells, right)

@@ -1,0 +1,373 @@
+"""The broker over in-memory streams: calls, references, errors, disconnection, cancellation."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+import trio_pb
+from trio_pb import errors
+from trio_pb.broker import open_broker
+from trio_pb.flavors import Copyable, Referenceable, RemoteCopy, Root, Viewable
+from trio_pb.jelly import CopyRegistry
+from trio_pb.testing import assert_no_leaks, open_broker_pair
+
+
+class Thing(Referenceable):
+    def __init__(self, name: str = "thing") -> None:
+        self.name = name
+
+    def remote_name(self) -> str:
+        return self.name
+
+
+class Point(Copyable):
+    def __init__(self, x: int, y: int) -> None:
+        self.x = x
+        self.y = y
+
+
+class RemotePoint(RemoteCopy):
+    made_by_init = False
+
+    def __init__(self) -> None:
+        self.made_by_init = True
+
+
+class QuotaError(errors.Error):
+    pass
+
+
+class Watcher(Viewable):
+    def view_who(self, perspective: object) -> object:
+        return perspective
+
+
+class Server(Root):
+    def __init__(self) -> None:
+        self.thing = Thing()
+        self.seen: list[object] = []
+        self.slow_started = trio.Event()
+        self.slow_cancelled = False
+
+    def remote_add(self, a: int, b: int = 0) -> int:
+        return a + b
+
+    def remote_echo(self, value: object) -> object:
+        return value
+
+    def remote_echo_kwargs(self, *args: object, **kwargs: object) -> object:
+        return (args, kwargs)
+
+    async def remote_sleep_then(self, value: object) -> object:
+        await trio.sleep(0.5)
+        return value
+
+    async def remote_slow(self) -> None:
+        self.slow_started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            self.slow_cancelled = True
+            raise
+
+    def remote_get_thing(self) -> Thing:
+        return self.thing
+
+    def remote_same_thing_twice(self) -> list[Thing]:
+        return [self.thing, self.thing]
+
+    def remote_is_thing(self, obj: object) -> bool:
+        return obj is self.thing
+
+    def remote_point(self) -> Point:
+        return Point(1, 2)
+
+    def remote_boom(self) -> None:
+        raise ValueError("bad value")
+
+    def remote_quota(self) -> None:
+        raise QuotaError("over quota")
+
+    async def remote_call_back(self, ref: trio_pb.RemoteReference, value: object) -> object:
+        # The server calls the client before answering the client's call.
+        return await ref.call_remote("twice", value)
+
+    def remote_record(self, value: object) -> None:
+        self.seen.append(value)
+
+    def remote_unsendable(self) -> object:
+        return object()
+
+    def remote_watcher(self) -> Watcher:
+        return Watcher()
+
+
+class Doubler(Referenceable):
+    def remote_twice(self, value: int) -> int:
+        return value * 2
+
+
+async def test_calls_with_args_kwargs_and_async_methods() -> None:
+    server_root = Server()
+    async with open_broker_pair(server_root) as (client, server):
+        root = await client.root_object()
+        assert await root.call_remote("add", 1, 2) == 3
+        assert await root.call_remote("add", 1, b=41) == 42
+        assert await root.callRemote("add", 2, 3) == 5
+        assert await root.remote_method("add")(4, 5) == 9
+        value = {"a": [1, 2.5, b"x", None, True], "b": ("t", frozenset({1}))}
+        assert await root.call_remote("echo", value) == value
+        assert await root.call_remote("echo_kwargs", 1, name="n", _name="x") == (
+            (1,),
+            {"name": "n", "_name": "x"},
+        )
+        async with trio.open_nursery() as nursery:
+            results: list[object] = []
+
+            async def slow_call(v: int) -> None:
+                results.append(await root.call_remote("sleep_then", v))
+
+            for v in range(3):
+                nursery.start_soon(slow_call, v)
+            # A slow async method does not block the connection.
+            assert await root.call_remote("add", 7) == 7
+        assert sorted(results) == [0, 1, 2]  # type: ignore[type-var]
+        await assert_no_leaks(client, server)
+
+
+async def test_references_are_counted_and_come_back_as_local() -> None:
+    server_root = Server()
+    async with open_broker_pair(server_root) as (client, server):
+        root = await client.root_object()
+        thing = await root.call_remote("get_thing")
+        assert isinstance(thing, trio_pb.RemoteReference)
+        assert await thing.call_remote("name") == "thing"
+        assert await root.call_remote("is_thing", thing) is True
+        twice = await root.call_remote("same_thing_twice")
+        # Two tokens, one luid, refcount 2 on the server.
+        assert twice[0] == twice[1] == thing
+        (local,) = (
+            server._protocol.local_objects.values()
+            if False
+            else [v for k, v in server._protocol.local_objects.items() if type(k) is int]
+        )
+        assert local.refcount == 3
+        await thing.release()
+        await thing.release()  # a second release sends nothing
+        async with twice[0], twice[1]:
+            pass
+        del twice
+        await assert_no_leaks(client, server)
+
+
+async def test_reference_dropped_without_release_is_collected() -> None:
+    async with open_broker_pair(Server()) as (client, server):
+        root = await client.root_object()
+        thing = await root.call_remote("get_thing")
+        assert server._protocol.local_objects
+        del thing
+        await assert_no_leaks(client, server)
+
+
+async def test_server_calls_client_object_before_answering() -> None:
+    async with open_broker_pair(Server()) as (client, server):
+        root = await client.root_object()
+        assert await root.call_remote("call_back", Doubler(), 21) == 42
+        await assert_no_leaks(client, server)
+
+
+async def test_copyable_arrives_as_registered_remote_copy() -> None:
+    registry = CopyRegistry()
+    registry.register(Point, RemotePoint)
+    async with open_broker_pair(Server(), registry=registry) as (client, _server):
+        root = await client.root_object()
+        point = await root.call_remote("point")
+        assert isinstance(point, RemotePoint)
+        assert (point.x, point.y) == (1, 2)
+        assert point.made_by_init is False
+
+
+async def test_unregistered_copy_fails_the_call_not_the_connection() -> None:
+    async with open_broker_pair(Server()) as (client, _server):
+        root = await client.root_object()
+        with pytest.raises(errors.InsecureJelly):
+            await root.call_remote("point")
+        assert await root.call_remote("add", 1, 1) == 2
+
+
+async def test_remote_errors() -> None:
+    async with open_broker_pair(Server()) as (client, _server):
+        root = await client.root_object()
+        with pytest.raises(errors.RemoteError) as info:
+            await root.call_remote("boom")
+        assert info.value.remote_type == b"builtins.ValueError"
+        assert info.value.value == "bad value"
+        assert "builtins.Exception" in info.value.parents
+        assert info.value.remote_traceback == "Traceback unavailable\n"
+        with pytest.raises(errors.NoSuchMethod):
+            await root.call_remote("missing")
+        with pytest.raises(errors.RemoteError) as quota:
+            await root.call_remote("quota")
+        assert "twisted.spread.pb.Error" in quota.value.parents
+        # The connection is still fine.
+        assert await root.call_remote("add", 2, 2) == 4
+
+
+async def test_registered_error_arrives_as_itself_and_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from trio_pb.failures import register_error
+
+    register_error(QuotaError)
+    async with open_broker_pair(Server()) as (client, _server):
+        root = await client.root_object()
+        with caplog.at_level(logging.ERROR, logger="trio_pb"), pytest.raises(QuotaError, match="over quota"):
+            await root.call_remote("quota")
+    assert not [r for r in caplog.records if "quota" in r.getMessage()]
+
+
+async def test_unsafe_tracebacks_send_the_traceback() -> None:
+    async with open_broker_pair(Server(), unsafe_tracebacks=True) as (client, _server):
+        root = await client.root_object()
+        with pytest.raises(errors.RemoteError) as info:
+            await root.call_remote("boom")
+        assert "remote_boom" in info.value.remote_traceback
+
+
+async def test_unsendable_argument_fails_that_call_only() -> None:
+    async with open_broker_pair(Server()) as (client, server):
+        root = await client.root_object()
+        with pytest.raises(errors.BananaError):
+            await root.call_remote("echo", b"x" * (640 * 1024 + 1))
+        with pytest.raises(errors.JellyError):
+            await root.call_remote("echo", print)
+        # A Referenceable registered for a call that could not be sent is not leaked.
+        with pytest.raises(errors.BananaError):
+            await root.call_remote("echo", [Doubler(), b"x" * (640 * 1024 + 1)])
+        assert await root.call_remote("add", 3) == 3
+        await assert_no_leaks(client, server)
+
+
+async def test_unsendable_result_becomes_an_error() -> None:
+    async with open_broker_pair(Server()) as (client, _server):
+        root = await client.root_object()
+        # object() is not an allowed class: Twisted sends it as unpersistable data.
+        result = await root.call_remote("unsendable")
+        assert type(result).__name__ == "Unpersistable"
+
+
+async def test_no_answer_calls() -> None:
+    server_root = Server()
+    async with open_broker_pair(server_root) as (client, server):
+        root = await client.root_object()
+        assert root.call_remote_no_answer("record", 1) is None
+        assert await root.callRemote("record", 2, pbanswer=False) is None
+        root.call_remote_no_answer("boom")  # errors are only logged on the server
+        assert await root.call_remote("add", 0) == 0
+        assert server_root.seen == [1, 2]
+        await assert_no_leaks(client, server)
+
+
+async def test_viewable_gets_the_perspective() -> None:
+    async with open_broker_pair(Server()) as (client, _server):
+        root = await client.root_object()
+        watcher = await root.call_remote("watcher")
+        # Returned from a remote_ method, the perspective is None (as in Twisted).
+        assert await watcher.call_remote("who") is None
+
+
+async def test_cancelled_call_drops_the_late_answer_and_cancels_nothing_else() -> None:
+    server_root = Server()
+    async with open_broker_pair(server_root) as (client, server):
+        root = await client.root_object()
+        with trio.move_on_after(0.05) as scope:
+            await root.call_remote("sleep_then", 1)
+        assert scope.cancelled_caught
+        assert not client._pending
+        await trio.sleep(0.6)  # the late answer arrives and is dropped quietly
+        assert await root.call_remote("add", 5) == 5
+        assert not client._abandoned
+        await assert_no_leaks(client, server)
+
+
+async def test_disconnect_fails_outstanding_calls_and_later_calls() -> None:
+    server_root = Server()
+    disconnected: list[object] = []
+    async with open_broker_pair(server_root) as (client, server):
+        root = await client.root_object()
+        thing = await root.call_remote("get_thing")
+        client.notify_on_disconnect(lambda: disconnected.append("broker"))
+        thing.notify_on_disconnect(lambda ref: disconnected.append(ref))
+        async with trio.open_nursery() as nursery:
+            failures: list[BaseException] = []
+
+            async def wait_forever() -> None:
+                try:
+                    await root.call_remote("slow")
+                except errors.DeadReferenceError as exc:
+                    failures.append(exc)
+
+            for _ in range(3):
+                nursery.start_soon(wait_forever)
+            await server_root.slow_started.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            await server._stream.aclose()
+        assert len(failures) == 3
+        assert all(isinstance(f, errors.PBConnectionLost) for f in failures)
+        assert disconnected == ["broker", thing]
+        with pytest.raises(errors.DeadReferenceError):
+            await root.call_remote("add", 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert server_root.slow_cancelled
+
+
+async def test_leaving_open_broker_fails_outstanding_calls_and_raises_plain_errors() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+
+    async def serve() -> None:
+        async with open_broker(server_stream, server=True, root=Server()) as server:
+            await server.wait_closed()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        with pytest.raises(KeyError):
+            async with open_broker(client_stream, server=False) as client:
+                raise KeyError("plain")
+        assert not client.connected
+
+
+async def test_protocol_violation_closes_the_connection(caplog: pytest.LogCaptureFixture) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    # Behave as a client: choose pb, then (once connected) send garbage.
+    await client_stream.send_all(b"\x02\x82pb")
+    async with open_broker(server_stream, server=True, root=Server()) as server:
+        await client_stream.send_all(b"\x01\x88")
+        with trio.fail_after(5):
+            await server.wait_closed()
+        assert isinstance(server.error, errors.BananaError)
+    assert "broke the protocol" in caplog.text
+
+
+async def test_protocol_violation_during_handshake_is_raised_by_open_broker() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    await client_stream.send_all(b"\x03\x82xml")
+    with pytest.raises(errors.BananaError, match="did not offer"):
+        async with open_broker(server_stream, server=True, root=Server()):
+            pytest.fail("the handshake cannot succeed")
+
+
+async def test_unknown_command_gets_did_not_understand() -> None:
+    from trio_pb import banana
+
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    await client_stream.send_all(b"\x02\x82pb" + banana.encode([b"frobnicate", 1]))
+    async with open_broker(server_stream, server=True, root=Server()) as server:
+        decoder = banana.Decoder(vocabulary=banana.PB_VOCABULARY)
+        seen: list[object] = []
+        with trio.fail_after(5):
+            while [b"didNotUnderstand", b"frobnicate"] not in seen:
+                decoder.receive_data(await client_stream.receive_some())
+                seen.extend(decoder)
+        assert server.connected

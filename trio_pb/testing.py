@@ -1,0 +1,62 @@
+"""Helpers for testing code that uses trio_pb: a connected broker pair, and a leak check."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio.testing
+
+from .broker import Broker, open_broker, plain_errors
+
+__all__ = ["assert_no_leaks", "open_broker_pair"]
+
+
+@asynccontextmanager
+async def open_broker_pair(
+    root: Any = None, *, client_root: Any = None, **options: Any
+) -> AsyncIterator[tuple[Broker, Broker]]:
+    """A client broker and a server broker connected over in-memory streams.
+
+    *root* is the server's root object, *client_root* the client's; other
+    keyword arguments go to both :func:`~trio_pb.broker.open_broker` calls.
+    Yields ``(client, server)``.
+    """
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    with plain_errors():
+        async with trio.open_nursery() as nursery:
+            server_ready: trio.MemoryObjectSendChannel[Broker]
+            server_ready, server_get = trio.open_memory_channel[Broker](1)
+            done = trio.Event()
+
+            async def serve() -> None:
+                async with open_broker(server_stream, server=True, root=root, **options) as server:
+                    await server_ready.send(server)
+                    await done.wait()
+
+            nursery.start_soon(serve)
+            async with open_broker(client_stream, server=False, root=client_root, **options) as client:
+                server = await server_get.receive()
+                try:
+                    yield client, server
+                finally:
+                    done.set()
+
+
+async def assert_no_leaks(*brokers: Broker) -> None:
+    """Assert that the brokers hold no references, pending calls or waiting answers.
+
+    Collects garbage first and lets queued decrefs reach the peer, so that
+    references dropped without ``release()`` count as released.
+    """
+    gc.collect()
+    for _ in range(5):
+        await trio.testing.wait_all_tasks_blocked()
+    for broker in brokers:
+        protocol = broker._protocol
+        counted = {luid: local.obj for luid, local in protocol.local_objects.items() if type(luid) is int}
+        assert not counted, f"the peer still holds references to {counted!r}"
+        assert not broker._pending, f"calls still waiting for answers: {sorted(broker._pending)!r}"
