@@ -15,12 +15,10 @@ from typing import Any
 import pytest
 import trio
 
-pytest.importorskip("twisted")  # a test dependency: `nox -s tests` installs it
-
-from trio_pb import errors  # noqa: E402
-from trio_pb.broker import open_broker  # noqa: E402
-from trio_pb.flavors import Referenceable, Root  # noqa: E402
-from trio_pb.testing import assert_no_leaks  # noqa: E402
+from trio_pb import errors
+from trio_pb.broker import open_broker
+from trio_pb.flavors import Referenceable, Root
+from trio_pb.testing import assert_no_leaks
 
 PEER = Path(__file__).with_name("twisted_peer.py")
 
