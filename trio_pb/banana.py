@@ -136,6 +136,7 @@ _STRING_HEADERS = [int_to_b128(i) + b"\x82" for i in range(_CACHED)]
 _LIST_HEADERS = [int_to_b128(i) + b"\x80" for i in range(_CACHED)]
 _FLOAT = b"\x84"
 _pack_double = struct.Struct("!d").pack
+_pack_float_token = struct.Struct("!Bd").pack
 _unpack_double = struct.Struct("!d").unpack_from
 
 
@@ -158,6 +159,8 @@ class Encoder:
         vocabulary = _check_dialect(dialect)
         self.dialect = dialect
         self.size_limit = size_limit
+        # Lengths below this use the cached headers; never above the limit.
+        self._short = min(_CACHED, size_limit + 1)
         self._vocab_tokens: dict[bytes, bytes] = (
             {word: int_to_b128(i) + b"\x87" for i, word in enumerate(vocabulary) if i} if vocabulary else {}
         )
@@ -178,7 +181,8 @@ class Encoder:
         if kind is list or kind is tuple:
             items: Sequence[Any] = obj
             count = len(items)
-            if count < _CACHED:
+            short = self._short
+            if count < short:
                 append(_LIST_HEADERS[count])
             elif count > self.size_limit:
                 raise BananaError(f"cannot send a list of {count} items: the limit is {self.size_limit}")
@@ -188,9 +192,17 @@ class Encoder:
             vocab = self._vocab_tokens
             for item in items:
                 item_kind = type(item)
-                if item_kind is int and 0 <= item < _CACHED:
-                    append(_INT_TOKENS[item])
-                elif item_kind is bytes and len(item) < _CACHED:
+                if item_kind is int and 0 <= item < 0x200000:
+                    # Up to three prefix digits, built without a loop.
+                    if item < _CACHED:
+                        append(_INT_TOKENS[item])
+                    elif item < 0x4000:
+                        append(bytes((item & 0x7F, item >> 7, INT)))
+                    else:
+                        append(bytes((item & 0x7F, (item >> 7) & 0x7F, item >> 14, INT)))
+                elif item_kind is float:
+                    append(_pack_float_token(FLOAT, item))
+                elif item_kind is bytes and len(item) < short:
                     token = vocab.get(item)
                     if token is None:
                         append(_STRING_HEADERS[len(item)])
@@ -223,7 +235,7 @@ class Encoder:
             append(token)
             return
         length = len(data)
-        if length < _CACHED:
+        if length < self._short:
             append(_STRING_HEADERS[length])
         elif length > self.size_limit:
             raise BananaError(f"cannot send a string of {length} bytes: the limit is {self.size_limit}")
@@ -293,8 +305,6 @@ class Decoder:
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
         self.depth_limit = depth_limit
-        # A type byte after at most prefix_limit prefix bytes.
-        self._element = re.compile(rb"[\x00-\x7f]{0,%d}[\x80-\xff]" % prefix_limit).match
         self._buffer = b""
         self._pos = 0
         # Chunks received but not yet joined to _buffer, and how many bytes
@@ -304,6 +314,21 @@ class Decoder:
         self._needed = 1
         # Lists being filled, innermost last: [items still expected, items].
         self._stack: list[list[Any]] = []
+
+    @property
+    def prefix_limit(self) -> int:
+        """Most prefix bytes an element may have; may be changed between reads."""
+        return self._prefix_limit
+
+    @prefix_limit.setter
+    def prefix_limit(self, limit: int) -> None:
+        # Every element but a float has a prefix byte, and the parser's
+        # one-byte fast path assumes at least that much is allowed.
+        if limit < 1:
+            raise ValueError(f"the prefix limit must be at least 1, not {limit}")
+        self._prefix_limit = limit
+        # A type byte after at most prefix_limit prefix bytes.
+        self._element = re.compile(rb"[\x00-\x7f]{0,%d}[\x80-\xff]" % limit).match
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the stream."""
@@ -351,6 +376,7 @@ class Decoder:
         end = len(buf)
         stack = self._stack
         size_limit = self.size_limit
+        two_digits = self.prefix_limit >= 2
         while pos < end:
             first = buf[pos]
             if first >= 0x80:
@@ -360,6 +386,9 @@ class Decoder:
             elif pos + 1 < end and buf[pos + 1] >= 0x80:
                 number = first
                 type_at = pos + 1
+            elif two_digits and pos + 2 < end and buf[pos + 2] >= 0x80:
+                number = first | (buf[pos + 1] << 7)
+                type_at = pos + 2
             else:
                 match = self._element(buf, pos)
                 if match is None:
@@ -373,18 +402,16 @@ class Decoder:
                 number = b128_to_int(buf[pos:type_at])
             kind = buf[type_at]
             body = type_at + 1
-            if kind == INT:
-                item: Any = number
-                pos = body
-            elif kind == STRING:
+            # Literal type bytes (STRING, LIST, INT ...): globals cost a lookup each.
+            if kind == 0x82:  # STRING
                 if number > size_limit:
                     raise BananaError("Security precaution: String too long.")
                 if body + number > end:
                     self._needed = body + number - pos
                     break
-                item = buf[body : body + number]
+                item: Any = buf[body : body + number]
                 pos = body + number
-            elif kind == LIST:
+            elif kind == 0x80:  # LIST
                 if number > size_limit:
                     raise BananaError("Security precaution: List too long.")
                 pos = body
@@ -394,7 +421,10 @@ class Decoder:
                     stack.append([number, []])
                     continue
                 item = []
-            elif kind == VOCAB:
+            elif kind == 0x81 or kind == 0x85:  # INT, LONGINT
+                item = number
+                pos = body
+            elif kind == 0x87:  # VOCAB
                 vocabulary = self.vocabulary
                 if vocabulary is None:
                     raise BananaError(f"VOCAB element {number} outside the pb dialect")
@@ -402,13 +432,10 @@ class Decoder:
                     raise BananaError(f"VOCAB element {number} is not in the vocabulary")
                 item = vocabulary[number]
                 pos = body
-            elif kind in (NEG, LONGNEG):
+            elif kind == 0x83 or kind == 0x86:  # NEG, LONGNEG
                 item = -number
                 pos = body
-            elif kind == LONGINT:
-                item = number
-                pos = body
-            elif kind == FLOAT:
+            elif kind == 0x84:  # FLOAT
                 if body + 8 > end:
                     self._needed = body + 8 - pos
                     break

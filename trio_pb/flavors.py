@@ -106,8 +106,8 @@ class RemoteCopy(TwistedHooks, Unjellyable):
     _twisted_aliases: ClassVar[dict[str, str]] = {"set_copyable_state": "setCopyableState"}
 
     def set_copyable_state(self, state: Any) -> None:
-        if not state:
-            state = {}
+        if not state and not isinstance(state, dict):
+            state = {}  # None (an empty __dict__ from Python >= 3.11); an empty dict is kept below
         if any(isinstance(key, bytes) for key in state):
             state = {key.decode("utf-8") if isinstance(key, bytes) else key: v for key, v in state.items()}
         # Adopt the dict itself: shared references still being resolved fill it in later.

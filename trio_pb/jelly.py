@@ -258,14 +258,18 @@ def set_unjellyable_factory_for_class(
     copy_registry.register_factory(tag_or_class, factory)
 
 
-def set_unjellyable_for_class_tree(module: types.ModuleType, base: type, prefix: str = "") -> None:
-    """Register every subclass of *base* found in *module* under ``prefix + qualified name``.
+def set_unjellyable_for_class_tree(
+    module: types.ModuleType, base: type, prefix: str | None = None
+) -> None:
+    """Register every subclass of *base* found in *module* under ``prefix.Name``.
 
-    With a *prefix*, the tag is ``prefix.module.Name``, as Twisted does it.
+    As in Twisted, *Name* is the name the class has in *module*, *prefix*
+    defaults to the module's name, and an empty *prefix* gives just ``Name``.
     """
-    for value in vars(module).values():
+    if prefix is None:
+        prefix = module.__name__
+    for name, value in vars(module).items():
         if isinstance(value, type) and issubclass(value, base):
-            name = qual(value)
             set_unjellyable_for_class(f"{prefix}.{name}" if prefix else name, value)
 
 
@@ -324,6 +328,8 @@ class Invoker(Protocol):
     serializing_perspective: Any
 
     def unjelly_pb_tag(self, unjellier: Unjellier, sexp: list[Any]) -> Any: ...
+
+    def register_reference(self, obj: Any) -> int: ...
 
 
 # --------------------------------------------------------------------------
@@ -497,9 +503,10 @@ def _jelly_decimal(value: decimal.Decimal) -> list[Any]:
     if not value.is_finite():
         raise JellyError(f"cannot send a non-finite Decimal: {value}")
     sign, digits, exponent = value.as_tuple()
-    number = int("".join(map(str, digits)))
+    # Not int(str): that is limited to 4300 digits.  The sign of -0 is lost, as in Twisted.
+    number = int(decimal.Decimal((sign, digits, 0)))
     assert isinstance(exponent, int)
-    return [b"decimal", -number if sign else number, exponent]
+    return [b"decimal", number, exponent]
 
 
 # --------------------------------------------------------------------------
@@ -549,7 +556,13 @@ def _insert_pair(mapping: dict[Any, Any], pair: list[Any]) -> None:
 
 def _when_all_ready(items: list[Any], build: Callable[[list[Any]], Any]) -> Any:
     """``build(items)`` now, or a _Pending for it once every pending item is known."""
-    missing = [i for i, item in enumerate(items) if isinstance(item, _Pending)]
+    missing = []
+    for index, item in enumerate(items):
+        if isinstance(item, _Pending):
+            if item.resolved:
+                items[index] = item.value
+            else:
+                missing.append(index)
     if not missing:
         return build(items)
     result = _Pending()
@@ -586,7 +599,10 @@ class Unjellier:
         self._references: dict[int, Any] = {}
         self._forward: dict[int, _Pending] = {}
         self._forwards_made = 0
+        # Forwards resolved with a value that was itself still pending.
+        self._unsettled: list[_Pending] = []
         self._post_unjelly: list[Any] = []
+        self._handlers: dict[bytes, Callable[[Unjellier, list[Any]], Any]] = {}
 
     def unjelly_top(self, sexp: Any) -> Any:
         """Unjelly a whole s-expression and finish it (placeholders, ``postUnjelly``)."""
@@ -598,8 +614,13 @@ class Unjellier:
             raise
         except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError) as exc:
             raise JellyError(f"malformed jelly: {type(exc).__name__}: {exc}") from exc
-        if self._forward or isinstance(result, _Pending):
+        if self._forward:
             raise JellyError(f"dereference to undefined ids {sorted(self._forward)!r:.100}")
+        if isinstance(result, _Pending) and result.resolved:
+            result = result.value
+        if isinstance(result, _Pending) or not all(f.resolved for f in self._unsettled):
+            # Such as a tuple that contains itself: no order of building can make it.
+            raise JellyError("reference cycle that cannot be resolved")
         for obj in self._post_unjelly:
             obj.postUnjelly()
         return result
@@ -620,38 +641,55 @@ class Unjellier:
         tag = sexp[0]
         if type(tag) is not bytes:
             raise JellyError(f"jelly tag is not bytes: {tag!r:.100}")
-        if not self.security.is_type_allowed(tag) and tag not in self.registry:
-            raise InsecureJelly(f"type not allowed: {tag!r:.100}")
+        handler = self._handlers.get(tag)
+        if handler is None:
+            handler = self._handlers[tag] = self._handler_for(tag)
         self._depth += 1
         if self._depth > self.depth_limit:
             raise JellyError(f"jelly is nested more than {self.depth_limit} deep")
-        try:
-            cls = self.registry.lookup_class(tag)
-            if cls is not None:
-                instance = _blank(cls)
-                unjelly_for = getattr(instance, "unjelly_for", None)
-                if unjelly_for is not None:
-                    result = unjelly_for(self, sexp)
-                else:
-                    result = self._set_state(instance, self._one_state(sexp))
-                self._note_post_unjelly(result)
-            else:
-                factory = self.registry.lookup_factory(tag)
-                if factory is not None:
-                    result = self._call_factory(factory, self._one_state(sexp))
-                else:
-                    handler = _HANDLERS.get(tag)
-                    if handler is not None:
-                        result = handler(self, sexp)
-                    elif tag in PB_REFERENCE_TAGS:
-                        if self.invoker is None:
-                            raise InsecureJelly(f"{tag!r} needs a broker to unjelly")
-                        result = self.invoker.unjelly_pb_tag(self, sexp)
-                    else:
-                        result = self._unjelly_instance(tag, sexp)
-        finally:
-            self._depth -= 1
+        # No try/finally: an exception abandons the whole operation.
+        result = handler(self, sexp)
+        self._depth -= 1
         return result
+
+    def _handler_for(self, tag: bytes) -> Callable[[Unjellier, list[Any]], Any]:
+        """How to unjelly *tag*, decided once per operation (security, then registries, then built-ins)."""
+        if not self.security.is_type_allowed(tag) and tag not in self.registry:
+            raise InsecureJelly(f"type not allowed: {tag!r:.100}")
+        cls = self.registry.lookup_class(tag)
+        if cls is not None:
+            return partial(Unjellier._registered_class, cls=cls)
+        factory = self.registry.lookup_factory(tag)
+        if factory is not None:
+            return partial(Unjellier._registered_factory, factory=factory)
+        handler = _HANDLERS.get(tag)
+        if handler is not None:
+            return handler
+        if tag in PB_REFERENCE_TAGS:
+            return Unjellier._pb_tag
+        return Unjellier._unjelly_instance_sexp
+
+    def _registered_class(self, sexp: list[Any], cls: Any) -> Any:
+        # A registered function (Twisted allows one) is called like unjelly_for.
+        instance = _blank(cls) if isinstance(cls, type) else None
+        unjelly_for = getattr(instance, "unjelly_for", None) if instance is not None else cls
+        if unjelly_for is not None:
+            result = unjelly_for(self, sexp)
+        else:
+            result = self._set_state(instance, self._one_state(sexp))
+        self._note_post_unjelly(result)
+        return result
+
+    def _registered_factory(self, sexp: list[Any], factory: Callable[[Any], Any]) -> Any:
+        return self._call_factory(factory, self._one_state(sexp))
+
+    def _pb_tag(self, sexp: list[Any]) -> Any:
+        if self.invoker is None:
+            raise InsecureJelly(f"{sexp[0]!r} needs a broker to unjelly")
+        return self.invoker.unjelly_pb_tag(self, sexp)
+
+    def _unjelly_instance_sexp(self, sexp: list[Any]) -> Any:
+        return self._unjelly_instance(sexp[0], sexp)
 
     def _note_post_unjelly(self, result: Any) -> None:
         if getattr(result, "postUnjelly", None) is not None:
@@ -722,8 +760,15 @@ class Unjellier:
         return items
 
     def _unjelly_items(self, sexp: list[Any]) -> list[Any]:
+        # A loop, not a comprehension: before Python 3.12 a comprehension is
+        # one more frame per level, and a Twisted peer can send values nested
+        # as deep as banana's limit.
         unjelly = self.unjelly
-        return [item if type(item) is not list else unjelly(item) for item in sexp[1:]]
+        items = sexp[1:]
+        for index, item in enumerate(items):
+            if type(item) is list:
+                items[index] = unjelly(item)
+        return items
 
     def _tuple(self, sexp: list[Any]) -> Any:
         return _when_all_ready(self._unjelly_items(sexp), tuple)
@@ -743,6 +788,8 @@ class Unjellier:
             key = unjelly(pair[0])
             value = unjelly(pair[1])
             if isinstance(key, _Pending) or isinstance(value, _Pending):
+                if not isinstance(key, _Pending):
+                    result[key] = None  # holds the key's place in the sender's order
                 _when_all_ready([key, value], partial(_insert_pair, result))
             else:
                 result[key] = value
@@ -752,9 +799,11 @@ class Unjellier:
         return None
 
     def _unicode(self, sexp: list[Any]) -> str:
-        data = self._atom(sexp, bytes)
+        # The commonest tag of all: checked inline rather than through _atom.
+        if len(sexp) != 2 or type(sexp[1]) is not bytes:
+            raise JellyError(f"unicode takes one bytes: {sexp!r:.100}")
         try:
-            return data.decode("utf-8")  # type: ignore[no-any-return]
+            return sexp[1].decode("utf-8")  # type: ignore[no-any-return]
         except UnicodeDecodeError as exc:
             raise JellyError(f"unicode that is not UTF-8: {exc}") from None
 
@@ -795,7 +844,7 @@ class Unjellier:
         if len(sexp) != 3 or type(sexp[1]) is not int or type(sexp[2]) is not int:
             raise JellyError(f"decimal takes two ints: {sexp!r:.100}")
         value, exponent = sexp[1], sexp[2]
-        digits = tuple(int(d) for d in str(abs(value)))
+        digits = decimal.Decimal(abs(value)).as_tuple().digits  # not str(): limited to 4300 digits
         return decimal.Decimal((1 if value < 0 else 0, digits, exponent))
 
     def _reference(self, sexp: list[Any]) -> Any:
@@ -808,9 +857,14 @@ class Unjellier:
         if ref in self._references:
             raise JellyError(f"reference id {ref} is defined twice")
         self._references[ref] = value
+        if isinstance(value, _Pending):
+            # Later dereferences get the real value once it is known.
+            value.when_ready(partial(self._references.__setitem__, ref))
         forward = self._forward.pop(ref, None)
         if forward is not None:
             forward.resolve(value)
+            if not forward.resolved:
+                self._unsettled.append(forward)
         return value
 
     def _dereference(self, sexp: list[Any]) -> Any:
