@@ -258,9 +258,7 @@ def set_unjellyable_factory_for_class(
     copy_registry.register_factory(tag_or_class, factory)
 
 
-def set_unjellyable_for_class_tree(
-    module: types.ModuleType, base: type, prefix: str | None = None
-) -> None:
+def set_unjellyable_for_class_tree(module: types.ModuleType, base: type, prefix: str | None = None) -> None:
     """Register every subclass of *base* found in *module* under ``prefix.Name``.
 
     As in Twisted, *Name* is the name the class has in *module*, *prefix*
@@ -803,7 +801,7 @@ class Unjellier:
         if len(sexp) != 2 or type(sexp[1]) is not bytes:
             raise JellyError(f"unicode takes one bytes: {sexp!r:.100}")
         try:
-            return sexp[1].decode("utf-8")  # type: ignore[no-any-return]
+            return sexp[1].decode("utf-8")
         except UnicodeDecodeError as exc:
             raise JellyError(f"unicode that is not UTF-8: {exc}") from None
 

@@ -28,7 +28,6 @@ async def open_broker_pair(
     client_stream, server_stream = trio.testing.memory_stream_pair()
     with plain_errors():
         async with trio.open_nursery() as nursery:
-            server_ready: trio.MemoryObjectSendChannel[Broker]
             server_ready, server_get = trio.open_memory_channel[Broker](1)
             done = trio.Event()
 
