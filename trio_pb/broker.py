@@ -84,6 +84,10 @@ class Broker:
         self._writer_wakeup = trio.Event()
         self._closing = False
         self._writer_done = trio.Event()
+        # Backpressure: how many wake-ups were queued, and how many are written.
+        self._queued = 0
+        self._written = 0
+        self._write_progress = trio.Event()
         self._pending: dict[int, _PendingCall] = {}
         self._abandoned: set[int] = set()
         self._call_scopes: set[trio.CancelScope] = set()
@@ -131,6 +135,18 @@ class Broker:
 
     notifyOnDisconnect = notify_on_disconnect
     dontNotifyOnDisconnect = dont_notify_on_disconnect
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far has been handed to the stream.
+
+        Use it for backpressure when sending many no-answer calls (paging does).
+        Raises :class:`~trio_pb.errors.DeadReferenceError` if the connection is lost first.
+        """
+        target = self._queued
+        while self._written < target:
+            if self._lost.is_set():
+                raise DeadReferenceError("the connection was lost before the data was sent")
+            await self._write_progress.wait()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
@@ -208,17 +224,23 @@ class Broker:
             while True:
                 await self._writer_wakeup.wait()
                 self._writer_wakeup = trio.Event()
+                queued = self._queued
                 data = self._protocol.data_to_send()
                 if data:
                     await self._stream.send_all(data)
+                self._written = queued
+                self._write_progress.set()
+                self._write_progress = trio.Event()
                 if self._closing:
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._connection_lost()
         finally:
             self._writer_done.set()
+            self._write_progress.set()
 
     def _wake_writer(self) -> None:
+        self._queued += 1
         self._writer_wakeup.set()
 
     def _handle_events(self) -> None:
@@ -285,6 +307,7 @@ class Broker:
             return
         self._lost.set()
         self._ready.set()
+        self._write_progress.set()
         self._protocol.connection_lost()
         pending, self._pending = self._pending, {}
         for call in pending.values():
