@@ -192,11 +192,15 @@ async def test_copyable_arrives_as_registered_remote_copy() -> None:
 
 
 async def test_unregistered_copy_fails_the_call_not_the_connection() -> None:
-    async with open_broker_pair(Server()) as (client, _server):
+    async with open_broker_pair(Server()) as (client, server):
         root = await client.root_object()
         with pytest.raises(errors.InsecureJelly):
             await root.call_remote("point")
         assert await root.call_remote("add", 1, 1) == 2
+        # References inside an answer that cannot be unjellied are given back.
+        with pytest.raises(errors.InsecureJelly):
+            await root.call_remote("echo", {b"remote": 5, "x": [Thing("a"), Point(3, 4), Thing("b")]})
+        await assert_no_leaks(client, server)
 
 
 async def test_remote_errors() -> None:

@@ -165,10 +165,12 @@ class Broker:
 
     # -- calls we make -----------------------------------------------------------
 
-    async def _call(self, target: int | bytes, name: str, args: Any, kwargs: Any) -> Any:
+    async def _call(
+        self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
+    ) -> Any:
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
-        request_id = self._protocol.send_call(target, name, args, kwargs)
+        request_id = self._protocol.send_call(target, name, args, kwargs, command=command)
         pending = self._pending[request_id] = _PendingCall()
         self._wake_writer()
         try:
@@ -182,15 +184,25 @@ class Broker:
             raise pending.error
         return pending.value
 
-    def _call_no_answer(self, target: int | bytes, name: str, args: Any, kwargs: Any) -> None:
+    def _call_no_answer(
+        self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
+    ) -> None:
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
-        self._protocol.send_call(target, name, args, kwargs, answer_required=False)
+        self._protocol.send_call(target, name, args, kwargs, answer_required=False, command=command)
         self._wake_writer()
 
     def _decref(self, luid: int | bytes) -> None:
         self._protocol.send_decref(luid)
         self._wake_writer()
+
+    def _decache(self, luid: int) -> None:
+        self._protocol.send_decache(luid)
+        self._wake_writer()
+
+    def _decache_from_gc(self, luid: int) -> None:
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._decache, luid)
 
     def _decref_from_gc(self, luid: int | bytes) -> None:
         # Called from __del__, possibly in another thread: hand over, do nothing else.
@@ -212,8 +224,7 @@ class Broker:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except ProtocolError as exc:
-            log.error("closing the connection: the peer broke the protocol: %s", exc)
-            self.error = exc
+            self._broke_protocol(exc)
         finally:
             self._connection_lost()
             with trio.CancelScope(shield=True):
@@ -238,6 +249,11 @@ class Broker:
         finally:
             self._writer_done.set()
             self._write_progress.set()
+
+    def _broke_protocol(self, exc: ProtocolError) -> None:
+        log.error("closing the connection: the peer broke the protocol: %s", exc)
+        self.error = exc
+        self._connection_lost()
 
     def _wake_writer(self) -> None:
         self._queued += 1
@@ -279,7 +295,13 @@ class Broker:
             return
         if inspect.isawaitable(result):
             self._nursery.start_soon(self._finish_async_call, call, result)
-        elif call.answer_required:
+        else:
+            self._call_done(call, result)
+
+    def _call_done(self, call: IncomingCall, result: Any) -> None:
+        if call.cache_luid is not None:
+            self._protocol.cache_updated(call)
+        if call.answer_required:
             self._protocol.send_answer(call.request_id, result, call.perspective)
 
     async def _finish_async_call(self, call: IncomingCall, awaitable: Any) -> None:
@@ -290,8 +312,12 @@ class Broker:
             except Exception as exc:
                 self._fail_call(call, exc)
             else:
-                if call.answer_required and not self._lost.is_set():
-                    self._protocol.send_answer(call.request_id, result, call.perspective)
+                if not self._lost.is_set():
+                    try:
+                        self._call_done(call, result)
+                    except ProtocolError as exc:
+                        self._broke_protocol(exc)
+                        await trio.aclose_forcefully(self._stream)
             finally:
                 self._call_scopes.discard(scope)
         self._wake_writer()

@@ -329,6 +329,10 @@ class Invoker(Protocol):
 
     def register_reference(self, obj: Any) -> int: ...
 
+    def jelly_cacheable(self, cacheable: Any, jellier: Jellier) -> Any: ...
+
+    def unjelly_cache(self, cls: Any, unjellier: Unjellier, sexp: list[Any]) -> Any: ...
+
 
 # --------------------------------------------------------------------------
 # Jellying

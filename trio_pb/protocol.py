@@ -25,7 +25,7 @@ import attrs
 
 from . import failures
 from .banana import NEED_DATA, BananaConnection, DialectSelected
-from .errors import BananaError, Error, JellyError, ProtocolError
+from .errors import BananaError, DeadReferenceError, Error, JellyError, ProtocolError
 from .jelly import CopyRegistry, SecurityOptions, Unjellier, copy_registry, global_security, jelly
 from .references import RemoteReference
 
@@ -64,6 +64,10 @@ class IncomingCall:
     kwargs: dict[str, Any]
     #: The perspective the answer is to be jellied with (the avatar, for Viewables).
     perspective: Any
+    #: The method name as called.
+    name: str = ""
+    #: For a ``cachemessage``: the luid of the cached object it updates.
+    cache_luid: int | None = None
 
 
 @attrs.frozen
@@ -87,6 +91,16 @@ class _Local:
     obj: Any
     refcount: int
     puid: Any
+
+
+@attrs.define
+class _CacheEntry:
+    """A Cacheable the peer holds copies of: one ``decache`` is owed per copy."""
+
+    cacheable: Any
+    perspective: Any
+    observer: Any
+    count: int
 
 
 class PBProtocol:
@@ -125,9 +139,21 @@ class PBProtocol:
         #: Objects the peer can call, by luid or by name.
         self.local_objects: dict[int | bytes, _Local] = {}
         self._luids: dict[Any, int] = {}
-        # luids registered by the jelly in progress, undone if sending fails.
-        self._registered: list[int] | None = None
+        # (is_cache, luid) registered by the jelly in progress, undone if sending fails.
+        self._registered: list[tuple[bool, int]] | None = None
         self._release_callbacks: dict[Any, list[Any]] = {}
+        self._violations = 0
+        #: Cacheables the peer holds copies of, by luid.
+        self.remotely_cached: dict[int, _CacheEntry] = {}
+        self._cache_luids: dict[int, int] = {}
+        #: The master copies of the peer's Cacheables we hold, by luid.
+        self.locally_cached: dict[int, Any] = {}
+        self._cache_listeners: dict[int, list[Any]] = {}
+        # What the unjelly in progress created, to disown if it fails.
+        self._made: list[Any] | None = None
+        self._dropped_masters: list[int] = []
+        # Cached objects we refused, whose uncache is expected and ignored.
+        self._unwanted_uncaches: set[int] = set()
 
     # -- bytes in, bytes out ----------------------------------------------
 
@@ -186,8 +212,20 @@ class PBProtocol:
         if version != PROTOCOL_VERSION:
             raise ProtocolError(f"Version Incompatibility: {PROTOCOL_VERSION} {version!r:.20}")
 
-    def _message(
+    def _cachemessage(
         self, request_id: Any, target: Any, name: Any, answer_required: Any, args: Any, kwargs: Any
+    ) -> IncomingCall | None:
+        return self._message(request_id, target, name, answer_required, args, kwargs, cache=True)
+
+    def _message(
+        self,
+        request_id: Any,
+        target: Any,
+        name: Any,
+        answer_required: Any,
+        args: Any,
+        kwargs: Any,
+        cache: bool = False,
     ) -> IncomingCall | None:
         if type(request_id) is not int or type(answer_required) is not int:
             raise ProtocolError("message with a request id or answer flag that is not an int")
@@ -199,9 +237,15 @@ class PBProtocol:
                 method_name = name.decode("utf-8")
             except UnicodeDecodeError:
                 raise ProtocolError(f"method name is not UTF-8: {name!r:.100}") from None
-            local = self.local_objects.get(target) if type(target) in (int, bytes) else None
-            if local is None:
-                raise Error("Invalid Object ID")
+            if cache:
+                obj = self.locally_cached.get(target) if type(target) is int else None
+                if obj is None:
+                    raise Error(f"Invalid cache ID {target!r:.20}")
+            else:
+                local = self.local_objects.get(target) if type(target) in (int, bytes) else None
+                if local is None:
+                    raise Error("Invalid Object ID")
+                obj = local.obj
             call_args = self.unjelly(args)
             call_kwargs = self.unjelly(kwargs)
             if type(call_args) is not tuple or type(call_kwargs) is not dict:
@@ -210,15 +254,24 @@ class PBProtocol:
                 call_kwargs = {
                     k.decode("utf-8") if type(k) is bytes else k: v for k, v in call_kwargs.items()
                 }
-            method = local.obj.resolve_remote_method(method_name)
+            method = obj.resolve_remote_method(method_name)
         except (Error, ProtocolError, AttributeError) as exc:
             if wants_answer:
                 self.send_error(request_id, exc)
             else:
                 log.warning("call with no answer failed: %r", exc)
             return None
-        perspective = getattr(local.obj, "answer_perspective", None)
-        return IncomingCall(request_id, wants_answer, method, call_args, call_kwargs, perspective)
+        perspective = getattr(obj, "answer_perspective", None)
+        return IncomingCall(
+            request_id,
+            wants_answer,
+            method,
+            call_args,
+            call_kwargs,
+            perspective,
+            method_name,
+            target if cache else None,
+        )
 
     def _answer(self, request_id: Any, result: Any) -> Answer | Failed:
         self._check_request_id(request_id)
@@ -248,6 +301,23 @@ class PBProtocol:
         if local.refcount <= 0:
             self._forget(luid, local)
 
+    def _decache(self, luid: Any) -> None:
+        entry = self.remotely_cached.get(luid) if type(luid) is int else None
+        if entry is None:
+            log.warning("peer released unknown cached object %r", luid)
+            return
+        entry.count -= 1
+        if entry.count <= 0:
+            self._stop_observing(luid, entry)
+            self._send([b"uncache", luid])
+
+    def _uncache(self, luid: Any) -> None:
+        if self.locally_cached.pop(luid, None) is None and luid not in self._unwanted_uncaches:
+            log.warning("peer uncached unknown cached object %r", luid)
+        self._unwanted_uncaches.discard(luid)
+        for listener in self._cache_listeners.pop(luid, ()):
+            listener._close()
+
     def _did_not_understand(self, command: Any) -> None:
         log.warning("peer did not understand our command %r", command)
 
@@ -264,15 +334,111 @@ class PBProtocol:
         if luid is not None:
             self.local_objects[luid].refcount += 1
         else:
-            if len(self.local_objects) >= self.max_references:
-                raise Error("Maximum PB reference count exceeded.")
-            luid = self._next_luid
-            self._next_luid += 1
+            self._check_quota(len(self.local_objects))
+            luid = self._new_luid()
             self._luids[puid] = luid
             self.local_objects[luid] = _Local(obj, 1, puid)
         if self._registered is not None:
-            self._registered.append(luid)
+            self._registered.append((False, luid))
         return luid
+
+    def _new_luid(self) -> int:
+        # One counter for references and caches, never reused (pb-protocol.md 3.4).
+        luid = self._next_luid
+        self._next_luid += 1
+        return luid
+
+    def _check_quota(self, size: int) -> None:
+        # Twisted's rule: refuse while more than the maximum are held (names count),
+        # and give up on a peer that keeps trying.
+        if size > self.max_references:
+            self._violations += 1
+            if self._violations > 3:
+                raise ProtocolError("Maximum PB reference count exceeded. Goodbye.")
+            raise Error("Maximum PB reference count exceeded.")
+
+    def jelly_cacheable(self, cacheable: Any, jellier: Any) -> Any:
+        """Jelly's hook for Cacheables: the full state the first time, ``cached`` after."""
+        luid = self._cache_luids.get(id(cacheable))
+        if luid is not None:
+            self.remotely_cached[luid].count += 1
+            if self._registered is not None:
+                self._registered.append((True, luid))
+            return [b"cached", luid]
+
+        def first_copy() -> list[Any]:
+            from .cache import RemoteCacheObserver
+
+            self._check_quota(len(self.remotely_cached))
+            perspective = self.serializing_perspective
+            new_luid = self._new_luid()
+            observer = RemoteCacheObserver(self.owner, cacheable, perspective)
+            self._cache_luids[id(cacheable)] = new_luid
+            self.remotely_cached[new_luid] = _CacheEntry(cacheable, perspective, observer, 1)
+            if self._registered is not None:
+                self._registered.append((True, new_luid))
+            cacheable._observer_set().add(observer)
+            tag = cacheable.get_type_to_copy_for(perspective)
+            state = cacheable.get_state_to_cache_and_observe_for(perspective, observer)
+            return [tag, new_luid, jellier.jelly(state)]
+
+        return jellier.jelly_shared(cacheable, first_copy)
+
+    def cache_luid(self, cacheable: Any) -> int | None:
+        """The luid under which the peer holds copies of *cacheable*, if it does."""
+        return self._cache_luids.get(id(cacheable))
+
+    def _stop_observing(self, luid: int, entry: _CacheEntry) -> None:
+        del self.remotely_cached[luid]
+        del self._cache_luids[id(entry.cacheable)]
+        entry.cacheable._observer_set().discard(entry.observer)
+        try:
+            entry.cacheable.stopped_observing(entry.perspective, entry.observer)
+        except Exception:
+            log.exception("stopped_observing of %r failed", entry.cacheable)
+
+    def unjelly_cache(self, cls: Any, unjellier: Unjellier, sexp: list[Any]) -> Any:
+        """Jelly's hook for a Cacheable's first copy: ``[tag, luid, state]``."""
+        luid = sexp[1]
+        if type(luid) is not int or luid in self.locally_cached:
+            raise JellyError(f"a cached object with a bad or reused luid: {luid!r:.20}")
+        master = cls.__new__(cls)
+        self.locally_cached[luid] = master
+        self._dropped_masters.append(luid)
+        proxy = self._cache_proxy(master, luid)
+        if self._made is not None:
+            self._made.append(proxy._pb_token)
+        proxy.__init__()
+        unjellier.when_ready(unjellier.unjelly(sexp[2]), proxy.set_copyable_state)
+        return proxy
+
+    def _cache_proxy(self, master: Any, luid: int) -> Any:
+        from .cache import _CacheToken
+
+        cls: Any = type(master)
+        proxy = cls.__new__(cls)
+        proxy.__dict__ = master.__dict__
+        proxy._pb_token = _CacheToken(self.owner, luid)
+        return proxy
+
+    def add_cache_listener(self, luid: int, listener: Any) -> None:
+        """Send *listener* (a CacheUpdates) every update of the cached object *luid*."""
+        if self.closed:
+            listener._close(DeadReferenceError("the connection is closed"))
+        elif luid not in self.locally_cached:
+            listener._close()
+        else:
+            self._cache_listeners.setdefault(luid, []).append(listener)
+
+    def cache_updated(self, call: IncomingCall) -> None:
+        """Tell the update listeners that *call* (a cachemessage) was applied."""
+        from .cache import CacheUpdate
+
+        listeners = self._cache_listeners.get(call.cache_luid)  # type: ignore[arg-type]
+        if listeners:
+            update = CacheUpdate(call.name, call.args, call.kwargs)
+            for listener in listeners:
+                listener._push(update)
 
     def on_release(self, obj: Any, callback: Any) -> None:
         """Call ``callback()`` once the peer has released every reference to *obj*."""
@@ -291,14 +457,71 @@ class PBProtocol:
             raise JellyError(f"{tag.decode()} takes one int luid: {sexp!r:.100}")
         luid = sexp[1]
         if tag == b"remote":
-            return RemoteReference(self.owner, luid)
+            reference = RemoteReference(self.owner, luid)
+            if self._made is not None:
+                self._made.append(reference)
+            return reference
         if tag == b"local":
             local = self.local_objects.get(luid)
             return local.obj if local is not None else None
-        raise JellyError(f"{tag.decode()} tokens are not supported yet")
+        if tag == b"cached":
+            master = self.locally_cached.get(luid)
+            if master is None:
+                raise JellyError(f"cached token for unknown luid {luid}")
+            proxy = self._cache_proxy(master, luid)
+            if self._made is not None:
+                self._made.append(proxy._pb_token)
+            return proxy
+        entry = self.remotely_cached.get(luid)  # lcache
+        if entry is None:
+            raise JellyError(f"lcache token for unknown luid {luid}")
+        return entry.cacheable
 
     def unjelly(self, sexp: Any) -> Any:
-        return Unjellier(self.security, self.registry, self).unjelly_top(sexp)
+        """Unjelly what the peer sent; if that fails, give back every token it carried.
+
+        The peer counted one reference (or cached copy) per token it sent, so
+        a message we cannot unjelly must still be answered with exactly one
+        ``decref``/``decache`` per token, or the peer would keep those objects
+        until the connection ends.
+        """
+        self._made = []
+        try:
+            return Unjellier(self.security, self.registry, self).unjelly_top(sexp)
+        except JellyError:
+            for made in self._made:
+                made.disown()
+            for luid in self._dropped_masters:
+                self.locally_cached.pop(luid, None)
+            self._give_back_tokens(sexp)
+            raise
+        finally:
+            self._made = None
+            self._dropped_masters = []
+
+    def _give_back_tokens(self, sexp: Any) -> None:
+        stack = [sexp]
+        while stack:
+            node = stack.pop()
+            if type(node) is not list or not node:
+                continue
+            tag = node[0]
+            if tag == b"dictionary":
+                # Entries are [key, value] pairs, not tagged nodes.
+                for pair in node[1:]:
+                    if type(pair) is list:
+                        stack.extend(pair)
+            elif len(node) == 2 and type(node[1]) is int and tag in (b"remote", b"cached"):
+                self._send([b"decref" if tag == b"remote" else b"decache", node[1]])
+            elif (
+                len(node) == 3 and type(tag) is bytes and type(node[1]) is int and tag not in _NOT_CACHE_TAGS
+            ):
+                # [tag, luid, state]: the first copy of a Cacheable.
+                self._unwanted_uncaches.add(node[1])
+                self._send([b"decache", node[1]])
+                stack.append(node[2])
+            else:
+                stack.extend(node[1:])
 
     @contextmanager
     def _sending(self, perspective: Any = None) -> Iterator[None]:
@@ -308,8 +531,11 @@ class PBProtocol:
         try:
             yield
         except BaseException:
-            for luid in self._registered:
-                self._decref(luid)
+            for is_cache, luid in self._registered:
+                if is_cache:
+                    self._undo_cache(luid)
+                else:
+                    self._decref(luid)
             raise
         finally:
             self._registered = None
@@ -329,8 +555,6 @@ class PBProtocol:
     ) -> int:
         """Queue a call and return its request id; raises if it cannot be sent, sending nothing."""
         if self.closed:
-            from .errors import DeadReferenceError
-
             raise DeadReferenceError("Calling Stale Broker")
         request_id = self._next_request_id
         with self._sending():
@@ -367,6 +591,19 @@ class PBProtocol:
         payload = [failures.COPYABLE_FAILURE_TAG, jelly(state, security=self.security)]
         self._send([b"error", request_id, payload])
 
+    def _undo_cache(self, luid: int) -> None:
+        # A copy that never left: forget it without telling the peer.
+        entry = self.remotely_cached.get(luid)
+        if entry is not None:
+            entry.count -= 1
+            if entry.count <= 0:
+                self._stop_observing(luid, entry)
+
+    def send_decache(self, luid: int) -> None:
+        """Queue the release of one copy of a cached object the peer gave us."""
+        if not self.closed:
+            self._send([b"decache", luid])
+
     def send_decref(self, luid: int | bytes) -> None:
         """Queue the release of one token of a reference the peer gave us."""
         if not self.closed and type(luid) is int:
@@ -379,11 +616,26 @@ class PBProtocol:
             if type(luid) is int:
                 self._forget(luid, local)
         self.local_objects.clear()
+        for luid, entry in list(self.remotely_cached.items()):
+            self._stop_observing(luid, entry)
+        self.locally_cached.clear()
+        for listeners in self._cache_listeners.values():
+            for listener in listeners:
+                listener._close(DeadReferenceError("the connection was lost"))
+        self._cache_listeners.clear()
 
+
+# Tags whose lists are never a Cacheable's [tag, luid, state] first copy.
+_NOT_CACHE_TAGS: Final = frozenset(
+    {b"list", b"tuple", b"set", b"frozenset", b"dictionary", b"reference", b"instance", b"decimal"}
+)
 
 _COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
     b"version": (PBProtocol._version, 1),
     b"message": (PBProtocol._message, 6),
+    b"cachemessage": (PBProtocol._cachemessage, 6),
+    b"decache": (PBProtocol._decache, 1),
+    b"uncache": (PBProtocol._uncache, 1),
     b"answer": (PBProtocol._answer, 2),
     b"error": (PBProtocol._error, 2),
     b"decref": (PBProtocol._decref, 1),

@@ -82,6 +82,10 @@ class RemoteReference(Jellyable):
         """Give this token back to the peer (one ``decref``); calling again does nothing."""
         self.release_nowait()
 
+    def disown(self) -> None:
+        """Forget this token without sending anything (its release is sent another way)."""
+        self._released = True
+
     def release_nowait(self) -> None:
         """Like :meth:`release`, for synchronous code: the decref is queued at once."""
         if not self._released:
