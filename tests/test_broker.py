@@ -375,3 +375,125 @@ async def test_unknown_command_gets_did_not_understand() -> None:
                 decoder.receive_data(await client_stream.receive_some())
                 seen.extend(decoder)
         assert server.connected
+
+
+async def test_extension_dialect_carries_cancellation_to_the_callee() -> None:
+    server_root = Server()
+    async with open_broker_pair(server_root) as (client, server):
+        assert client._protocol.extended and server._protocol.extended
+        root = await client.root_object()
+        with trio.move_on_after(0.2):
+            await root.call_remote("slow")
+        with trio.fail_after(5):
+            while not server_root.slow_cancelled:
+                await trio.sleep(0.01)
+        # The callee's error answer lets the caller forget the request id.
+        assert await root.call_remote("add", 1) == 1
+        assert not client._abandoned
+        await assert_no_leaks(client, server)
+
+
+async def test_without_extensions_the_callee_runs_on() -> None:
+    server_root = Server()
+    async with open_broker_pair(server_root, extensions=False) as (client, server):
+        assert not client._protocol.extended
+        root = await client.root_object()
+        with trio.move_on_after(0.2):
+            await root.call_remote("slow")
+        await trio.sleep(0.1)
+        assert server_root.slow_started.is_set()
+        assert not server_root.slow_cancelled
+
+
+async def test_extended_server_still_offers_pb_first_to_twisted() -> None:
+    from trio_pb import banana
+
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    # A Twisted client picks pb from the offer and speaks pb.
+    await client_stream.send_all(b"\x02\x82pb")
+    async with open_broker(server_stream, server=True, root=Server()) as server:
+        decoder = banana.Decoder()
+        decoder.receive_data(await client_stream.receive_some())
+        assert decoder.next_expression() == [b"trio-pb-1", b"pb", b"none"]
+        assert not server._protocol.extended
+
+
+class BadState(Copyable):
+    def get_state_to_copy_for(self, perspective: object) -> object:
+        raise ValueError("no state today")
+
+
+class Misc(Root):
+    def remote_bad_state(self) -> BadState:
+        return BadState()
+
+    def remote_many(self) -> Thing:
+        return Thing()
+
+    async def remote_call_named(self, name: bytes) -> object:
+        return await self.broker.remote_for_name(name).call_remote("twice", 4)
+
+    def root_object(self, broker: object) -> Misc:
+        self.broker = broker
+        return self
+
+
+async def test_copyable_whose_state_hook_fails() -> None:
+    async with open_broker_pair(Misc()) as (client, server):
+        root = await client.root_object()
+        with pytest.raises(errors.RemoteError, match="no state today"):
+            await root.call_remote("bad_state")
+        # Sending one fails the call at once, before anything is written.
+        with pytest.raises(ValueError, match="no state today"):
+            await root.call_remote("echo", BadState())
+        assert client.connected and server.connected
+
+
+async def test_named_objects_on_the_client_are_callable_by_the_server() -> None:
+    async with open_broker_pair(Misc()) as (client, server):
+        client.set_name_for_local(b"foo", Doubler())
+        root = await client.root_object()
+        assert await root.call_remote("call_named", b"foo") == 8
+        with pytest.raises(errors.Error, match="Invalid Object ID"):
+            await root.call_remote("call_named", b"bar")
+
+
+async def test_reference_quota_then_goodbye() -> None:
+    async with open_broker_pair(Misc()) as (client, server):
+        root = await client.root_object()
+        held = []
+        # The root is one named object: MAX_BROKER_REFS (1024) more fit.
+        for _ in range(1024):
+            held.append(await root.call_remote("many"))
+        for _ in range(3):
+            with pytest.raises(errors.Error, match="Maximum PB reference count exceeded"):
+                await root.call_remote("many")
+        # The fourth violation closes the connection.
+        with pytest.raises(errors.PBConnectionLost):
+            await root.call_remote("many")
+        assert isinstance(server.error, errors.ProtocolError)
+
+
+async def test_factory_copies_and_remote_method_equality() -> None:
+    registry = CopyRegistry()
+    registry.register_factory(Point, lambda state: ("point", state["x"], state["y"]))
+    async with open_broker_pair(Server(), registry=registry) as (client, server):
+        root = await client.root_object()
+        assert await root.call_remote("point") == ("point", 1, 2)
+        thing = await root.call_remote("get_thing")
+        again = await root.call_remote("get_thing")
+        assert thing.remote_method("name") == again.remote_method("name")
+        assert thing.remote_method("name") != thing.remote_method("other")
+        assert hash(thing) == hash(again)
+
+
+def test_dont_notify_on_disconnect_of_unknown_callback_raises() -> None:
+    from trio_pb.references import RemoteReference
+
+    class FakeBroker:
+        _reference_disconnect_callbacks: dict[object, list[object]] = {}
+
+    ref = RemoteReference(FakeBroker(), 3)  # type: ignore[arg-type]
+    ref._released = True
+    with pytest.raises(ValueError):
+        ref.dont_notify_on_disconnect(print)

@@ -23,9 +23,17 @@ import attrs
 import trio
 
 from .banana import NEED_DATA
-from .errors import DeadReferenceError, Error, PBConnectionLost, ProtocolError
+from .errors import CancelledByCaller, DeadReferenceError, Error, PBConnectionLost, ProtocolError
 from .jelly import CopyRegistry, SecurityOptions
-from .protocol import MAX_BROKER_REFS, Answer, Failed, IncomingCall, PBProtocol, Ready
+from .protocol import (
+    MAX_BROKER_REFS,
+    Answer,
+    CancelRequested,
+    Failed,
+    IncomingCall,
+    PBProtocol,
+    Ready,
+)
 from .references import RemoteReference
 
 if sys.version_info < (3, 11):
@@ -64,6 +72,7 @@ class Broker:
         registry: CopyRegistry | None = None,
         unsafe_tracebacks: bool = False,
         max_references: int = MAX_BROKER_REFS,
+        extensions: bool = True,
     ) -> None:
         self._stream = stream
         self._nursery = nursery
@@ -74,6 +83,7 @@ class Broker:
             registry=registry,
             unsafe_tracebacks=unsafe_tracebacks,
             max_references=max_references,
+            extensions=extensions,
         )
         if root is not None:
             root_object = getattr(root, "root_object", None)
@@ -90,7 +100,8 @@ class Broker:
         self._write_progress = trio.Event()
         self._pending: dict[int, _PendingCall] = {}
         self._abandoned: set[int] = set()
-        self._call_scopes: set[trio.CancelScope] = set()
+        # The scopes of the async methods running for the peer, by request id.
+        self._call_scopes: dict[int, trio.CancelScope] = {}
         self._disconnect_callbacks: list[Callable[[], Any]] = []
         self._reference_disconnect_callbacks: dict[RemoteReference, list[Callable[[Any], Any]]] = {}
         #: Why the connection ended, if it was a protocol error.
@@ -177,8 +188,11 @@ class Broker:
             await pending.done.wait()
         except BaseException:
             if self._pending.pop(request_id, None) is not None:
-                # Cancelled: the answer, when it comes, is dropped quietly.
+                # Cancelled: the answer, when it comes, is dropped quietly,
+                # and an extended peer is told to stop working on it.
                 self._abandoned.add(request_id)
+                self._protocol.send_cancel(request_id)
+                self._wake_writer()
             raise
         if pending.error is not None:
             raise pending.error
@@ -269,6 +283,10 @@ class Broker:
                 self._run_call(event)
             elif isinstance(event, (Answer, Failed)):
                 self._settle(event)
+            elif isinstance(event, CancelRequested):
+                scope = self._call_scopes.get(event.request_id)
+                if scope is not None:
+                    scope.cancel()
             elif isinstance(event, Ready):
                 self._ready.set()
         self._wake_writer()
@@ -306,7 +324,7 @@ class Broker:
 
     async def _finish_async_call(self, call: IncomingCall, awaitable: Any) -> None:
         with trio.CancelScope() as scope:
-            self._call_scopes.add(scope)
+            self._call_scopes[call.request_id] = scope
             try:
                 result = await awaitable
             except Exception as exc:
@@ -319,7 +337,10 @@ class Broker:
                         self._broke_protocol(exc)
                         await trio.aclose_forcefully(self._stream)
             finally:
-                self._call_scopes.discard(scope)
+                del self._call_scopes[call.request_id]
+        if scope.cancelled_caught and call.answer_required and not self._lost.is_set():
+            # The caller cancelled: its answer lets it forget the request id.
+            self._protocol.send_error(call.request_id, CancelledByCaller("the caller cancelled the call"))
         self._wake_writer()
 
     def _fail_call(self, call: IncomingCall, exc: Exception) -> None:
@@ -339,7 +360,7 @@ class Broker:
         for call in pending.values():
             call.error = PBConnectionLost("the connection was lost before the answer came")
             call.done.set()
-        for scope in self._call_scopes:
+        for scope in self._call_scopes.values():
             scope.cancel()
         for callback in list(self._disconnect_callbacks):
             _run_callback(callback)
@@ -393,6 +414,7 @@ async def open_broker(
     registry: CopyRegistry | None = None,
     unsafe_tracebacks: bool = False,
     max_references: int = MAX_BROKER_REFS,
+    extensions: bool = True,
 ) -> AsyncIterator[Broker]:
     """Run a PB broker over *stream* and yield it once the handshake is done.
 
@@ -402,6 +424,11 @@ async def open_broker(
     task the broker started and fails outstanding calls with
     :class:`~trio_pb.errors.PBConnectionLost`.  An exception from the block
     comes out as itself, not wrapped in an ExceptionGroup.
+
+    With *extensions* (the default), a server offers trio_pb's extension
+    dialect first and a client accepts it: between two trio_pb peers a
+    cancelled call then cancels the peer's ``async def`` method too.  A
+    Twisted peer never sees the difference.
     """
     with plain_errors():
         async with trio.open_nursery() as nursery:
@@ -414,6 +441,7 @@ async def open_broker(
                 registry=registry,
                 unsafe_tracebacks=unsafe_tracebacks,
                 max_references=max_references,
+                extensions=extensions,
             )
             nursery.start_soon(broker._read)
             nursery.start_soon(broker._write)

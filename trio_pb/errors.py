@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "BananaError",
+    "CancelledByCaller",
     "DeadReferenceError",
     "Error",
     "InsecureJelly",
@@ -91,6 +92,10 @@ class RemoteError(Exception):
 
     def __str__(self) -> str:
         return f"{self.remote_type.decode('utf-8', 'replace')}: {self.value}"
+
+
+class CancelledByCaller(Error):
+    """The caller stopped waiting for this call (sent to a caller that already gave up)."""
 
 
 class LoginFailed(Error):

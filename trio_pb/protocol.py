@@ -31,7 +31,9 @@ from .references import RemoteReference
 
 __all__ = [
     "MAX_BROKER_REFS",
+    "EXTENSION_DIALECT",
     "PROTOCOL_VERSION",
+    "CancelRequested",
     "Answer",
     "Failed",
     "IncomingCall",
@@ -42,6 +44,9 @@ __all__ = [
 log = logging.getLogger("trio_pb")
 
 PROTOCOL_VERSION: Final = 6
+#: The banana dialect under which two trio_pb peers may use extensions:
+#: the pb vocabulary plus commands Twisted does not know (``cancel``).
+EXTENSION_DIALECT: Final = b"trio-pb-1"
 #: How many objects the peer may hold references to (Twisted's MAX_BROKER_REFS).
 MAX_BROKER_REFS: Final = 1024
 
@@ -68,6 +73,13 @@ class IncomingCall:
     name: str = ""
     #: For a ``cachemessage``: the luid of the cached object it updates.
     cache_luid: int | None = None
+
+
+@attrs.frozen
+class CancelRequested:
+    """Event (extension dialect only): the peer gave up waiting for its call *request_id*."""
+
+    request_id: int
 
 
 @attrs.frozen
@@ -117,7 +129,7 @@ class PBProtocol:
         is_client: bool,
         security: SecurityOptions | None = None,
         registry: CopyRegistry | None = None,
-        dialects: tuple[bytes, ...] = (b"pb", b"none"),
+        extensions: bool = True,
         unsafe_tracebacks: bool = False,
         max_references: int = MAX_BROKER_REFS,
     ) -> None:
@@ -128,7 +140,12 @@ class PBProtocol:
         failures.install(self.registry)
         self.unsafe_tracebacks = unsafe_tracebacks
         self.max_references = max_references
+        # A trio_pb server offers its extension dialect first: a Twisted
+        # client does not know it and picks pb, a trio_pb client picks it.
+        dialects = (EXTENSION_DIALECT, b"pb", b"none") if extensions else (b"pb", b"none")
         self._banana = BananaConnection(is_client=is_client, dialects=dialects)
+        #: Whether the peer speaks trio_pb's extensions (known after the handshake).
+        self.extended = False
         self._outgoing: list[bytes] = [self._banana.data_to_send()]
         self.ready = False
         self.closed = False
@@ -184,6 +201,7 @@ class PBProtocol:
                 self._outgoing.append(self._banana.data_to_send())
                 self._send([b"version", PROTOCOL_VERSION])
                 self.ready = True
+                self.extended = expression.dialect == EXTENSION_DIALECT
                 return Ready(expression.dialect)
             event = self._dispatch(expression)
             if event is not None:
@@ -199,6 +217,8 @@ class PBProtocol:
             raise ProtocolError(f"expected a command list, got {expression!r:.100}")
         command = expression[0]
         entry = _COMMANDS.get(command)
+        if entry is None and self.extended:
+            entry = _EXTENSION_COMMANDS.get(command)
         if entry is None:
             log.warning("peer sent unknown command %r; answering didNotUnderstand", command)
             self._send([b"didNotUnderstand", command])
@@ -317,6 +337,16 @@ class PBProtocol:
         self._unwanted_uncaches.discard(luid)
         for listener in self._cache_listeners.pop(luid, ()):
             listener._close()
+
+    def _cancel(self, request_id: Any) -> CancelRequested:
+        if type(request_id) is not int:
+            raise ProtocolError(f"cancel of a request id that is not an int: {request_id!r:.20}")
+        return CancelRequested(request_id)
+
+    def send_cancel(self, request_id: int) -> None:
+        """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
+        if self.extended and not self.closed:
+            self._send([b"cancel", request_id])
 
     def _did_not_understand(self, command: Any) -> None:
         log.warning("peer did not understand our command %r", command)
@@ -579,8 +609,15 @@ class PBProtocol:
                 data = self._banana.send(
                     [b"answer", request_id, jelly(result, security=self.security, invoker=self)]
                 )
-        except (JellyError, BananaError, Error) as exc:
+        except ProtocolError as exc:
+            if not isinstance(exc, (JellyError, BananaError)):
+                raise
             log.warning("cannot send the answer to request %d: %s", request_id, exc)
+            self.send_error(request_id, exc)
+            return
+        except Exception as exc:
+            # A Copyable's state hook failed, a quota was hit...: the caller gets the error.
+            log.warning("cannot send the answer to request %d: %r", request_id, exc)
             self.send_error(request_id, exc)
             return
         self._outgoing.append(data)
@@ -624,6 +661,11 @@ class PBProtocol:
                 listener._close(DeadReferenceError("the connection was lost"))
         self._cache_listeners.clear()
 
+
+# Commands only sent and understood under the extension dialect.
+_EXTENSION_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
+    b"cancel": (PBProtocol._cancel, 1),
+}
 
 # Tags whose lists are never a Cacheable's [tag, luid, state] first copy.
 _NOT_CACHE_TAGS: Final = frozenset(
