@@ -1680,7 +1680,7 @@ def shared_graphs(draw: Any, with_sets: bool = True) -> Any:
     return tuple(top) if draw(st.booleans()) else top
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(shared_graphs(with_sets=True))
 def test_round_trip_equal(value):
     back = unjelly(jelly(value))
@@ -1727,6 +1727,48 @@ def test_round_trip_keeps_cycles(kinds):
     back = unjelly(sexp)
     assert jelly(back) == sexp
     assert_no_placeholders(back)
+
+
+@st.composite
+def cyclic_graphs(draw: Any) -> Any:
+    """Random graphs of lists, dicts and instances (which may form any cycle)
+    and tuples over them (which are built after their items)."""
+    mutables: list[Any] = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["list", "dict", "instance"]))
+        mutables.append([] if kind == "list" else {} if kind == "dict" else SimpleJellyTest(None, None))
+    nodes = list(mutables)
+
+    def pick() -> Any:
+        if draw(st.integers(0, 3)) == 0:
+            return draw(st.integers(0, 9))
+        return nodes[draw(st.integers(0, len(nodes) - 1))]
+
+    for _ in range(draw(st.integers(0, 4))):
+        nodes.append(tuple(pick() for _ in range(draw(st.integers(0, 3)))))
+    for node in mutables:
+        items = [pick() for _ in range(draw(st.integers(0, 3)))]
+        if isinstance(node, list):
+            node.extend(items)
+        elif isinstance(node, dict):
+            node.update((f"k{i}", item) for i, item in enumerate(items))
+        else:
+            node.x = items
+            node.y = pick()
+    return [pick() for _ in range(draw(st.integers(1, 4)))]
+
+
+GRAPH_SECURITY = SecurityOptions()
+GRAPH_SECURITY.allow_instances_of(SimpleJellyTest)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cyclic_graphs())
+def test_round_trip_keeps_any_cyclic_graph(value):
+    sexp = jelly(value, security=GRAPH_SECURITY)
+    back = unjelly(sexp, security=GRAPH_SECURITY)
+    assert_no_placeholders(back)
+    assert jelly(back, security=GRAPH_SECURITY) == sexp
 
 
 # --------------------------------------------------------------------------
@@ -1831,6 +1873,35 @@ def test_hostile_sexps_only_raise_jelly_error(sexp):
             continue
         assert_no_placeholders(result)
     assert set(sys.modules) == modules_before
+
+
+REFERENCE_GRAPHS = st.recursive(
+    st.integers(0, 3) | st.just([b"None"]),
+    lambda inner: st.one_of(
+        st.tuples(
+            st.sampled_from([b"list", b"tuple", b"set", b"frozenset", b"fuzzcopy", b"fuzzfactory"]),
+            st.lists(inner, max_size=3),
+        ).map(
+            lambda t: [t[0], *t[1]] if t[0] not in (b"fuzzcopy", b"fuzzfactory") else [t[0], [b"list", *t[1]]]
+        ),
+        st.lists(st.tuples(inner, inner).map(list), max_size=2).map(lambda pairs: [b"dictionary", *pairs]),
+        st.tuples(st.just(b"reference"), st.integers(1, 3), inner).map(list),
+        st.tuples(st.just(b"dereference"), st.integers(1, 3)).map(list),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(REFERENCE_GRAPHS)
+def test_hostile_reference_graphs_resolve_or_raise_jelly_error(sexp):
+    # Forward references, cycles through immutable containers and factories:
+    # either every placeholder is resolved or the whole unjelly fails.
+    try:
+        result = unjelly(sexp, registry=FUZZ_REGISTRY)
+    except JellyError:
+        return
+    assert_no_placeholders(result)
 
 
 @pytest.mark.parametrize("tag_name", [b"list", b"tuple", b"set", b"frozenset", b"dictionary", b"reference"])

@@ -5,22 +5,18 @@ from __future__ import annotations
 import datetime
 import decimal
 import gc
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from peers import run_twisted_client, twisted_server
 
 from trio_pb import errors
 from trio_pb.broker import open_broker
 from trio_pb.flavors import Referenceable, Root
 from trio_pb.testing import assert_no_leaks
-
-PEER = Path(__file__).with_name("twisted_peer.py")
 
 ALL_TYPES: list[Any] = [
     None, True, False, 0, -1, 2147483648, -2147483649, 2**100, 1.5, "h\xe9llo", b"bytes", (1, 2),
@@ -32,21 +28,8 @@ ALL_TYPES: list[Any] = [
 
 @pytest.fixture
 async def twisted_port() -> AsyncIterator[int]:
-    process = await trio.lowlevel.open_process([sys.executable, str(PEER), "server"], stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(30):
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, "the Twisted server exited before listening"
-                line += chunk
-        word, port = line.split()
-        assert word == b"PORT"
-        yield int(port)
-    finally:
-        process.kill()
-        await process.wait()
+    async with twisted_server("twisted_peer.py", "server") as port:
+        yield port
 
 
 class Doubler(Referenceable):
@@ -163,12 +146,8 @@ async def test_twisted_client_against_trio_pb_server() -> None:
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
-        result = await trio.run_process(
-            [sys.executable, str(PEER), "client", str(port)], capture_stdout=True, check=False
-        )
+        lines = await run_twisted_client("twisted_peer.py", "client", str(port))
         nursery.cancel_scope.cancel()
-    lines = result.stdout.decode().splitlines()
-    assert "FAILED" not in result.stdout.decode(), result.stdout.decode()
     assert lines == [
         "add 3",
         "kwargs 42",
