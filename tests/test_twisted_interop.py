@@ -15,7 +15,8 @@ from peers import run_twisted_client, twisted_server
 
 from trio_pb import errors
 from trio_pb.broker import open_broker
-from trio_pb.flavors import Referenceable, Root
+from trio_pb.flavors import Copyable, Referenceable, RemoteCopy, Root
+from trio_pb.jelly import CopyRegistry
 from trio_pb.testing import assert_no_leaks
 
 ALL_TYPES: list[Any] = [
@@ -39,7 +40,9 @@ class Doubler(Referenceable):
 
 async def test_trio_pb_client_against_twisted_server(twisted_port: int) -> None:
     stream = await trio.open_tcp_stream("127.0.0.1", twisted_port)
-    async with open_broker(stream, server=False) as broker:
+    registry = CopyRegistry()
+    registry.register(b"__main__.Point", TwistedPoint)
+    async with open_broker(stream, server=False, registry=registry) as broker:
         root = await broker.root_object()
         assert await root.call_remote("add", 1, 2) == 3
         assert await root.call_remote("add", 1, b=41) == 42
@@ -63,6 +66,9 @@ async def test_trio_pb_client_against_twisted_server(twisted_port: int) -> None:
         assert await root.call_remote("seen") == ["no answer"]
         assert await root.call_remote("call_back", Doubler(), 21) == 42
         assert await root.call_remote("later", "deferred") == "deferred"
+        point = await root.call_remote("point")
+        assert isinstance(point, TwistedPoint)
+        assert (point.x, point.y) == (1, 2)
         # Twisted holds no reference from us any more, and we hold none of its.
         gc.collect()
         await trio.sleep(0.1)
@@ -84,6 +90,18 @@ async def test_trio_pb_client_against_twisted_server(twisted_port: int) -> None:
         assert failure
         with pytest.raises(errors.DeadReferenceError):
             await root.call_remote("add", 1, 2)
+
+
+class InteropPoint(Copyable):
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def get_type_to_copy(self) -> bytes:
+        return b"interop.Point"
+
+
+class TwistedPoint(RemoteCopy):
+    pass
 
 
 class Thing(Referenceable):
@@ -132,6 +150,9 @@ class ServerRoot(Root):
     async def remote_call_back(self, ref: Any, value: int) -> object:
         return await ref.call_remote("twice", value)
 
+    def remote_point(self) -> InteropPoint:
+        return InteropPoint(3, 4)
+
     def remote_tables(self) -> int:
         return sum(len([k for k in b._protocol.local_objects if type(k) is int]) for b in self.brokers)
 
@@ -160,6 +181,7 @@ async def test_twisted_client_against_trio_pb_server() -> None:
         "quota trapped pb.Error",
         "seen ['no answer']",
         "call_back 42",
+        "copy TrioPoint 3 4",
         "tables 0",
         "done",
     ]

@@ -100,6 +100,13 @@ def serve():
     reactor.run()
 
 
+class TrioPoint(pb.RemoteCopy):
+    """What a trio_pb server's Copyable (tag interop.Point) becomes here."""
+
+
+pb.setUnjellyableForClass("interop.Point", TrioPoint)
+
+
 class Doubler(pb.Referenceable):
     def remote_twice(self, value):
         return value * 2
@@ -135,6 +142,8 @@ def scenario(port):
     root.callRemote("record", "no answer", pbanswer=False)
     out("seen", (yield root.callRemote("seen")))
     out("call_back", (yield root.callRemote("call_back", Doubler(), 21)))
+    point = yield root.callRemote("point")
+    out("copy", type(point).__name__, point.x, point.y)
     import gc
 
     gc.collect()
@@ -155,8 +164,221 @@ def client(port):
     reactor.run()
 
 
+# -- paging (twisted.spread.util) ------------------------------------------------
+# ``paging-server`` serves PagingRoot and prints ``PORT <n>``; ``paging-client
+# <port>`` runs paging_scenario against a trio_pb server.
+
+
+def paging_data(size):
+    """The bytes both sides page: not periodic in any chunk size the tests use."""
+    return bytes((i * 7 + i // 251) % 256 for i in range(size))
+
+
+class PagingRoot(pb.Root):
+    def __init__(self):
+        self.collected = None
+        self.brokers = []
+
+    def rootObject(self, broker):
+        self.brokers.append(broker)
+        return self
+
+    def remote_getPages(self, collector, size, chunk):
+        from twisted.spread import util
+
+        util.StringPager(collector, paging_data(size), chunk)
+
+    def remote_getFile(self, collector, size, chunk=None):
+        import io
+
+        from twisted.spread import util
+
+        util.FilePager(collector, io.BytesIO(paging_data(size)))
+
+    def remote_makeCollector(self):
+        from twisted.spread import util
+
+        self.collected = defer.Deferred()
+        return util.CallbackPageCollector(self.collected.callback)
+
+    def remote_collected(self):
+        return self.collected.addCallback(lambda pages: [len(pages), b"".join(pages)])
+
+
+def paging_serve():
+    port = reactor.listenTCP(0, pb.PBServerFactory(PagingRoot()), interface="127.0.0.1")
+    print("PORT", port.getHost().port, flush=True)
+    reactor.run()
+
+
+@defer.inlineCallbacks
+def paging_scenario(port):
+    from twisted.spread import util
+
+    factory = pb.PBClientFactory()
+    reactor.connectTCP("127.0.0.1", port, factory)
+    root = yield factory.getRootObject()
+    out = lambda *words: print(*words, flush=True)  # noqa: E731
+    pages = yield util.getAllPages(root, "getPages", 30, 12)
+    out("string", [len(p) for p in pages], b"".join(pages) == paging_data(30))
+    pages = yield util.getAllPages(root, "getPages", 0, 12)
+    out("empty_string", pages)
+    pages = yield util.getAllPages(root, "getPages", 200000, 8192)
+    out("big", len(pages), b"".join(pages) == paging_data(200000))
+    pages = yield util.getAllPages(root, "getFile", 20000, 8192)
+    out("file", [len(p) for p in pages], b"".join(pages) == paging_data(20000))
+    pages = yield util.getAllPages(root, "getFile", 0, 8192)
+    out("empty_file", pages)
+    collector = yield root.callRemote("makeCollector")
+    done = defer.Deferred()
+    util.StringPager(collector, paging_data(20000), 4096, done.callback, "sent")
+    out("pager", (yield done))
+    del collector
+    count, data = yield root.callRemote("collected")
+    out("collected", count, data == paging_data(20000))
+    out("done")
+
+
+def paging_client(port):
+    def finish(result):
+        reactor.stop()
+        return result
+
+    def failed(failure):
+        print("FAILED", failure.getTraceback(), flush=True)
+
+    reactor.callWhenRunning(lambda: paging_scenario(port).addErrback(failed).addBoth(finish))
+    reactor.run()
+
+
+# -- login (twisted.cred) ------------------------------------------------------------
+# ``login-server`` serves a Portal on two ports, the first with anonymous access, and
+# prints ``PORTS <n> <m>``; ``login-client <port> <port without anonymous>`` runs
+# login_scenario against trio_pb servers set up the same way.
+
+LOGOUTS = []
+
+
+class LoginWatcher(pb.Viewable):
+    def view_who(self, perspective):
+        return perspective.avatar_id
+
+
+class LoginAvatar(pb.Avatar):
+    def __init__(self, avatar_id, mind):
+        self.avatar_id = avatar_id
+        self.mind = mind
+
+    def perspective_whoami(self):
+        return self.avatar_id
+
+    def perspective_add(self, a, b):
+        return a + b
+
+    def perspective_call_mind(self, text):
+        return self.mind.callRemote("greet", text)
+
+    def perspective_watcher(self):
+        return LoginWatcher()
+
+    def perspective_logouts(self):
+        return list(LOGOUTS)
+
+
+class LoginRealm:
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        assert pb.IPerspective in interfaces
+        avatar = LoginAvatar(avatar_id, mind)
+        answer = (pb.IPerspective, avatar, lambda: LOGOUTS.append(avatar_id))
+        if mind is None:
+            return answer
+        # Call the client's mind before the login answer goes out.
+        return mind.callRemote("greet", "welcome from twisted").addCallback(lambda _: answer)
+
+
+def login_serve():
+    from twisted.cred import checkers, portal
+
+    users = checkers.InMemoryUsernamePasswordDatabaseDontUse()
+    users.addUser(b"alice", b"secret")
+    ports = []
+    for anonymous in (True, False):
+        login_portal = portal.Portal(LoginRealm(), [users])
+        if anonymous:
+            login_portal.registerChecker(checkers.AllowAnonymousAccess())
+        ports.append(reactor.listenTCP(0, pb.PBServerFactory(login_portal), interface="127.0.0.1"))
+    print("PORTS", *(port.getHost().port for port in ports), flush=True)
+    reactor.run()
+
+
+class LoginMind(pb.Referenceable):
+    def __init__(self):
+        self.greetings = []
+
+    def remote_greet(self, text):
+        self.greetings.append(text)
+        return "thanks"
+
+
+def login_trap(d, error_class):
+    return d.addCallbacks(lambda _: "logged in!", lambda f: f.trap(error_class) and f"trapped {f.type}")
+
+
+@defer.inlineCallbacks
+def login_scenario(port, closed_port):
+    import gc
+
+    from twisted.cred import credentials, error
+
+    factory = pb.PBClientFactory()
+    reactor.connectTCP("127.0.0.1", port, factory)
+    out = lambda *words: print(*words, flush=True)  # noqa: E731
+    mind = LoginMind()
+    avatar = yield factory.login(credentials.UsernamePassword(b"alice", b"secret"), client=mind)
+    out("greetings", mind.greetings)
+    out("whoami", (yield avatar.callRemote("whoami")))
+    out("add", (yield avatar.callRemote("add", 1, 2)))
+    out("call_mind", (yield avatar.callRemote("call_mind", "later")), mind.greetings)
+    watcher = yield avatar.callRemote("watcher")
+    out("who", (yield watcher.callRemote("who")))
+    for username, password in [(b"alice", b"wrong"), (b"mallory", b"secret")]:
+        d = factory.login(credentials.UsernamePassword(username, password))
+        out("bad", username.decode(), (yield login_trap(d, error.UnauthorizedLogin)))
+    anonymous = yield factory.login(credentials.Anonymous())
+    out("anonymous", (yield anonymous.callRemote("whoami")))
+    del avatar, watcher
+    gc.collect()
+    yield task.deferLater(reactor, 0.2, lambda: None)
+    out("logouts", (yield anonymous.callRemote("logouts")))
+    closed = pb.PBClientFactory()
+    reactor.connectTCP("127.0.0.1", closed_port, closed)
+    d = closed.login(credentials.Anonymous())
+    out("closed", (yield login_trap(d, error.UnhandledCredentials)))
+    out("done")
+
+
+def login_client(port, closed_port):
+    def finish(result):
+        reactor.stop()
+        return result
+
+    def failed(failure):
+        print("FAILED", failure.getTraceback(), flush=True)
+
+    reactor.callWhenRunning(lambda: login_scenario(port, closed_port).addErrback(failed).addBoth(finish))
+    reactor.run()
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "server":
+    if sys.argv[1] == "login-server":
+        login_serve()
+    elif sys.argv[1] == "login-client":
+        login_client(int(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1] == "paging-server":
+        paging_serve()
+    elif sys.argv[1] == "paging-client":
+        paging_client(int(sys.argv[2]))
+    elif sys.argv[1] == "server":
         serve()
     else:
         client(int(sys.argv[2]))

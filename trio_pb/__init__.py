@@ -7,6 +7,7 @@ public names are re-exported here.
 from __future__ import annotations
 
 from .broker import Broker, open_broker
+from .cache import Cacheable, CacheUpdate, CacheUpdates, RemoteCache, RemoteCacheObserver
 from .errors import (
     BananaError,
     DeadReferenceError,
@@ -40,6 +41,11 @@ __all__ = [
     "Avatar",
     "BananaError",
     "Broker",
+    "CacheUpdate",
+    "CacheUpdates",
+    "Cacheable",
+    "RemoteCache",
+    "RemoteCacheObserver",
     "Referenceable",
     "RemoteMethod",
     "RemoteReference",
