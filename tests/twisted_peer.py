@@ -252,9 +252,9 @@ def paging_client(port):
 
 
 # -- login (twisted.cred) ------------------------------------------------------------
-# ``login-server`` serves a Portal on two ports, the first with anonymous access, and
-# prints ``PORTS <n> <m>``; ``login-client <port> <port without anonymous>`` runs
-# login_scenario against trio_pb servers set up the same way.
+# ``login-server`` serves a Portal with anonymous access (``login-server closed``:
+# without) and prints ``PORT <n>``; ``login-client <port> <port without anonymous>``
+# runs login_scenario against trio_pb servers set up the same way.
 
 LOGOUTS = []
 
@@ -296,18 +296,16 @@ class LoginRealm:
         return mind.callRemote("greet", "welcome from twisted").addCallback(lambda _: answer)
 
 
-def login_serve():
+def login_serve(anonymous):
     from twisted.cred import checkers, portal
 
     users = checkers.InMemoryUsernamePasswordDatabaseDontUse()
     users.addUser(b"alice", b"secret")
-    ports = []
-    for anonymous in (True, False):
-        login_portal = portal.Portal(LoginRealm(), [users])
-        if anonymous:
-            login_portal.registerChecker(checkers.AllowAnonymousAccess())
-        ports.append(reactor.listenTCP(0, pb.PBServerFactory(login_portal), interface="127.0.0.1"))
-    print("PORTS", *(port.getHost().port for port in ports), flush=True)
+    login_portal = portal.Portal(LoginRealm(), [users])
+    if anonymous:
+        login_portal.registerChecker(checkers.AllowAnonymousAccess())
+    port = reactor.listenTCP(0, pb.PBServerFactory(login_portal), interface="127.0.0.1")
+    print("PORT", port.getHost().port, flush=True)
     reactor.run()
 
 
@@ -371,7 +369,7 @@ def login_client(port, closed_port):
 
 if __name__ == "__main__":
     if sys.argv[1] == "login-server":
-        login_serve()
+        login_serve(anonymous=sys.argv[2:] != ["closed"])
     elif sys.argv[1] == "login-client":
         login_client(int(sys.argv[2]), int(sys.argv[3]))
     elif sys.argv[1] == "paging-server":

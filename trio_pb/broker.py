@@ -135,6 +135,16 @@ class Broker:
 
     remoteForName = remote_for_name
 
+    async def login(self, credentials: Any, mind: Any = None) -> RemoteReference:
+        """Log in to the peer's portal; see :func:`trio_pb.login.login`."""
+        from .login import login
+
+        return await login(self, credentials, mind)
+
+    def on_release(self, obj: Any, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` once the peer has released every reference to *obj*."""
+        self._protocol.on_release(obj, callback)
+
     def notify_on_disconnect(self, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` when the connection is lost."""
         self._disconnect_callbacks.append(callback)
