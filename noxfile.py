@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``."""
+"""Developer tasks: ``nox -s demo``, ``tests``, ``lint``, ``typecheck``, ``docs``, ``bench``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The chat demo: a server and scripted clients talking on loopback."""
+    session.install("-e", ".")
+    session.run("python", "examples/chat/demo.py")
 
 
 @nox.session
@@ -21,7 +28,7 @@ def lint(session: nox.Session) -> None:
     """ruff on everything."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "trio_pb")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session

@@ -143,12 +143,45 @@ def nest(depth: int) -> list[Any]:
 VOCAB_WORDS = list(PB_VOCABULARY[1:])
 # Tags that look like protocol words but are not in the table (1.7).
 NON_VOCAB_WORDS = [
-    b"unicode", b"boolean", b"set", b"frozenset", b"datetime", b"date", b"time", b"timedelta",
-    b"decimal", b"didNotUnderstand", b"root", b"method", b"none", b"NONE", b"Remote", b"",
+    b"unicode",
+    b"boolean",
+    b"set",
+    b"frozenset",
+    b"datetime",
+    b"date",
+    b"time",
+    b"timedelta",
+    b"decimal",
+    b"didNotUnderstand",
+    b"root",
+    b"method",
+    b"none",
+    b"NONE",
+    b"Remote",
+    b"",
 ]
 INT_EDGES = [
-    0, 1, 127, 128, 1023, 1024, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, -1, -127, -128, -1023, -1024,
-    2**63, -(2**63), BIG, -BIG, BIG // 128, -(BIG // 128),
+    0,
+    1,
+    127,
+    128,
+    1023,
+    1024,
+    2**31 - 1,
+    2**31,
+    -(2**31),
+    -(2**31) - 1,
+    -1,
+    -127,
+    -128,
+    -1023,
+    -1024,
+    2**63,
+    -(2**63),
+    BIG,
+    -BIG,
+    BIG // 128,
+    -(BIG // 128),
 ]
 
 ints = st.one_of(
@@ -162,9 +195,7 @@ byte_strings = st.one_of(
 atoms = st.one_of(ints, st.floats(), byte_strings, st.booleans())
 expressions = st.recursive(
     atoms,
-    lambda children: st.one_of(
-        st.lists(children, max_size=6), st.lists(children, max_size=4).map(tuple)
-    ),
+    lambda children: st.one_of(st.lists(children, max_size=6), st.lists(children, max_size=4).map(tuple)),
     max_leaves=40,
 )
 
@@ -263,12 +294,37 @@ def test_golden_encodings(value: Any, wire: str, dialect: bytes) -> None:
 
 # The whole vocabulary table of pb-protocol.md 1.7.
 DOC_VOCABULARY = {
-    1: b"None", 2: b"class", 3: b"dereference", 4: b"reference", 5: b"dictionary", 6: b"function",
-    7: b"instance", 8: b"list", 9: b"module", 10: b"persistent", 11: b"tuple", 12: b"unpersistable",
-    13: b"copy", 14: b"cache", 15: b"cached", 16: b"remote", 17: b"local", 18: b"lcache",
-    19: b"version", 20: b"login", 21: b"password", 22: b"challenge", 23: b"logged_in",
-    24: b"not_logged_in", 25: b"cachemessage", 26: b"message", 27: b"answer", 28: b"error",
-    29: b"decref", 30: b"decache", 31: b"uncache",
+    1: b"None",
+    2: b"class",
+    3: b"dereference",
+    4: b"reference",
+    5: b"dictionary",
+    6: b"function",
+    7: b"instance",
+    8: b"list",
+    9: b"module",
+    10: b"persistent",
+    11: b"tuple",
+    12: b"unpersistable",
+    13: b"copy",
+    14: b"cache",
+    15: b"cached",
+    16: b"remote",
+    17: b"local",
+    18: b"lcache",
+    19: b"version",
+    20: b"login",
+    21: b"password",
+    22: b"challenge",
+    23: b"logged_in",
+    24: b"not_logged_in",
+    25: b"cachemessage",
+    26: b"message",
+    27: b"answer",
+    28: b"error",
+    29: b"decref",
+    30: b"decache",
+    31: b"uncache",
 }
 
 
@@ -310,11 +366,27 @@ APPENDIX_B_VOCAB = [b"list", b"None", b"remote", [b"unicode", b"list"]]
 APPENDIX_B_VOCAB_WIRE = "04 80 08 87 01 87 10 87 02 80 07 82 75 6e 69 63 6f 64 65 08 87"
 
 APPENDIX_B_ECHO = [
-    b"list", [b"None"], [b"boolean", b"true"], [b"boolean", b"false"], 0, -1, 2147483648, -2147483649,
-    1267650600228229401496703205376, 1.5, [b"unicode", b"h\xc3\xa9llo"], b"bytes", [b"tuple", 1, 2],
-    [b"dictionary", [[b"unicode", b"a"], 1], [b"b", 2]], [b"set", 1, 2], [b"frozenset", 3],
-    [b"datetime", b"2020 1 2 3 4 5 6"], [b"date", b"2020 1 2"], [b"time", b"1 2 3 4"],
-    [b"timedelta", b"1 2 3"], [b"decimal", -125, -2],
+    b"list",
+    [b"None"],
+    [b"boolean", b"true"],
+    [b"boolean", b"false"],
+    0,
+    -1,
+    2147483648,
+    -2147483649,
+    1267650600228229401496703205376,
+    1.5,
+    [b"unicode", b"h\xc3\xa9llo"],
+    b"bytes",
+    [b"tuple", 1, 2],
+    [b"dictionary", [[b"unicode", b"a"], 1], [b"b", 2]],
+    [b"set", 1, 2],
+    [b"frozenset", 3],
+    [b"datetime", b"2020 1 2 3 4 5 6"],
+    [b"date", b"2020 1 2"],
+    [b"time", b"1 2 3 4"],
+    [b"timedelta", b"1 2 3"],
+    [b"decimal", -125, -2],
 ]
 # Produced by Twisted 26.10.0's Banana.sendEncoded under the pb dialect.
 APPENDIX_B_ECHO_WIRE = """
@@ -545,8 +617,16 @@ def test_decode_too_large_int(value: int, type_byte: bytes) -> None:
 
 def test_partial_feed_with_big_ints() -> None:  # test_partial
     value = [
-        1, 2, [3, 4], [30.5, 40.2], 5, [b"six", b"seven", [b"eight", 9]], [10],
-        sys.maxsize * 3, sys.maxsize * 2, sys.maxsize * -2,
+        1,
+        2,
+        [3, 4],
+        [30.5, 40.2],
+        5,
+        [b"six", b"seven", [b"eight", 9]],
+        [10],
+        sys.maxsize * 3,
+        sys.maxsize * 2,
+        sys.maxsize * -2,
     ]
     data = encode(value)
     assert feed_bytewise(data) == [value]
@@ -1116,9 +1196,7 @@ def test_encoding_before_and_after_the_handshake() -> None:
 # --------------------------------------------------------------------------
 # Fuzzing: malformed input raises BananaError and nothing else, and stops.
 
-FUZZ = settings(
-    max_examples=300, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=300, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
 
 
 def fuzz_decode(data: bytes, cuts: list[int], **kwargs: Any) -> None:
@@ -1186,7 +1264,11 @@ def test_fuzz_handshake(data: bytes, is_client: bool) -> None:
 @given(
     st.recursive(
         st.one_of(
-            atoms, st.text(max_size=3), st.none(), st.complex_numbers(), st.just(object()),
+            atoms,
+            st.text(max_size=3),
+            st.none(),
+            st.complex_numbers(),
+            st.just(object()),
             st.builds(bytearray, st.binary(max_size=3)),
         ),
         lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.binary(max_size=3), c, max_size=2)),

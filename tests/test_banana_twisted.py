@@ -121,12 +121,26 @@ def canon(obj: Any) -> Any:
 # Strategies
 
 INT_EDGES = [
-    0, 1, 127, 128, 1023, 1024, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, -1, -1024, 2**63, -(2**63),
-    sys.maxsize * 3, sys.maxsize * -2, BIG, -BIG,
+    0,
+    1,
+    127,
+    128,
+    1023,
+    1024,
+    2**31 - 1,
+    2**31,
+    -(2**31),
+    -(2**31) - 1,
+    -1,
+    -1024,
+    2**63,
+    -(2**63),
+    sys.maxsize * 3,
+    sys.maxsize * -2,
+    BIG,
+    -BIG,
 ]
-ints = st.one_of(
-    st.sampled_from(INT_EDGES), st.integers(-(2**31) - 3, 2**31 + 3), st.integers(-BIG, BIG)
-)
+ints = st.one_of(st.sampled_from(INT_EDGES), st.integers(-(2**31) - 3, 2**31 + 3), st.integers(-BIG, BIG))
 byte_strings = st.one_of(
     st.binary(max_size=30),
     st.sampled_from(PB_VOCABULARY[1:]),
@@ -194,8 +208,10 @@ def test_same_expressions_from_the_same_splits(
         (300, "2c 02 81"),
         (-0.5, "84 bf e0 00 00 00 00 00 00"),
         ([1, [b"a"]], "02 80 01 81 01 80 01 82 61"),
-        ([b"list", b"None", b"remote", [b"unicode", b"list"]],
-         "04 80 08 87 01 87 10 87 02 80 07 82 75 6e 69 63 6f 64 65 08 87"),
+        (
+            [b"list", b"None", b"remote", [b"unicode", b"list"]],
+            "04 80 08 87 01 87 10 87 02 80 07 82 75 6e 69 63 6f 64 65 08 87",
+        ),
         (b"remote", "10 87"),
         ([b"version", 6], "02 80 13 87 06 81"),
     ],
@@ -378,8 +394,9 @@ def test_twisted_client_with_our_server() -> None:
         ([b"none"], [b"pb", b"none"], b"none"),
     ],
 )
-def test_twisted_client_picks_like_ours(server_dialects: list[bytes], client_dialects: list[bytes],
-                                         expected: bytes) -> None:
+def test_twisted_client_picks_like_ours(
+    server_dialects: list[bytes], client_dialects: list[bytes], expected: bytes
+) -> None:
     server = BananaConnection(is_client=False, dialects=server_dialects)
     offer = server.data_to_send()
     twisted_client = TwistedPeer(is_client=True)

@@ -87,6 +87,7 @@ def main():
         print("PORT", port.getHost().port, flush=True)
         reactor.run()
     else:
+
         def failed(failure):
             print("FAILED", failure.getTraceback(), flush=True)
 

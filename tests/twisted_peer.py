@@ -15,10 +15,27 @@ from twisted.internet import defer, reactor, task
 from twisted.spread import flavors, pb
 
 ALL_TYPES = [
-    None, True, False, 0, -1, 2147483648, -2147483649, 2**100, 1.5, "h\xe9llo", b"bytes", (1, 2),
-    {"a": 1, b"b": 2}, {1, 2}, frozenset([3]), datetime.datetime(2020, 1, 2, 3, 4, 5, 6),
-    datetime.date(2020, 1, 2), datetime.time(1, 2, 3, 4), datetime.timedelta(1, 2, 3),
-    decimal.Decimal("-1.25"), [b"None", b"remote", "list"],
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2147483648,
+    -2147483649,
+    2**100,
+    1.5,
+    "h\xe9llo",
+    b"bytes",
+    (1, 2),
+    {"a": 1, b"b": 2},
+    {1, 2},
+    frozenset([3]),
+    datetime.datetime(2020, 1, 2, 3, 4, 5, 6),
+    datetime.date(2020, 1, 2),
+    datetime.time(1, 2, 3, 4),
+    datetime.timedelta(1, 2, 3),
+    decimal.Decimal("-1.25"),
+    [b"None", b"remote", "list"],
 ]
 
 

@@ -1,0 +1,94 @@
+"""A small real-time game on trio_pb: players move on a grid and collect items.
+
+The world is a Cacheable: each client holds a copy that the server keeps up to
+date, and follows it with ``async for update in world.updates()``.  Players act
+through ``perspective_*`` methods of their avatar.
+
+    python examples/game/server.py --port 8788
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import random
+from functools import partial
+from typing import Any
+
+import trio
+from world import World
+
+from trio_pb import Avatar
+from trio_pb.connect import serve_tcp
+from trio_pb.cred import InMemoryPasswordChecker, Portal
+
+log = logging.getLogger("game")
+#: Everyone may play: the password is the colour.
+PLAYERS = {"red": "red", "blue": "blue", "green": "green", "yellow": "yellow"}
+
+
+class Player(Avatar):
+    """One player: moves in the world, sees it through a cached copy."""
+
+    def __init__(self, game: Game, name: str) -> None:
+        self.game = game
+        self.name = name
+
+    def perspective_world(self) -> World:
+        return self.game.world
+
+    def perspective_move(self, direction: str) -> int:
+        if direction not in ("up", "down", "left", "right"):
+            raise ValueError(f"cannot move {direction!r}")
+        return self.game.world.move(self.name, direction)
+
+    def logout(self) -> None:
+        log.info("%s left", self.name)
+        self.game.world.remove_player(self.name)
+
+
+class Game:
+    """The realm: one World, one Player avatar per login, items appearing over time."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.world = World()
+        self.rng = rng
+
+    def request_avatar(self, avatar_id: bytes, mind: Any) -> tuple[Player, Any]:
+        name = avatar_id.decode()
+        if name in self.world.players:
+            raise ValueError(f"{name} is already playing")
+        self.world.add_player(name, *self.world.free_cell(self.rng))
+        log.info("%s joined", name)
+        player = Player(self, name)
+        return player, player.logout
+
+    async def spawn_items(self, every: float, most: int) -> None:
+        while True:
+            if len(self.world.items) < most:
+                self.world.add_item(*self.world.free_cell(self.rng))
+            await trio.sleep(every)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8788, help="0 picks a free port")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--item-every", type=float, default=0.2, help="seconds between new items")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="game: %(message)s")
+    game = Game(random.Random(args.seed))
+    portal = Portal(game, [InMemoryPasswordChecker(PLAYERS)])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(game.spawn_items, args.item_every, 6)
+        listeners = await nursery.start(partial(serve_tcp, portal, args.port, host=args.host))
+        host, port = listeners[0].socket.getsockname()[:2]
+        print(f"listening on {host}:{port}", flush=True)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(main)
