@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -14,25 +15,30 @@ HERE = Path(__file__).parent
 
 
 @asynccontextmanager
-async def twisted_server(script: str, *args: str) -> AsyncIterator[int]:
-    """Start ``script server-mode`` and yield the port it prints as ``PORT <n>``; kill it after."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, str(HERE / script), *args], stdout=subprocess.PIPE
-    )
+async def server_process(argv: list[str]) -> AsyncIterator[int]:
+    """Start a server process and yield the port at the end of the first line it prints.
+
+    Both ``PORT 1234`` (the Twisted peers) and ``listening on 127.0.0.1:1234``
+    (the examples) work.  The process is killed on exit.
+    """
+    process = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE)
     try:
         assert process.stdout is not None
         line = b""
         with trio.fail_after(30):
             while not line.endswith(b"\n"):
                 chunk = await process.stdout.receive_some(1)
-                assert chunk, f"{script} exited before listening"
+                assert chunk, f"{argv[1]} exited before listening"
                 line += chunk
-        word, port = line.split()
-        assert word == b"PORT", line
-        yield int(port)
+        yield int(line.decode().replace(":", " ").split()[-1])
     finally:
         process.kill()
         await process.wait()
+
+
+def twisted_server(script: str, *args: str) -> Any:
+    """``server_process`` for one of the Twisted peer scripts beside this file."""
+    return server_process([sys.executable, str(HERE / script), *args])
 
 
 async def run_twisted_client(script: str, *args: str) -> list[str]:

@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
+from peers import server_process
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-@asynccontextmanager
-async def example_server(example: str, *args: str) -> AsyncIterator[int]:
+def example_server(example: str, *args: str) -> Any:
     """Start ``examples/<example>/server.py --port 0`` and yield its port."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-u", str(EXAMPLES / example / "server.py"), "--port", "0", "--quiet", *args],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(30):
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, "the server exited before listening"
-                line += chunk
-        yield int(line.decode().rsplit(":", 1)[1])
-    finally:
-        process.kill()
-        await process.wait()
+    server = EXAMPLES / example / "server.py"
+    return server_process([sys.executable, "-u", str(server), "--port", "0", "--quiet", *args])
 
 
 async def run_client(example: str, *args: str) -> tuple[int, list[str]]:
@@ -131,8 +116,8 @@ async def test_game_bots_follow_each_other_through_the_cached_world() -> None:
             assert dropper.stdout is not None
             seen = b""
             with trio.fail_after(30):
-                # Once green has seen both bots, they are both in the game and watching.
-                while b"sees red" not in seen or b"sees blue" not in seen:
+                # Once green has seen both bots move, both follow the world's updates.
+                while b"sees red at" not in seen or b"sees blue at" not in seen:
                     chunk = await dropper.stdout.receive_some()
                     assert chunk, f"green stopped early: {seen!r}"
                     seen += chunk

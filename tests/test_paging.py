@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import gc
 import io
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from peers import run_twisted_client, twisted_server
 
 from trio_pb import banana, errors
 from trio_pb.broker import Broker, open_broker
@@ -34,8 +32,6 @@ from trio_pb.paging import (
 )
 from trio_pb.references import RemoteReference
 from trio_pb.testing import assert_no_leaks, open_broker_pair
-
-PEER = Path(__file__).with_name("twisted_peer.py")
 
 
 def paging_data(size: int) -> bytes:
@@ -394,23 +390,8 @@ async def test_sender_fails_when_the_connection_is_lost_mid_paging() -> None:
 # -- against real Twisted ------------------------------------------------------------
 
 
-@asynccontextmanager
-async def twisted_peer(*args: str) -> AsyncIterator[int]:
-    process = await trio.lowlevel.open_process([sys.executable, str(PEER), *args], stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(30):
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, "the Twisted server exited before listening"
-                line += chunk
-        word, port = line.split()
-        assert word == b"PORT"
-        yield int(port)
-    finally:
-        process.kill()
-        await process.wait()
+def twisted_peer(*args: str) -> Any:
+    return twisted_server("twisted_peer.py", *args)
 
 
 async def test_trio_pb_client_pages_with_a_twisted_server() -> None:
@@ -454,13 +435,9 @@ async def test_twisted_client_pages_with_a_trio_pb_server() -> None:
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(serve_tcp, PagingServer(), 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
-        result = await trio.run_process(
-            [sys.executable, str(PEER), "paging-client", str(port)], capture_stdout=True, check=False
-        )
+        lines = await run_twisted_client("twisted_peer.py", "paging-client", str(port))
         nursery.cancel_scope.cancel()
-    output = result.stdout.decode()
-    assert "FAILED" not in output, output
-    assert output.splitlines() == [
+    assert lines == [
         "string [12, 12, 6] True",
         "empty_string [b'']",
         "big 25 True",
