@@ -318,3 +318,24 @@ async def test_tls_client_against_a_plain_server_fails_cleanly(client_context: s
             async with open_tcp_broker("127.0.0.1", port, ssl_context=client_context):
                 pytest.fail("TLS with a server that does not speak it")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_client_is_dropped_after_the_handshake_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_pb")
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(serve_tcp, Root(), 0, host="127.0.0.1", handshake_timeout=0.2)
+        )
+        port = listeners[0].socket.getsockname()[1]
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        received = b""
+        with trio.fail_after(10):
+            # The server's dialect offer, then end of file: it gave up on us.
+            while chunk := await stream.receive_some():
+                received += chunk
+        assert received.startswith(b"\x03\x80")
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert "did not finish the handshake" in caplog.text

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -425,6 +426,7 @@ async def open_broker(
     unsafe_tracebacks: bool = False,
     max_references: int = MAX_BROKER_REFS,
     extensions: bool = True,
+    handshake_timeout: float = math.inf,
 ) -> AsyncIterator[Broker]:
     """Run a PB broker over *stream* and yield it once the handshake is done.
 
@@ -439,6 +441,10 @@ async def open_broker(
     dialect first and a client accepts it: between two trio_pb peers a
     cancelled call then cancels the peer's ``async def`` method too.  A
     Twisted peer never sees the difference.
+
+    If the handshake is not over within *handshake_timeout* seconds,
+    :class:`trio.TooSlowError` is raised (servers set this, so that a client
+    that connects and says nothing cannot hold a task forever).
     """
     with plain_errors():
         async with trio.open_nursery() as nursery:
@@ -457,7 +463,8 @@ async def open_broker(
             nursery.start_soon(broker._write)
             broker._wake_writer()
             try:
-                await broker._ready.wait()
+                with trio.fail_after(handshake_timeout):
+                    await broker._ready.wait()
                 if broker._lost.is_set():
                     raise broker.error or DeadReferenceError("the connection closed during the handshake")
                 yield broker

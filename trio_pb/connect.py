@@ -42,6 +42,9 @@ __all__ = ["open_tcp_broker", "open_unix_broker", "serve_tcp", "serve_unix"]
 
 log = logging.getLogger("trio_pb")
 
+#: Seconds a server gives a new connection to finish its TLS and PB handshakes.
+HANDSHAKE_TIMEOUT = 30.0
+
 
 # -- servers -------------------------------------------------------------------
 
@@ -64,7 +67,9 @@ async def serve_tcp(
     ``listeners = await nursery.start(serve_tcp, root, 0)`` works as with
     :func:`trio.serve_tcp`.  With *ssl_context* (a server-side context) each
     accepted stream is wrapped in a :class:`trio.SSLStream` and its TLS
-    handshake done before the PB handshake.  *broker_options* go to
+    handshake done before the PB handshake.  A connection that has not
+    finished its handshakes within ``handshake_timeout`` seconds (a broker
+    option; :data:`HANDSHAKE_TIMEOUT` by default) is closed.  *broker_options* go to
     :func:`~trio_pb.broker.open_broker`.
 
     Connections run in this function's nursery, so cancelling it closes them
@@ -122,6 +127,8 @@ async def serve_unix(
 def _connection_handler(
     root: Any, ssl_context: ssl.SSLContext | None, broker_options: dict[str, Any]
 ) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    handshake_timeout = broker_options.pop("handshake_timeout", HANDSHAKE_TIMEOUT)
+
     async def handle(stream: trio.SocketStream) -> None:
         peer = _peer_name(stream)
         pb_stream: trio.abc.Stream = stream
@@ -130,14 +137,18 @@ def _connection_handler(
                 tls_stream = trio.SSLStream(stream, ssl_context, server_side=True)
                 pb_stream = tls_stream
                 try:
-                    await tls_stream.do_handshake()
+                    with trio.fail_after(handshake_timeout):
+                        await tls_stream.do_handshake()
                 except trio.BrokenResourceError as exc:
                     log.warning("TLS handshake with %s failed: %s", peer, _reason(exc))
                     return
-            async with open_broker(pb_stream, server=True, root=root, **broker_options) as broker:
+            options = {"handshake_timeout": handshake_timeout, **broker_options}
+            async with open_broker(pb_stream, server=True, root=root, **options) as broker:
                 log.debug("connection from %s", peer)
                 await broker.wait_closed()
             log.debug("connection from %s closed", peer)
+        except trio.TooSlowError:
+            log.info("%s did not finish the handshake within %s s; closed", peer, handshake_timeout)
         except DeadReferenceError as exc:
             # The peer left during the handshake: a port scanner, a health check ...
             log.info("PB handshake with %s failed: %s", peer, exc)
