@@ -497,3 +497,30 @@ def test_dont_notify_on_disconnect_of_unknown_callback_raises() -> None:
     ref._released = True
     with pytest.raises(ValueError):
         ref.dont_notify_on_disconnect(print)
+
+
+class Failing(Root):
+    def remote_sync_fail(self) -> None:
+        raise KeyError("sync")
+
+    async def remote_async_fail(self) -> None:
+        await trio.sleep(0)
+        raise KeyError("async")
+
+    def remote_expected(self) -> None:
+        raise errors.Error("expected")
+
+
+async def test_unexpected_errors_are_logged_once_expected_ones_not_at_all(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_broker_pair(Failing()) as (client, _server):
+        root = await client.root_object()
+        for name in ("sync_fail", "async_fail"):
+            with pytest.raises(errors.RemoteError) as info:
+                await root.call_remote(name)
+            assert info.value.remote_type == b"builtins.KeyError"
+        with pytest.raises(errors.Error, match="expected"):
+            await root.call_remote("expected")
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "trio_pb"]
+    assert [r.exc_info[1].args[0] for r in logged if r.exc_info and r.exc_info[1]] == ["sync", "async"]
