@@ -46,7 +46,7 @@ async def open_broker_pair(
 
 
 async def assert_no_leaks(*brokers: Broker) -> None:
-    """Assert that the brokers hold no references, pending calls or waiting answers.
+    """Assert that the brokers hold no references, cached copies, pending calls or running calls.
 
     Collects garbage first and lets queued decrefs reach the peer, so that
     references dropped without ``release()`` count as released.
@@ -58,4 +58,7 @@ async def assert_no_leaks(*brokers: Broker) -> None:
         protocol = broker._protocol
         counted = {luid: local.obj for luid, local in protocol.local_objects.items() if type(luid) is int}
         assert not counted, f"the peer still holds references to {counted!r}"
+        assert not protocol.remotely_cached, f"the peer still holds copies of {protocol.remotely_cached!r}"
+        assert not protocol.locally_cached, f"copies of the peer's objects kept: {protocol.locally_cached!r}"
         assert not broker._pending, f"calls still waiting for answers: {sorted(broker._pending)!r}"
+        assert not broker._call_scopes, f"the peer's calls still running: {sorted(broker._call_scopes)!r}"
