@@ -524,3 +524,93 @@ async def test_unexpected_errors_are_logged_once_expected_ones_not_at_all(
             await root.call_remote("expected")
     logged = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "trio_pb"]
     assert [r.exc_info[1].args[0] for r in logged if r.exc_info and r.exc_info[1]] == ["sync", "async"]
+
+
+class BigAnswers(Root):
+    def remote_big(self) -> bytes:
+        return b"x" * 600_000
+
+
+async def test_a_peer_that_does_not_read_answers_is_not_read_from_either() -> None:
+    from trio_pb import banana, broker
+
+    # A client that sends many calls and never reads: the server stops reading
+    # once its queue passes the high-water mark, instead of queueing without end.
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def serve() -> None:
+            async with open_broker(server_stream, server=True, root=BigAnswers()) as server:
+                servers.append(server)
+                await server.wait_closed()
+
+        servers: list[broker.Broker] = []
+        nursery.start_soon(serve)
+        encoder = banana.Encoder(b"pb")
+        call = [b"message", 1, b"root", b"big", 1, [b"tuple"], [b"dictionary"]]
+        # Read only the offer, answer pb, then flood without reading.
+        await client_stream.receive_some()
+        await client_stream.send_all(b"\x02\x82pb")
+        sent = 0
+        with trio.move_on_after(1):
+            for request_id in range(1, 200):
+                call[1] = request_id
+                await client_stream.send_all(encoder.encode(call))
+                sent += 1
+        (server,) = servers
+        queued = server._protocol.bytes_to_send + server._bytes_in_flight
+        # Blocked well before 200 answers of 600 KB (120 MB) were queued.
+        assert sent < 199
+        assert queued < broker._SEND_HIGH_WATER + 2_000_000
+        nursery.cancel_scope.cancel()
+
+
+async def test_too_deep_to_be_accepted_fails_the_call_not_the_connection() -> None:
+    async with open_broker_pair(Server()) as (client, _server):
+        root = await client.root_object()
+        deep: object = 1
+        for _ in range(127):  # 254 banana levels pass; the wrappers push it past 256
+            deep = {"d": deep}
+        with pytest.raises(errors.ProtocolError):
+            await root.call_remote("echo", deep)
+        assert await root.call_remote("add", 1, 1) == 2
+
+
+class TwistedStyleRoot(Root):
+    """Ported code overrides Twisted's names; trio_pb must call them."""
+
+    def rootObject(self, broker: object) -> Root:
+        return PerConnection()
+
+
+class PerConnection(Root):
+    def remote_which(self) -> str:
+        return "per connection"
+
+
+async def test_twisted_spelled_overrides_are_used() -> None:
+    async with open_broker_pair(TwistedStyleRoot()) as (client, _server):
+        root = await client.root_object()
+        assert await root.call_remote("which") == "per connection"
+
+
+class ProtocolLevelError(errors.Error):
+    pass
+
+
+async def test_register_error_wire_name_is_used_both_ways() -> None:
+    from trio_pb import failures
+
+    failures.register_error(ProtocolLevelError, "twisted.spread.pb.ProtocolLevelError")
+    state = failures.failure_state(ProtocolLevelError("x"))
+    assert state["type"] == b"twisted.spread.pb.ProtocolLevelError"
+    assert state["parents"][:2] == ["twisted.spread.pb.ProtocolLevelError", "twisted.spread.pb.Error"]
+
+
+def test_security_options_copy_is_independent() -> None:
+    from trio_pb.jelly import global_security
+
+    mine = global_security.copy()
+    mine.allow_types(b"extra")
+    assert mine.is_type_allowed(b"extra") and mine.is_type_allowed(b"remote")
+    assert not global_security.is_type_allowed(b"extra")

@@ -184,3 +184,14 @@ async def test_unregistered_cache_tag_fails_the_call() -> None:
         assert not server._protocol.remotely_cached
         assert not client._protocol.locally_cached
         await assert_no_leaks(client, server)
+
+
+async def test_observer_callremote_with_pbanswer_false_does_not_wait() -> None:
+    server_root = Server()
+    async with open_broker_pair(server_root, registry=registry()) as (client, _server):
+        root = await client.root_object()
+        counter = await root.call_remote("counter")
+        (observer,) = server_root.counter.observers
+        assert await observer.callRemote("set", 8, pbanswer=False) is None
+        await root.call_remote("is_counter", None)
+        assert counter.value == 8

@@ -156,10 +156,13 @@ class Encoder:
     peer would refuse anything longer and drop the connection).
     """
 
-    def __init__(self, dialect: bytes = b"pb", *, size_limit: int = SIZE_LIMIT) -> None:
+    def __init__(
+        self, dialect: bytes = b"pb", *, size_limit: int = SIZE_LIMIT, depth_limit: int = DEPTH_LIMIT
+    ) -> None:
         vocabulary = _check_dialect(dialect)
         self.dialect = dialect
         self.size_limit = size_limit
+        self.depth_limit = depth_limit
         # Lengths below this use the cached headers; never above the limit.
         self._short = min(_CACHED, size_limit + 1)
         self._vocab_tokens: dict[bytes, bytes] = (
@@ -175,13 +178,16 @@ class Encoder:
             raise BananaError("expression is nested too deeply to encode") from None
         return b"".join(out)
 
-    def _encode(self, obj: Any, append: Any) -> None:
+    def _encode(self, obj: Any, append: Any, depth: int = 0) -> None:
         # The hot path: one type() test per element, the common cases first,
-        # and cached headers for small values.
+        # and cached headers for small values.  *depth* counts the lists
+        # around obj, so that nothing the peer would refuse is sent.
         kind = type(obj)
         if kind is list or kind is tuple:
             items: Sequence[Any] = obj
             count = len(items)
+            if depth >= self.depth_limit and count:
+                raise BananaError(f"cannot send lists nested more than {self.depth_limit} deep")
             short = self._short
             if count < short:
                 append(_LIST_HEADERS[count])
@@ -211,7 +217,7 @@ class Encoder:
                     else:
                         append(token)
                 else:
-                    encode(item, append)
+                    encode(item, append, depth + 1)
         elif kind is bytes:
             self._encode_bytes(obj, append)
         elif kind is int or kind is bool:
@@ -219,7 +225,7 @@ class Encoder:
         elif kind is float:
             append(_FLOAT + _pack_double(obj))
         elif isinstance(obj, (list, tuple)):
-            self._encode(list(obj), append)
+            self._encode(list(obj), append, depth)
         elif isinstance(obj, int):
             self._encode_int(int(obj), append)
         elif isinstance(obj, float):
@@ -516,8 +522,9 @@ class BananaConnection:
         #: The dialect in force, or ``None`` while the handshake runs.
         self.dialect: bytes | None = None
         self.size_limit = size_limit
+        self.depth_limit = depth_limit
         self._decoder = Decoder(size_limit=size_limit, prefix_limit=prefix_limit, depth_limit=depth_limit)
-        self._encoder = Encoder(b"none", size_limit=size_limit)
+        self._encoder = Encoder(b"none", size_limit=size_limit, depth_limit=depth_limit)
         self._outgoing: list[bytes] = []
         if not is_client:
             self._outgoing.append(self._encoder.encode(list(self.dialects)))
@@ -558,7 +565,7 @@ class BananaConnection:
     def _select(self, dialect: bytes) -> None:
         self.dialect = dialect
         self._decoder.vocabulary = DIALECTS[dialect]
-        self._encoder = Encoder(dialect, size_limit=self.size_limit)
+        self._encoder = Encoder(dialect, size_limit=self.size_limit, depth_limit=self.depth_limit)
 
     def send(self, expression: object) -> bytes:
         """Encode *expression* in the current dialect; all or nothing."""

@@ -45,6 +45,10 @@ __all__ = ["Broker", "open_broker"]
 log = logging.getLogger("trio_pb")
 
 _RECEIVE_SIZE = 65536
+#: How many abandoned request ids are remembered, to drop their late answers quietly.
+_MAX_ABANDONED = 10_000
+#: A broker stops reading from its peer while more than this many bytes wait to be sent.
+_SEND_HIGH_WATER = 16 * 1024 * 1024
 #: How long leaving open_broker waits for queued messages to go out.
 _FLUSH_ON_CLOSE_SECONDS = 5.0
 
@@ -99,8 +103,10 @@ class Broker:
         self._queued = 0
         self._written = 0
         self._write_progress = trio.Event()
+        self._bytes_in_flight = 0
         self._pending: dict[int, _PendingCall] = {}
-        self._abandoned: set[int] = set()
+        # Request ids we stopped waiting for, oldest first (a dict as an ordered set).
+        self._abandoned: dict[int, None] = {}
         # The scopes of the async methods running for the peer, by request id.
         self._call_scopes: dict[int, trio.CancelScope] = {}
         self._disconnect_callbacks: list[Callable[[], Any]] = []
@@ -201,7 +207,11 @@ class Broker:
             if self._pending.pop(request_id, None) is not None:
                 # Cancelled: the answer, when it comes, is dropped quietly,
                 # and an extended peer is told to stop working on it.
-                self._abandoned.add(request_id)
+                self._abandoned[request_id] = None
+                if len(self._abandoned) > _MAX_ABANDONED:
+                    # A peer that never answers (a Deferred that never fires)
+                    # must not grow this forever: forget the oldest.
+                    del self._abandoned[next(iter(self._abandoned))]
                 self._protocol.send_cancel(request_id)
                 self._wake_writer()
             raise
@@ -216,6 +226,10 @@ class Broker:
             raise DeadReferenceError("Calling Stale Broker")
         self._protocol.send_call(target, name, args, kwargs, answer_required=False, command=command)
         self._wake_writer()
+
+    @staticmethod
+    async def _checkpoint() -> None:
+        await trio.lowlevel.checkpoint()
 
     def _decref(self, luid: int | bytes) -> None:
         self._protocol.send_decref(luid)
@@ -240,6 +254,13 @@ class Broker:
         try:
             while True:
                 self._handle_events()
+                # Backpressure: while too much waits to go out (a peer that
+                # sends calls but does not read the answers), stop reading.
+                while (
+                    self._protocol.bytes_to_send + self._bytes_in_flight > _SEND_HIGH_WATER
+                    and not self._lost.is_set()
+                ):
+                    await self._write_progress.wait()
                 data = await self._stream.receive_some(_RECEIVE_SIZE)
                 if not data:
                     if self._protocol.in_expression:
@@ -263,7 +284,9 @@ class Broker:
                 queued = self._queued
                 data = self._protocol.data_to_send()
                 if data:
+                    self._bytes_in_flight = len(data)
                     await self._stream.send_all(data)
+                    self._bytes_in_flight = 0
                 self._written = queued
                 self._write_progress.set()
                 self._write_progress = trio.Event()
@@ -306,7 +329,7 @@ class Broker:
         pending = self._pending.pop(event.request_id, None)
         if pending is None:
             if event.request_id in self._abandoned:
-                self._abandoned.discard(event.request_id)
+                del self._abandoned[event.request_id]
             else:
                 log.warning("peer answered request %d twice", event.request_id)
             return

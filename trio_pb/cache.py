@@ -105,7 +105,10 @@ class RemoteCacheObserver:
         self.broker._call_no_answer(self._luid(), _name, args, kwargs, command=b"cachemessage")
 
     async def callRemote(self, _name: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Twisted's spelling of :meth:`call_remote`."""
+        """Twisted's spelling of :meth:`call_remote`; ``pbanswer=False`` sends without waiting."""
+        if kwargs.pop("pbanswer", True) is False:
+            self.call_remote_no_answer(_name, *args, **kwargs)
+            return None
         return await self.call_remote(_name, *args, **kwargs)
 
     def _luid(self) -> int:
@@ -253,6 +256,7 @@ class RemoteCache(RemoteCopy, Jellyable):
     async def release(self) -> None:
         """Give this copy back to the owner (one ``decache``); calling again does nothing."""
         self.release_nowait()
+        await trio.lowlevel.checkpoint()
 
     def release_nowait(self) -> None:
         """Like :meth:`release`, for synchronous code."""

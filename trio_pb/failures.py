@@ -41,11 +41,15 @@ _LOCAL_CLASSES: dict[str, type[BaseException]] = {name: cls for cls, name in _WI
 def register_error(cls: type[BaseException], wire_name: str | None = None) -> None:
     """Let failures of *cls* arrive as *cls* itself instead of :class:`RemoteError`.
 
-    *wire_name* is the qualified class name the peer sends (by default the
-    class's own ``module.Name``); register the same class on both sides.
+    *wire_name* is the qualified class name used on the wire in both
+    directions (by default the class's own ``module.Name``): give a Twisted
+    class's name to exchange errors with Twisted code that traps that class.
+    Register the same class on both sides.
     """
     name = wire_name or f"{cls.__module__}.{cls.__name__}"
     _LOCAL_CLASSES[name] = cls
+    if wire_name is not None:
+        _WIRE_NAMES[cls] = wire_name
 
 
 def _wire_name(cls: type) -> str:

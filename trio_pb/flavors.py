@@ -133,6 +133,8 @@ class Referenceable(TwistedHooks, Jellyable):
     ``async def``, which run as tasks in the broker's nursery.
     """
 
+    _twisted_aliases: ClassVar[dict[str, str]] = {"process_unique_id": "processUniqueID"}
+
     #: The perspective used to jelly what this object's methods return.
     answer_perspective: Any = None
 
@@ -154,6 +156,8 @@ class Referenceable(TwistedHooks, Jellyable):
 
 class Root(Referenceable):
     """The object a server offers first; clients get it with ``await broker.root_object()``."""
+
+    _twisted_aliases: ClassVar[dict[str, str]] = {"root_object": "rootObject"}
 
     def root_object(self, broker: Any) -> Referenceable:
         """The root to serve on *broker*; the default shares this object with every connection."""

@@ -33,6 +33,7 @@ from .banana import DEPTH_LIMIT
 from .errors import InsecureJelly, JellyError
 
 __all__ = [
+    "PB_REFERENCE_TAGS",
     "DummySecurityOptions",
     "Jellier",
     "Jellyable",
@@ -142,6 +143,14 @@ class SecurityOptions:
             self.allow_modules(cls.__module__)
             self.allowed_classes.add(cls)
 
+    def copy(self) -> SecurityOptions:
+        """A separate SecurityOptions that allows the same things, to extend without sharing."""
+        other = type(self).__new__(type(self))
+        other.allowed_types = set(self.allowed_types)
+        other.allowed_modules = set(self.allowed_modules)
+        other.allowed_classes = set(self.allowed_classes)
+        return other
+
     def is_type_allowed(self, tag: bytes) -> bool:
         """Whether an s-expression tag may be unjellied at all."""
         return tag in self.allowed_types or b"." in tag
@@ -187,7 +196,8 @@ def _make_global_security() -> SecurityOptions:
 
 
 #: The default security for every broker and for :func:`unjelly`: data types,
-#: containers and PB reference tags; no modules, no classes.
+#: containers and PB reference tags; no modules, no classes.  To allow more on
+#: one broker only, extend a copy: ``options = global_security.copy()``.
 global_security: Final = _make_global_security()
 
 

@@ -146,11 +146,16 @@ class PBProtocol:
         self._banana = BananaConnection(is_client=is_client, dialects=dialects)
         #: Whether the peer speaks trio_pb's extensions (known after the handshake).
         self.extended = False
-        self._outgoing: list[bytes] = [self._banana.data_to_send()]
+        self._outgoing: list[bytes] = []
+        #: How many bytes are queued for the peer and not yet taken by data_to_send().
+        self.bytes_to_send = 0
+        self._queue(self._banana.data_to_send())
         self.ready = False
         self.closed = False
         #: The perspective Viewables are jellied for at this moment.
         self.serializing_perspective: Any = None
+        #: Whether what is being jellied is an answer to the peer.
+        self.serializing_answer = False
         self._next_request_id = 1
         self._next_luid = 1
         #: Objects the peer can call, by luid or by name.
@@ -180,6 +185,7 @@ class PBProtocol:
     def data_to_send(self) -> bytes:
         data = b"".join(self._outgoing)
         self._outgoing.clear()
+        self.bytes_to_send = 0
         return data
 
     @property
@@ -198,7 +204,7 @@ class PBProtocol:
             if expression is NEED_DATA:
                 return NEED_DATA
             if isinstance(expression, DialectSelected):
-                self._outgoing.append(self._banana.data_to_send())
+                self._queue(self._banana.data_to_send())
                 self._send([b"version", PROTOCOL_VERSION])
                 self.ready = True
                 self.extended = expression.dialect == EXTENSION_DIALECT
@@ -208,7 +214,11 @@ class PBProtocol:
                 return event
 
     def _send(self, expression: list[Any]) -> None:
-        self._outgoing.append(self._banana.send(expression))
+        self._queue(self._banana.send(expression))
+
+    def _queue(self, data: bytes) -> None:
+        self._outgoing.append(data)
+        self.bytes_to_send += len(data)
 
     # -- incoming expressions -----------------------------------------------
 
@@ -382,9 +392,12 @@ class PBProtocol:
         # Twisted's rule: refuse while more than the maximum are held (names count),
         # and give up on a peer that keeps trying.
         if size > self.max_references:
-            self._violations += 1
-            if self._violations > 3:
-                raise ProtocolError("Maximum PB reference count exceeded. Goodbye.")
+            # Only the peer's requests count towards the goodbye; our own
+            # calls just fail.
+            if self.serializing_answer:
+                self._violations += 1
+                if self._violations > 3:
+                    raise ProtocolError("the peer keeps asking for more references than allowed: goodbye")
             raise Error("Maximum PB reference count exceeded.")
 
     def jelly_cacheable(self, cacheable: Any, jellier: Any) -> Any:
@@ -554,10 +567,11 @@ class PBProtocol:
                 stack.extend(node[1:])
 
     @contextmanager
-    def _sending(self, perspective: Any = None) -> Iterator[None]:
+    def _sending(self, perspective: Any = None, *, answer: bool = False) -> Iterator[None]:
         """Jelly and encode one message: on failure, undo the references it registered."""
         self._registered = []
         self.serializing_perspective = perspective
+        self.serializing_answer = answer
         try:
             yield
         except BaseException:
@@ -570,6 +584,7 @@ class PBProtocol:
         finally:
             self._registered = None
             self.serializing_perspective = None
+            self.serializing_answer = False
 
     # -- outgoing messages ----------------------------------------------------
 
@@ -599,13 +614,13 @@ class PBProtocol:
             ]
             data = self._banana.send(message)
         self._next_request_id += 1
-        self._outgoing.append(data)
+        self._queue(data)
         return request_id
 
     def send_answer(self, request_id: int, result: Any, perspective: Any = None) -> None:
         """Queue the answer to an incoming call; a result that cannot be sent becomes an error."""
         try:
-            with self._sending(perspective):
+            with self._sending(perspective, answer=True):
                 data = self._banana.send(
                     [b"answer", request_id, jelly(result, security=self.security, invoker=self)]
                 )
@@ -620,7 +635,7 @@ class PBProtocol:
             log.warning("cannot send the answer to request %d: %r", request_id, exc)
             self.send_error(request_id, exc)
             return
-        self._outgoing.append(data)
+        self._queue(data)
 
     def send_error(self, request_id: int, exc: BaseException) -> None:
         """Queue an error answer in Twisted's CopyableFailure shape."""

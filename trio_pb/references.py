@@ -81,6 +81,7 @@ class RemoteReference(Jellyable):
     async def release(self) -> None:
         """Give this token back to the peer (one ``decref``); calling again does nothing."""
         self.release_nowait()
+        await self.broker._checkpoint()
 
     def disown(self) -> None:
         """Forget this token without sending anything (its release is sent another way)."""
