@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from trio_pb import Referenceable, RemoteError, RemoteReference
+from trio_pb import Error, Referenceable, RemoteError, RemoteReference
 from trio_pb.connect import open_tcp_broker
 from trio_pb.cred import UsernamePassword
 from trio_pb.login import login
@@ -151,7 +151,7 @@ async def main() -> None:
             try:
                 if not await session.run(step):
                     break
-            except (RemoteError, RuntimeError, KeyError) as exc:
+            except (Error, RemoteError, RuntimeError) as exc:
                 screen.show(f"error: {exc}")
 
 

@@ -20,12 +20,16 @@ from typing import Any
 
 import trio
 
-from trio_pb import Avatar, DeadReferenceError, Viewable
+from trio_pb import Avatar, DeadReferenceError, Error, Viewable
 from trio_pb.connect import serve_tcp
 from trio_pb.cred import FilePasswordChecker, Portal
 
 log = logging.getLogger("chat")
 ROOMS = ("lobby", "trio", "twisted")
+
+
+class ChatError(Error):
+    """A user's mistake (no such room, not in the room): sent back, not logged as a bug."""
 
 
 class Room(Viewable):
@@ -41,7 +45,7 @@ class Room(Viewable):
 
     def view_speak(self, user: ChatUser, text: str) -> None:
         if user.name not in self.members:
-            raise ValueError(f"{user.name} is not in {self.name}")
+            raise ChatError(f"{user.name} is not in {self.name}")
         self.tell_all("message", self.name, user.name, str(text))
 
     def view_who(self, user: ChatUser) -> list[str]:
@@ -73,7 +77,7 @@ class ChatUser(Avatar):
     def perspective_join(self, room_name: str) -> Room:
         room = self.server.rooms.get(room_name)
         if room is None:
-            raise KeyError(f"no room called {room_name!r}")
+            raise ChatError(f"no room called {room_name!r}")
         room.enter(self)
         return room
 

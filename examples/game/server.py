@@ -19,7 +19,7 @@ from typing import Any
 import trio
 from world import World
 
-from trio_pb import Avatar
+from trio_pb import Avatar, Error
 from trio_pb.connect import serve_tcp
 from trio_pb.cred import InMemoryPasswordChecker, Portal
 
@@ -40,7 +40,7 @@ class Player(Avatar):
 
     def perspective_move(self, direction: str) -> int:
         if direction not in ("up", "down", "left", "right"):
-            raise ValueError(f"cannot move {direction!r}")
+            raise Error(f"cannot move {direction!r}")
         return self.game.world.move(self.name, direction)
 
     def logout(self) -> None:
