@@ -339,3 +339,32 @@ async def test_a_silent_client_is_dropped_after_the_handshake_timeout(
         await stream.aclose()
         nursery.cancel_scope.cancel()
     assert "did not finish the handshake" in caplog.text
+
+
+class Recorder(Root):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def remote_record(self, index: int, blob: bytes) -> None:
+        self.seen.append((index, len(blob)))
+
+    def remote_count(self) -> int:
+        return len(self.seen)
+
+
+async def test_large_messages_over_tcp_keep_their_order() -> None:
+    # Messages larger than the socket buffer: direct writes are partial and the
+    # writer task sends the rest, before anything queued after them.
+    recorder = Recorder()
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(serve_tcp, recorder, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        async with open_tcp_broker("127.0.0.1", port) as broker:
+            root = await broker.root_object()
+            for index in range(30):
+                root.call_remote_no_answer("record", index, bytes(500_000 + index))
+                if index % 7 == 0:
+                    await trio.sleep(0)
+            assert await root.call_remote("count") == 30
+        nursery.cancel_scope.cancel()
+    assert recorder.seen == [(i, 500_000 + i) for i in range(30)]
