@@ -484,9 +484,18 @@ class Jellier:
         return self._items(b"frozenset", obj)
 
     def _dict_body(self, obj: dict[Any, Any]) -> list[Any]:
+        # str keys and atom values, the usual case, are built inline.
         jelly = self.jelly
         body: list[Any] = [b"dictionary"]
-        body.extend([[jelly(key), jelly(value)] for key, value in obj.items()])
+        body.extend(
+            [
+                [
+                    [b"unicode", key.encode("utf-8")] if type(key) is str else jelly(key),
+                    value if type(value) in _ATOMS else jelly(value),
+                ]
+                for key, value in obj.items()
+            ]
+        )
         return body
 
     def _instance_body(self, obj: Any) -> list[Any]:
@@ -794,11 +803,28 @@ class Unjellier:
     def _dictionary(self, sexp: list[Any]) -> Any:
         result: dict[Any, Any] = {}
         unjelly = self.unjelly
+        # str keys are decoded inline, unless a registry took over the unicode tag.
+        inline_str = self._handlers.get(b"unicode") is Unjellier._unicode
         for pair in sexp[1:]:
             if type(pair) is not list or len(pair) != 2:
                 raise JellyError(f"dictionary entry is not a [key, value] pair: {pair!r:.100}")
-            key = unjelly(pair[0])
-            value = unjelly(pair[1])
+            key = pair[0]
+            if (
+                inline_str
+                and type(key) is list
+                and len(key) == 2
+                and key[0] == b"unicode"
+                and type(key[1]) is bytes
+            ):
+                try:
+                    key = key[1].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise JellyError(f"unicode that is not UTF-8: {exc}") from None
+            else:
+                key = unjelly(key)
+            value = pair[1]
+            if type(value) is list:
+                value = unjelly(value)
             if isinstance(key, _Pending) or isinstance(value, _Pending):
                 if not isinstance(key, _Pending):
                     result[key] = None  # holds the key's place in the sender's order
