@@ -23,6 +23,7 @@ from . import Settings
 #: Section name -> module, in the order ``python -m bench`` runs them.
 SECTIONS: dict[str, str] = {
     "codecs": "bench.codecs",
+    "broker": "bench.broker",
 }
 
 # (repeat, min_time, max_case_time) for a full run and for --quick.
