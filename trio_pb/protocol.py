@@ -276,8 +276,10 @@ class PBProtocol:
                 if local is None:
                     raise Error("Invalid Object ID")
                 obj = local.obj
-            call_args = self.unjelly(args)
-            call_kwargs = self.unjelly(kwargs)
+            call_args = self._simple_args(args)
+            if call_args is None:
+                call_args = self.unjelly(args)
+            call_kwargs = {} if kwargs == [b"dictionary"] and self._plain_tags else self.unjelly(kwargs)
             if type(call_args) is not tuple or type(call_kwargs) is not dict:
                 raise ProtocolError("call arguments must be a tuple and a dict")
             if any(type(key) is not str for key in call_kwargs):
@@ -305,10 +307,35 @@ class PBProtocol:
 
     def _answer(self, request_id: Any, result: Any) -> Answer | Failed:
         self._check_request_id(request_id)
+        if type(result) is not list:  # an atom needs no unjelly
+            return Answer(request_id, result)
         try:
             return Answer(request_id, self.unjelly(result))
         except JellyError as exc:
             return Failed(request_id, exc)
+
+    @property
+    def _plain_tags(self) -> bool:
+        # Whether tuple and dictionary mean what they always mean here (no
+        # registry took them over, the security options allow them).
+        return (
+            b"tuple" not in self.registry
+            and b"dictionary" not in self.registry
+            and self.security.is_type_allowed(b"tuple")
+            and self.security.is_type_allowed(b"dictionary")
+        )
+
+    def _simple_args(self, args: Any) -> tuple[Any, ...] | None:
+        """The arguments, if they are a tuple of atoms (unjelly would return the same)."""
+        if (
+            type(args) is list
+            and args
+            and args[0] == b"tuple"
+            and all(type(arg) is not list for arg in args[1:])
+            and self._plain_tags
+        ):
+            return tuple(args[1:])
+        return None
 
     def _error(self, request_id: Any, payload: Any) -> Failed:
         self._check_request_id(request_id)
@@ -342,6 +369,8 @@ class PBProtocol:
             self._send([b"uncache", luid])
 
     def _uncache(self, luid: Any) -> None:
+        if type(luid) is not int:
+            raise ProtocolError(f"uncache of a luid that is not an int: {luid!r:.20}")
         if self.locally_cached.pop(luid, None) is None and luid not in self._unwanted_uncaches:
             log.warning("peer uncached unknown cached object %r", luid)
         self._unwanted_uncaches.discard(luid)
@@ -602,17 +631,31 @@ class PBProtocol:
         if self.closed:
             raise DeadReferenceError("Calling Stale Broker")
         request_id = self._next_request_id
-        with self._sending():
-            message = [
-                command,
-                request_id,
-                target,
-                name.encode("utf-8"),
-                int(answer_required),
-                jelly(tuple(args), security=self.security, invoker=self),
-                jelly(dict(kwargs), security=self.security, invoker=self),
-            ]
-            data = self._banana.send(message)
+        if not kwargs and all(type(arg) in _ATOMS for arg in args):
+            # The commonest call, atoms only: what jelly would make, without a Jellier.
+            data = self._banana.send(
+                [
+                    command,
+                    request_id,
+                    target,
+                    name.encode("utf-8"),
+                    int(answer_required),
+                    [b"tuple", *args],
+                    [b"dictionary"],
+                ]
+            )
+        else:
+            with self._sending():
+                message = [
+                    command,
+                    request_id,
+                    target,
+                    name.encode("utf-8"),
+                    int(answer_required),
+                    jelly(tuple(args), security=self.security, invoker=self),
+                    jelly(dict(kwargs), security=self.security, invoker=self),
+                ]
+                data = self._banana.send(message)
         self._next_request_id += 1
         self._queue(data)
         return request_id
@@ -620,10 +663,13 @@ class PBProtocol:
     def send_answer(self, request_id: int, result: Any, perspective: Any = None) -> None:
         """Queue the answer to an incoming call; a result that cannot be sent becomes an error."""
         try:
-            with self._sending(perspective, answer=True):
-                data = self._banana.send(
-                    [b"answer", request_id, jelly(result, security=self.security, invoker=self)]
-                )
+            if type(result) in _ATOMS:
+                data = self._banana.send([b"answer", request_id, result])
+            else:
+                with self._sending(perspective, answer=True):
+                    data = self._banana.send(
+                        [b"answer", request_id, jelly(result, security=self.security, invoker=self)]
+                    )
         except ProtocolError as exc:
             if not isinstance(exc, (JellyError, BananaError)):
                 raise
@@ -676,6 +722,9 @@ class PBProtocol:
                 listener._close(DeadReferenceError("the connection was lost"))
         self._cache_listeners.clear()
 
+
+# Values jelly sends as they are.
+_ATOMS: Final = frozenset({bytes, int, float})
 
 # Commands only sent and understood under the extension dialect.
 _EXTENSION_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
