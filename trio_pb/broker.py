@@ -48,6 +48,8 @@ log = logging.getLogger("trio_pb")
 _RECEIVE_SIZE = 65536
 #: How many abandoned request ids are remembered, to drop their late answers quietly.
 _MAX_ABANDONED = 10_000
+# Results that are certainly not awaitable, checked before the slower inspect.isawaitable.
+_PLAIN_RESULTS = frozenset({type(None), bool, int, float, bytes, str, list, tuple, dict})
 #: A broker stops reading from its peer while more than this many bytes wait to be sent.
 _SEND_HIGH_WATER = 16 * 1024 * 1024
 #: How long leaving open_broker waits for queued messages to go out.
@@ -386,7 +388,7 @@ class Broker:
         except Exception as exc:
             self._fail_call(call, exc)
             return
-        if inspect.isawaitable(result):
+        if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
             self._nursery.start_soon(self._finish_async_call, call, result)
         else:
             self._call_done(call, result)

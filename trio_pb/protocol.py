@@ -51,14 +51,14 @@ EXTENSION_DIALECT: Final = b"trio-pb-1"
 MAX_BROKER_REFS: Final = 1024
 
 
-@attrs.frozen
+@attrs.define
 class Ready:
     """Event: the handshake is over; calls may be sent."""
 
     dialect: bytes
 
 
-@attrs.frozen
+@attrs.define
 class IncomingCall:
     """Event: the peer called *method*; answer with ``send_answer``/``send_error`` if wanted."""
 
@@ -75,14 +75,14 @@ class IncomingCall:
     cache_luid: int | None = None
 
 
-@attrs.frozen
+@attrs.define
 class CancelRequested:
     """Event (extension dialect only): the peer gave up waiting for its call *request_id*."""
 
     request_id: int
 
 
-@attrs.frozen
+@attrs.define
 class Answer:
     """Event: the answer to one of our calls."""
 
@@ -90,7 +90,7 @@ class Answer:
     value: Any
 
 
-@attrs.frozen
+@attrs.define
 class Failed:
     """Event: one of our calls failed; *error* is the exception to raise in the caller."""
 
