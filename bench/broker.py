@@ -440,13 +440,15 @@ _CATEGORIES: tuple[tuple[str, str], ...] = (
     ("outcome/", "trio scheduling: run loop, tasks, Events"),
     ("bench/", "benchmark loop, gc.collect"),
 )
-_SYSCALLS = "syscalls: send, recv, epoll_ctl"
+_SYSCALLS = "syscalls: send/write, recv/read, epoll_ctl"
 #: Time blocked in epoll_wait, waiting for the peer: left out of the totals.
 _BLOCKED = "blocked in epoll_wait (not counted)"
 #: Built-in methods that are system calls, and gc.collect (the benchmark's, before timing).
 _BUILTIN_CATEGORIES = {
     "<method 'send' of '_socket.socket' objects>": _SYSCALLS,
     "<method 'recv' of '_socket.socket' objects>": _SYSCALLS,
+    "<built-in method posix.write>": _SYSCALLS,
+    "<built-in method posix.read>": _SYSCALLS,
     "<method 'poll' of 'select.epoll' objects>": _BLOCKED,
     "<method 'modify' of 'select.epoll' objects>": _SYSCALLS,
     "<method 'register' of 'select.epoll' objects>": _SYSCALLS,
@@ -491,7 +493,9 @@ def _profile(pairs: list[Pair], options: argparse.Namespace, repeat_time: float)
         "profile: sequential add(1, 2) under cProfile, client and server at once: us per call, by what\n"
         "the time was spent in (a builtin's time goes to its caller's category).  The profiler makes\n"
         "every Python call dearer, so the profiled total exceeds the real CPU time (last line), code\n"
-        f"with many small calls the most; compare the shares, not the sums.  Stats in {directory}"
+        "with many small calls the most; compare the shares, not the sums.  On loopback a send can\n"
+        "include time the peer runs on this core (the kernel wakes it there).\n"
+        f"Stats in {directory}"
     )
     print(_category_table(columns, totals))
     for top in tops:
