@@ -276,10 +276,11 @@ class PBProtocol:
                 if local is None:
                     raise Error("Invalid Object ID")
                 obj = local.obj
-            call_args = self._simple_args(args)
+            plain = self._plain_tags
+            call_args = _simple_args(args) if plain else None
             if call_args is None:
                 call_args = self.unjelly(args)
-            call_kwargs = {} if kwargs == [b"dictionary"] and self._plain_tags else self.unjelly(kwargs)
+            call_kwargs = {} if plain and kwargs == [b"dictionary"] else self.unjelly(kwargs)
             if type(call_args) is not tuple or type(call_kwargs) is not dict:
                 raise ProtocolError("call arguments must be a tuple and a dict")
             if any(type(key) is not str for key in call_kwargs):
@@ -324,18 +325,6 @@ class PBProtocol:
             and self.security.is_type_allowed(b"tuple")
             and self.security.is_type_allowed(b"dictionary")
         )
-
-    def _simple_args(self, args: Any) -> tuple[Any, ...] | None:
-        """The arguments, if they are a tuple of atoms (unjelly would return the same)."""
-        if (
-            type(args) is list
-            and args
-            and args[0] == b"tuple"
-            and all(type(arg) is not list for arg in args[1:])
-            and self._plain_tags
-        ):
-            return tuple(args[1:])
-        return None
 
     def _error(self, request_id: Any, payload: Any) -> Failed:
         self._check_request_id(request_id)
@@ -721,6 +710,13 @@ class PBProtocol:
             for listener in listeners:
                 listener._close(DeadReferenceError("the connection was lost"))
         self._cache_listeners.clear()
+
+
+def _simple_args(args: Any) -> tuple[Any, ...] | None:
+    """The arguments, if they are a tuple of atoms (what unjelly would return, made directly)."""
+    if type(args) is list and args and args[0] == b"tuple" and all(type(arg) is not list for arg in args[1:]):
+        return tuple(args[1:])
+    return None
 
 
 # Values jelly sends as they are.
