@@ -172,31 +172,38 @@ class Encoder:
     def encode(self, obj: object) -> bytes:
         """The bytes for *obj*; raises :class:`BananaError` and returns nothing on failure."""
         out: list[bytes] = []
-        try:
-            self._encode(obj, out.append)
-        except RecursionError:
-            raise BananaError("expression is nested too deeply to encode") from None
+        self._encode(obj, out.append)
         return b"".join(out)
 
-    def _encode(self, obj: Any, append: Any, depth: int = 0) -> None:
-        # The hot path: one type() test per element, the common cases first,
-        # and cached headers for small values.  *depth* counts the lists
-        # around obj, so that nothing the peer would refuse is sent.
-        kind = type(obj)
-        if kind is list or kind is tuple:
-            items: Sequence[Any] = obj
-            count = len(items)
-            if depth >= self.depth_limit and count:
-                raise BananaError(f"cannot send lists nested more than {self.depth_limit} deep")
-            short = self._short
-            if count < short:
-                append(_LIST_HEADERS[count])
-            elif count > self.size_limit:
-                raise BananaError(f"cannot send a list of {count} items: the limit is {self.size_limit}")
-            else:
-                append(int_to_b128(count) + b"\x80")
-            encode = self._encode
-            vocab = self._vocab_tokens
+    def _encode(self, obj: Any, append: Any) -> None:
+        if isinstance(obj, (list, tuple)):
+            self._encode_list(obj, append)
+        else:
+            self._encode_atom(obj, append)
+
+    def _list_header(self, count: int, append: Any) -> None:
+        if count < self._short:
+            append(_LIST_HEADERS[count])
+        elif count > self.size_limit:
+            raise BananaError(f"cannot send a list of {count} items: the limit is {self.size_limit}")
+        else:
+            append(int_to_b128(count) + b"\x80")
+
+    def _encode_list(self, root: Sequence[Any], append: Any) -> None:
+        # The hot path, written as a loop over a stack of iterators rather than
+        # a recursion: one type() test per element, the common cases first,
+        # cached headers for small values, no Python call per nested list.
+        # The depth limit is checked here so that nothing the peer would
+        # refuse is sent.
+        short = self._short
+        vocab = self._vocab_tokens
+        depth_limit = self.depth_limit
+        list_header = self._list_header
+        encode_atom = self._encode_atom
+        list_header(len(root), append)
+        stack: list[Any] = []
+        items = iter(root)
+        while True:
             for item in items:
                 item_kind = type(item)
                 if item_kind is int and 0 <= item < 0x200000:
@@ -207,8 +214,6 @@ class Encoder:
                         append(bytes((item & 0x7F, item >> 7, INT)))
                     else:
                         append(bytes((item & 0x7F, (item >> 7) & 0x7F, item >> 14, INT)))
-                elif item_kind is float:
-                    append(_pack_float_token(FLOAT, item))
                 elif item_kind is bytes and len(item) < short:
                     token = vocab.get(item)
                     if token is None:
@@ -216,16 +221,35 @@ class Encoder:
                         append(item)
                     else:
                         append(token)
+                elif item_kind is list or item_kind is tuple or isinstance(item, (list, tuple)):
+                    count = len(item)
+                    if count < short:
+                        append(_LIST_HEADERS[count])
+                    else:
+                        list_header(count, append)
+                    if count:
+                        if len(stack) + 1 >= depth_limit:
+                            raise BananaError(f"cannot send lists nested more than {depth_limit} deep")
+                        stack.append(items)
+                        items = iter(item)
+                        break
+                elif item_kind is float:
+                    append(_pack_float_token(FLOAT, item))
                 else:
-                    encode(item, append, depth + 1)
-        elif kind is bytes:
+                    encode_atom(item, append)
+            else:
+                if not stack:
+                    return
+                items = stack.pop()
+
+    def _encode_atom(self, obj: Any, append: Any) -> None:
+        kind = type(obj)
+        if kind is bytes:
             self._encode_bytes(obj, append)
         elif kind is int or kind is bool:
             self._encode_int(obj, append)
         elif kind is float:
             append(_FLOAT + _pack_double(obj))
-        elif isinstance(obj, (list, tuple)):
-            self._encode(list(obj), append, depth)
         elif isinstance(obj, int):
             self._encode_int(int(obj), append)
         elif isinstance(obj, float):
