@@ -566,6 +566,13 @@ class _Pending:
             callback(value)
 
 
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JellyError(f"unicode that is not UTF-8: {exc}") from None
+
+
 def _blank(cls: Any) -> Any:
     """An instance of *cls* made without calling ``__init__``, as jelly always does."""
     return cls.__new__(cls)
@@ -816,15 +823,16 @@ class Unjellier:
                 and key[0] == b"unicode"
                 and type(key[1]) is bytes
             ):
-                try:
-                    key = key[1].decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise JellyError(f"unicode that is not UTF-8: {exc}") from None
+                # Bad UTF-8 raises UnicodeDecodeError: unjelly_top makes it a JellyError.
+                key = key[1].decode("utf-8")
             else:
                 key = unjelly(key)
             value = pair[1]
             if type(value) is list:
-                value = unjelly(value)
+                if inline_str and len(value) == 2 and value[0] == b"unicode" and type(value[1]) is bytes:
+                    value = value[1].decode("utf-8")
+                else:
+                    value = unjelly(value)
             if isinstance(key, _Pending) or isinstance(value, _Pending):
                 if not isinstance(key, _Pending):
                     result[key] = None  # holds the key's place in the sender's order
@@ -840,10 +848,7 @@ class Unjellier:
         # The commonest tag of all: checked inline rather than through _atom.
         if len(sexp) != 2 or type(sexp[1]) is not bytes:
             raise JellyError(f"unicode takes one bytes: {sexp!r:.100}")
-        try:
-            return sexp[1].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise JellyError(f"unicode that is not UTF-8: {exc}") from None
+        return _utf8(sexp[1])
 
     def _boolean(self, sexp: list[Any]) -> bool:
         value = self._atom(sexp, bytes)
