@@ -270,22 +270,9 @@ class Broker:
                 # sends calls but does not read the answers), stop reading.
                 while self._pending_output() > _SEND_HIGH_WATER and not self._lost.is_set():
                     await self._write_progress.wait()
-                data: bytes | bytearray
-                if self._socket is not None:
-                    # Wait, then read once: trio's receive_some() reads first, and that
-                    # read fails (EAGAIN) whenever the peer is slower than we are.
-                    await trio.lowlevel.wait_readable(self._socket)
-                    fd = self._socket.fileno()  # -1 once closed: never a stale number
-                    if fd < 0:
-                        raise trio.ClosedResourceError
-                    try:
-                        data = os.read(fd, _RECEIVE_SIZE)
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        raise trio.BrokenResourceError from exc
-                else:
-                    data = await self._stream.receive_some(_RECEIVE_SIZE)
+                data = await self._receive()
+                if data is None:
+                    continue
                 if not data:
                     if self._protocol.in_expression:
                         log.warning("connection closed in the middle of a message")
@@ -299,6 +286,23 @@ class Broker:
             self._connection_lost()
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self._stream)
+
+    async def _receive(self) -> bytes | bytearray | None:
+        """The next bytes from the peer: empty at end of file, None if there were none after all."""
+        if self._socket is None:
+            return await self._stream.receive_some(_RECEIVE_SIZE)
+        # Wait, then read once: trio's receive_some() reads first, and that
+        # read fails (EAGAIN) whenever the peer is slower than we are.
+        await trio.lowlevel.wait_readable(self._socket)
+        fd = self._socket.fileno()  # -1 once closed: never a stale number
+        if fd < 0:
+            raise trio.ClosedResourceError
+        try:
+            return os.read(fd, _RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError from exc
 
     async def _write(self) -> None:
         try:
