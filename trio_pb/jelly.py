@@ -379,11 +379,11 @@ class Jellier:
         if kind is str:
             return [b"unicode", obj.encode("utf-8")]
         if kind is list:
-            return self.jelly_shared(obj, self._list_body)
+            return self._shared(obj, self._list_body)
         if kind is dict:
-            return self.jelly_shared(obj, self._dict_body)
+            return self._shared(obj, self._dict_body)
         if kind is tuple:
-            return self.jelly_shared(obj, self._tuple_body)
+            return self._shared(obj, self._tuple_body)
         if obj is None:
             return [b"None"]
         if kind is bool:
@@ -394,9 +394,9 @@ class Jellier:
                 return self._back_reference(id(obj), seen)
             return obj.jelly_for(self)
         if kind is set:
-            return self.jelly_shared(obj, self._set_body)
+            return self._shared(obj, self._set_body)
         if kind is frozenset:
-            return self.jelly_shared(obj, self._frozenset_body)
+            return self._shared(obj, self._frozenset_body)
         if kind is datetime.datetime:
             _refuse_tzinfo(obj)
             fields: tuple[int, ...] = (
@@ -426,18 +426,17 @@ class Jellier:
         ):
             # Twisted emits a str name for these, which banana then refuses.
             raise JellyError(f"cannot send {kind.__name__} objects: {obj!r:.100}")
-        return self.jelly_shared(obj, self._instance_body)
+        return self._shared(obj, self._instance_body)
 
     # Containers and instances are tracked by identity: the second time one
     # is met, its first s-expression is rewritten in place to
     # [b"reference", id, <original>] and a [b"dereference", id] goes here.
 
-    def jelly_shared(self, obj: Any, build: Callable[..., list[Any]]) -> list[Any]:
-        """Jelly *obj* with ``build``, or refer back to it if it was already sent.
+    def jelly_shared(self, obj: Any, build: Callable[[], list[Any]]) -> list[Any]:
+        """Jelly *obj* with ``build()``, or refer back to it if it was already sent."""
+        return self._shared(obj, lambda _obj: build())
 
-        ``build`` is called with *obj* when it is a bound method of this
-        jellier's, and with no arguments otherwise (a Jellyable's closure).
-        """
+    def _shared(self, obj: Any, body_of: Callable[[Any], list[Any]]) -> list[Any]:
         oid = id(obj)
         seen = self._seen.get(oid)
         if seen is not None:
@@ -445,7 +444,7 @@ class Jellier:
         holder: list[Any] = []
         self._seen[oid] = holder
         self._keep.append(obj)
-        body = build(obj) if getattr(build, "__self__", None) is self else build()
+        body = body_of(obj)
         if holder:
             # A cycle came back here while the body was being built.
             holder[2] = body
@@ -471,6 +470,24 @@ class Jellier:
         body.extend([item if type(item) in _ATOMS else jelly(item) for item in items])
         return body
 
+    def _dict_body(self, obj: dict[Any, Any]) -> list[Any]:
+        # str keys, and atom and str values, the usual cases, are built inline.
+        jelly = self.jelly
+        body: list[Any] = [b"dictionary"]
+        append = body.append
+        for key, value in obj.items():
+            # The key first: shared objects get their reference ids in Twisted's order.
+            key_sexp = [b"unicode", key.encode("utf-8")] if type(key) is str else jelly(key)
+            kind = type(value)
+            if kind in _ATOMS:
+                pass
+            elif kind is str:
+                value = [b"unicode", value.encode("utf-8")]
+            else:
+                value = jelly(value)
+            append([key_sexp, value])
+        return body
+
     def _list_body(self, obj: list[Any]) -> list[Any]:
         return self._items(b"list", obj)
 
@@ -482,21 +499,6 @@ class Jellier:
 
     def _frozenset_body(self, obj: frozenset[Any]) -> list[Any]:
         return self._items(b"frozenset", obj)
-
-    def _dict_body(self, obj: dict[Any, Any]) -> list[Any]:
-        # str keys and atom values, the usual case, are built inline.
-        jelly = self.jelly
-        body: list[Any] = [b"dictionary"]
-        body.extend(
-            [
-                [
-                    [b"unicode", key.encode("utf-8")] if type(key) is str else jelly(key),
-                    value if type(value) in _ATOMS else jelly(value),
-                ]
-                for key, value in obj.items()
-            ]
-        )
-        return body
 
     def _instance_body(self, obj: Any) -> list[Any]:
         cls = type(obj)
