@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,18 @@ async def server_process(argv: list[str]) -> AsyncIterator[int]:
 def twisted_server(script: str, *args: str) -> Any:
     """``server_process`` for one of the Twisted peer scripts beside this file."""
     return server_process([sys.executable, str(HERE / script), *args])
+
+
+async def twisted_client_against(root: Any, script: str, *args: str) -> list[str]:
+    """Serve *root* with trio_pb on a free loopback port, run ``script <args> PORT`` against it."""
+    from trio_pb.connect import serve_tcp
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(serve_tcp, root, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        lines = await run_twisted_client(script, *args, str(port))
+        nursery.cancel_scope.cancel()
+    return lines
 
 
 async def run_twisted_client(script: str, *args: str) -> list[str]:

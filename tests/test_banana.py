@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pbdata import APPENDIX_B_SEXP
 
 from trio_pb import banana
 from trio_pb.banana import (
@@ -365,29 +366,7 @@ def test_vocab_examples_from_the_note() -> None:
 APPENDIX_B_VOCAB = [b"list", b"None", b"remote", [b"unicode", b"list"]]
 APPENDIX_B_VOCAB_WIRE = "04 80 08 87 01 87 10 87 02 80 07 82 75 6e 69 63 6f 64 65 08 87"
 
-APPENDIX_B_ECHO = [
-    b"list",
-    [b"None"],
-    [b"boolean", b"true"],
-    [b"boolean", b"false"],
-    0,
-    -1,
-    2147483648,
-    -2147483649,
-    1267650600228229401496703205376,
-    1.5,
-    [b"unicode", b"h\xc3\xa9llo"],
-    b"bytes",
-    [b"tuple", 1, 2],
-    [b"dictionary", [[b"unicode", b"a"], 1], [b"b", 2]],
-    [b"set", 1, 2],
-    [b"frozenset", 3],
-    [b"datetime", b"2020 1 2 3 4 5 6"],
-    [b"date", b"2020 1 2"],
-    [b"time", b"1 2 3 4"],
-    [b"timedelta", b"1 2 3"],
-    [b"decimal", -125, -2],
-]
+APPENDIX_B_ECHO = APPENDIX_B_SEXP
 # Produced by Twisted 26.10.0's Banana.sendEncoded under the pb dialect.
 APPENDIX_B_ECHO_WIRE = """
 15 80 08 87 01 80 01 87 02 80 07 82 62 6f 6f 6c 65 61 6e 04 82 74 72 75 65 02 80 07 82 62 6f 6f 6c

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pbdata import APPENDIX_B_SEXP, decimals
 
 from trio_pb import banana
 from trio_pb import jelly as jelly_mod
@@ -218,30 +219,6 @@ APPENDIX_B_VALUE = [
     D.time(1, 2, 3, 4),
     D.timedelta(1, 2, 3),
     Decimal("-1.25"),
-]
-
-APPENDIX_B_SEXP = [
-    b"list",
-    [b"None"],
-    [b"boolean", b"true"],
-    [b"boolean", b"false"],
-    0,
-    -1,
-    2147483648,
-    -2147483649,
-    1267650600228229401496703205376,
-    1.5,
-    [b"unicode", b"h\xc3\xa9llo"],
-    b"bytes",
-    [b"tuple", 1, 2],
-    [b"dictionary", [[b"unicode", b"a"], 1], [b"b", 2]],
-    [b"set", 1, 2],
-    [b"frozenset", 3],
-    [b"datetime", b"2020 1 2 3 4 5 6"],
-    [b"date", b"2020 1 2"],
-    [b"time", b"1 2 3 4"],
-    [b"timedelta", b"1 2 3"],
-    [b"decimal", -125, -2],
 ]
 
 
@@ -1605,15 +1582,6 @@ def test_remote_copy_state_completed_after_set_copyable_state():
 # Property tests: round trips keep values and sharing
 
 
-def _decimals() -> st.SearchStrategy[Decimal]:
-    return st.builds(
-        lambda sign, digits, exponent: Decimal((sign, tuple(digits), exponent)),
-        st.integers(0, 1),
-        st.lists(st.integers(0, 9), min_size=1, max_size=30),
-        st.integers(-30, 30),
-    )
-
-
 HASHABLE_ATOMS = st.one_of(
     st.none(),
     st.booleans(),
@@ -1625,7 +1593,7 @@ HASHABLE_ATOMS = st.one_of(
     st.dates(),
     st.times(),
     st.timedeltas(),
-    _decimals(),
+    decimals(),
 )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pbdata import decimals
 
 from trio_pb import banana
 from trio_pb.errors import BananaError, InsecureJelly, JellyError
@@ -48,15 +49,6 @@ def check_same(value: Any, ours_security: Any = None, taster: Any = None) -> Any
 # Values
 
 
-def _decimals() -> st.SearchStrategy[Decimal]:
-    return st.builds(
-        lambda sign, digits, exponent: Decimal((sign, tuple(digits), exponent)),
-        st.integers(0, 1),
-        st.lists(st.integers(0, 9), min_size=1, max_size=30),
-        st.integers(-30, 30),
-    )
-
-
 ATOMS = st.one_of(
     st.none(),
     st.booleans(),
@@ -69,7 +61,7 @@ ATOMS = st.one_of(
     st.dates(),
     st.times(),
     st.timedeltas(),
-    _decimals(),
+    decimals(),
 )
 HASHABLES = st.recursive(
     ATOMS,

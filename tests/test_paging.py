@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from peers import run_twisted_client, twisted_server
+from peers import twisted_client_against, twisted_server
 
 from trio_pb import banana, errors
 from trio_pb.broker import Broker, open_broker
-from trio_pb.connect import open_tcp_broker, serve_tcp
+from trio_pb.connect import open_tcp_broker
 from trio_pb.flavors import Root
 from trio_pb.paging import (
     CallbackPageCollector,
@@ -432,11 +432,7 @@ async def test_trio_pb_client_pages_with_a_twisted_server() -> None:
 
 
 async def test_twisted_client_pages_with_a_trio_pb_server() -> None:
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(serve_tcp, PagingServer(), 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        lines = await run_twisted_client("twisted_peer.py", "paging-client", str(port))
-        nursery.cancel_scope.cancel()
+    lines = await twisted_client_against(PagingServer(), "twisted_peer.py", "paging-client")
     assert lines == [
         "string [12, 12, 6] True",
         "empty_string [b'']",

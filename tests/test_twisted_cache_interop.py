@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import gc
-from functools import partial
 from typing import Any
 
 import trio
 import trio.testing
-from peers import run_twisted_client, twisted_server
+from peers import twisted_client_against, twisted_server
 
 from trio_pb.broker import open_broker
 from trio_pb.cache import Cacheable, RemoteCache, RemoteCacheObserver
@@ -87,17 +86,7 @@ class CounterRoot(Root):
 
 
 async def test_twisted_holds_a_trio_pb_cacheable() -> None:
-    root = CounterRoot()
-
-    async def handle(stream: trio.SocketStream) -> None:
-        async with open_broker(stream, server=True, root=root) as broker:
-            await broker.wait_closed()
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        lines = await run_twisted_client("twisted_cache_peer.py", "client", str(port))
-        nursery.cancel_scope.cancel()
+    lines = await twisted_client_against(CounterRoot(), "twisted_cache_peer.py", "client")
     assert lines == [
         "value 3",
         "updated 5",

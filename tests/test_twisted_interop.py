@@ -6,12 +6,11 @@ import datetime
 import decimal
 import gc
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Any
 
 import pytest
 import trio
-from peers import run_twisted_client, twisted_server
+from peers import twisted_client_against, twisted_server
 
 from trio_pb import errors
 from trio_pb.broker import open_broker
@@ -158,17 +157,7 @@ class ServerRoot(Root):
 
 
 async def test_twisted_client_against_trio_pb_server() -> None:
-    root = ServerRoot()
-
-    async def handle(stream: trio.SocketStream) -> None:
-        async with open_broker(stream, server=True, root=root) as broker:
-            await broker.wait_closed()
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        lines = await run_twisted_client("twisted_peer.py", "client", str(port))
-        nursery.cancel_scope.cancel()
+    lines = await twisted_client_against(ServerRoot(), "twisted_peer.py", "client")
     assert lines == [
         "add 3",
         "kwargs 42",
