@@ -1,4 +1,4 @@
-"""The broker over in-memory streams: calls, references, errors, disconnection, cancellation."""
+"""The broker, two peers in one process: calls, references, errors, disconnection, cancellation."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from trio_pb.broker import open_broker
 from trio_pb.flavors import Copyable, Referenceable, RemoteCopy, Root, Viewable
 from trio_pb.jelly import CopyRegistry
 from trio_pb.testing import assert_no_leaks, open_broker_pair
+
+# Every test runs over memory streams and over real sockets (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_transport")
 
 
 class Thing(Referenceable):

@@ -15,6 +15,9 @@ from trio_pb.flavors import Root
 from trio_pb.jelly import CopyRegistry
 from trio_pb.testing import assert_no_leaks, open_broker_pair
 
+# Every test runs over memory streams and over real sockets (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_transport")
+
 
 class Counter(Cacheable):
     def __init__(self) -> None:
@@ -68,6 +71,7 @@ def registry() -> CopyRegistry:
 
 
 async def test_first_copy_then_cached_tokens_share_state() -> None:
+    RemoteCounter.inits = 0
     server_root = Server()
     server_root.counter.value = 7
     async with open_broker_pair(server_root, registry=registry()) as (client, server):

@@ -36,6 +36,9 @@ from trio_pb.login import CHALLENGE_SIZE, ChallengeResponse, login, respond
 from trio_pb.references import RemoteReference
 from trio_pb.testing import assert_no_leaks, open_broker_pair
 
+# Every test runs over memory streams and over real sockets (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_transport")
+
 
 class Mind(Referenceable):
     """What the client passes with its login; the server calls it back."""

@@ -33,6 +33,9 @@ from trio_pb.paging import (
 from trio_pb.references import RemoteReference
 from trio_pb.testing import assert_no_leaks, open_broker_pair
 
+# Every test runs over memory streams and over real sockets (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_transport")
+
 
 def paging_data(size: int) -> bytes:
     """The same bytes as twisted_peer.paging_data: not periodic in any chunk size used here."""

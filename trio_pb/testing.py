@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import trio
 import trio.testing
@@ -17,15 +17,29 @@ __all__ = ["assert_no_leaks", "open_broker_pair"]
 
 @asynccontextmanager
 async def open_broker_pair(
-    root: Any = None, *, client_root: Any = None, **options: Any
+    root: Any = None,
+    *,
+    client_root: Any = None,
+    transport: Literal["memory", "socket"] = "memory",
+    **options: Any,
 ) -> AsyncIterator[tuple[Broker, Broker]]:
-    """A client broker and a server broker connected over in-memory streams.
+    """A client broker and a server broker connected to each other.
 
     *root* is the server's root object, *client_root* the client's; other
     keyword arguments go to both :func:`~trio_pb.broker.open_broker` calls.
-    Yields ``(client, server)``.
+    *transport* ``"memory"`` connects them with in-memory streams;
+    ``"socket"`` with a connected pair of real sockets, which takes the
+    brokers' socket-only code paths.  Yields ``(client, server)``.
     """
-    client_stream, server_stream = trio.testing.memory_stream_pair()
+    client_stream: trio.abc.Stream
+    server_stream: trio.abc.Stream
+    if transport == "memory":
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+    elif transport == "socket":
+        client_socket, server_socket = trio.socket.socketpair()
+        client_stream, server_stream = trio.SocketStream(client_socket), trio.SocketStream(server_socket)
+    else:
+        raise ValueError(f"unknown transport {transport!r}: use 'memory' or 'socket'")
     with plain_errors():
         async with trio.open_nursery() as nursery:
             server_ready, server_get = trio.open_memory_channel[Broker](1)

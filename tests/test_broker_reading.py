@@ -1,0 +1,307 @@
+"""Who reads a broker's socket: the reader task, or a caller waiting for its own answer.
+
+On a socket, a caller whose call is the only one outstanding reads the answer
+itself while the reader task stands by (see ``Broker._call``).  These tests
+check that this path is taken and that it behaves like the reader task in
+everything else: calls from the peer served in order and in the broker's
+context, cancellation, lost connections, protocol errors, and the reader
+taking over again whenever no caller is reading.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import random
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_pb import errors
+from trio_pb.broker import Broker
+from trio_pb.flavors import Root
+from trio_pb.testing import assert_no_leaks, open_broker_pair
+
+request_name: contextvars.ContextVar[str] = contextvars.ContextVar("request_name", default="unset")
+
+
+class ClientRoot(Root):
+    """What the server calls back on the client."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[trio.lowlevel.Task, str]] = []
+        self.pinged = trio.Event()
+
+    def remote_where(self) -> str:
+        self.seen.append((trio.lowlevel.current_task(), request_name.get()))
+        return "here"
+
+    async def remote_where_async(self) -> str:
+        await trio.lowlevel.checkpoint()
+        return request_name.get()
+
+    def remote_ping(self) -> None:
+        self.pinged.set()
+
+    def remote_double(self, value: int) -> int:
+        return 2 * value
+
+
+class ServerRoot(Root):
+    def __init__(self) -> None:
+        self.broker: Broker | None = None
+        self.release = trio.Event()
+        self.hanging = trio.Event()
+
+    async def client_root(self) -> Any:
+        assert self.broker is not None
+        return await self.broker.root_object()
+
+    async def remote_call_back(self, method: str) -> Any:
+        client = await self.client_root()
+        return await client.call_remote(method)
+
+    async def remote_hang(self) -> None:
+        self.hanging.set()
+        await self.release.wait()
+
+    async def remote_later(self, value: int) -> int:
+        for _ in range(random.randrange(3)):
+            await trio.lowlevel.checkpoint()
+        if value % 5 == 0:
+            # Now and then a call back in the middle, answered by whoever reads.
+            client = await self.client_root()
+            value = await client.call_remote("double", value) // 2
+        return value
+
+    def remote_add(self, a: int, b: int) -> int:
+        return a + b
+
+
+async def server_broker(server_root: ServerRoot, server: Broker) -> None:
+    server_root.broker = server
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def warm_root(client: Broker) -> Any:
+    """The server's root, after one call: the reader task now stands by for the next caller."""
+    root = await client.root_object()
+    assert await root.call_remote("add", 0, 0) == 0
+    return root
+
+
+async def until_reading(client: Broker, server_root: ServerRoot) -> None:
+    """Wait until ``hang`` runs on the server, and check that its caller is the one reading."""
+    await server_root.hanging.wait()
+    await trio.testing.wait_all_tasks_blocked()
+    assert client._leading
+
+
+async def hang_then_cancel(client: Broker, root: Any, server_root: ServerRoot) -> None:
+    """Call ``hang`` in this task, and cancel it once this task is reading."""
+    server_root.hanging = trio.Event()
+
+    async def cancel_when_reading() -> None:
+        await until_reading(client, server_root)
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as scope:
+            nursery.start_soon(cancel_when_reading)
+            await root.call_remote("hang")
+    assert scope.cancelled_caught
+
+
+async def test_a_lone_caller_reads_its_own_answer() -> None:
+    client_root, server_root = ClientRoot(), ServerRoot()
+    async with open_broker_pair(server_root, client_root=client_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        root = await client.root_object()
+        # The first call of a sequence is read by the reader task, which then
+        # stands by: from the next one on, the caller reads.
+        for _ in range(3):
+            assert await root.call_remote("call_back", "where") == "here"
+        readers = [task for task, _ in client_root.seen]
+        # The server's call back arrived while this task waited: this task ran it.
+        assert readers[0] is not trio.lowlevel.current_task()
+        assert readers[1:] == [trio.lowlevel.current_task()] * 2
+        await assert_no_leaks(client, server)
+
+
+@pytest.mark.parametrize("transport", ["memory", "socket"])
+async def test_incoming_calls_run_in_the_brokers_context(transport: Any) -> None:
+    client_root, server_root = ClientRoot(), ServerRoot()
+    pair = open_broker_pair(server_root, client_root=client_root, transport=transport)
+    async with pair as (client, server):
+        await server_broker(server_root, server)
+        root = await client.root_object()
+        request_name.set("the caller's")
+        # Whoever reads, the peer's calls do not see the caller's context variables.
+        assert await root.call_remote("call_back", "where") == "here"
+        assert await root.call_remote("call_back", "where_async") == "unset"
+        assert [name for _, name in client_root.seen] == ["unset"]
+
+
+async def test_a_cancelled_reading_caller_hands_the_socket_back() -> None:
+    client_root, server_root = ClientRoot(), ServerRoot()
+    async with open_broker_pair(server_root, client_root=client_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        root = await warm_root(client)
+        with trio.fail_after(5):
+            await hang_then_cancel(client, root, server_root)
+        # Nobody calls now: the reader task must be back on the socket to see this.
+        (await server_root.client_root()).call_remote_no_answer("ping")
+        with trio.fail_after(5):
+            await client_root.pinged.wait()
+        assert await root.call_remote("add", 2, 3) == 5
+        server_root.release.set()
+        await assert_no_leaks(client, server)
+
+
+async def test_the_reader_serves_the_peer_once_the_caller_has_its_answer() -> None:
+    client_root, server_root = ClientRoot(), ServerRoot()
+    async with open_broker_pair(server_root, client_root=client_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        root = await client.root_object()
+        for value in range(5):
+            assert await root.call_remote("add", value, 1) == value + 1
+            with trio.fail_after(5):
+                assert await (await server_root.client_root()).call_remote("double", value) == 2 * value
+        await assert_no_leaks(client, server)
+
+
+async def test_one_reading_caller_and_many_waiting_ones() -> None:
+    client_root, server_root = ClientRoot(), ServerRoot()
+    async with open_broker_pair(server_root, client_root=client_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        root = await client.root_object()
+        results: dict[int, list[int]] = {}
+
+        async def caller(n: int) -> None:
+            results[n] = [await root.call_remote("later", n * 100 + i) for i in range(30)]
+            for _ in range(n % 3):
+                await trio.lowlevel.checkpoint()
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for n in range(8):
+                    nursery.start_soon(caller, n)
+        assert results == {n: [n * 100 + i for i in range(30)] for n in range(8)}
+        await assert_no_leaks(client, server)
+
+
+async def test_closing_the_broker_wakes_a_reading_caller() -> None:
+    server_root = ServerRoot()
+    async with open_broker_pair(server_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        root = await warm_root(client)
+
+        async def close_when_hanging() -> None:
+            await until_reading(client, server_root)
+            await client.aclose()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(close_when_hanging)
+                with pytest.raises(errors.PBConnectionLost):
+                    await root.call_remote("hang")
+        server_root.release.set()
+
+
+async def test_a_connection_lost_elsewhere_wakes_a_reading_caller() -> None:
+    # As when the writer task finds the stream broken: nothing closed the
+    # socket, nothing arrives on it, and still the reading caller must not hang.
+    server_root = ServerRoot()
+    async with open_broker_pair(server_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        root = await warm_root(client)
+
+        async def lose() -> None:
+            await until_reading(client, server_root)
+            client._connection_lost()
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lose)
+                with pytest.raises(errors.PBConnectionLost):
+                    await root.call_remote("hang")
+        server_root.release.set()
+
+
+async def test_the_peer_leaving_fails_a_reading_caller() -> None:
+    server_root = ServerRoot()
+    async with open_broker_pair(server_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        root = await warm_root(client)
+
+        async def leave() -> None:
+            await until_reading(client, server_root)
+            await trio.aclose_forcefully(server._stream)
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(leave)
+                with pytest.raises(errors.PBConnectionLost):
+                    await root.call_remote("hang")
+            await client.wait_closed()
+        assert client.error is None
+
+
+async def test_garbage_read_by_a_caller_closes_the_connection(caplog: pytest.LogCaptureFixture) -> None:
+    server_root = ServerRoot()
+    async with open_broker_pair(server_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        root = await warm_root(client)
+
+        async def send_garbage() -> None:
+            await until_reading(client, server_root)
+            await server._stream.send_all(b"\x01\xff")  # 0xff is no banana type
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_garbage)
+                with pytest.raises(errors.PBConnectionLost):
+                    await root.call_remote("hang")
+            await client.wait_closed()
+        assert isinstance(client.error, errors.BananaError)
+    assert "broke the protocol" in caplog.text
+
+
+async def test_an_unexpected_error_met_by_a_reading_caller_ends_the_broker() -> None:
+    # A bug in handling incoming data is not the caller's: like one in the
+    # reader task, it comes out of open_broker.  The caller's call fails.
+    server_root = ServerRoot()
+    failures: list[BaseException] = []
+    with pytest.raises(RuntimeError, match="a bug"):
+        async with open_broker_pair(server_root, transport="socket") as (client, server):
+            await server_broker(server_root, server)
+            root = await warm_root(client)
+
+            def broken(event: object) -> None:
+                raise RuntimeError("a bug")
+
+            client._settle = broken  # type: ignore[method-assign]
+            try:
+                await root.call_remote("add", 1, 2)
+            except errors.PBConnectionLost as exc:
+                failures.append(exc)
+            await trio.sleep_forever()
+    assert len(failures) == 1
+
+
+async def test_no_error_is_logged_for_a_cancelled_reading_caller(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_pb")
+    server_root = ServerRoot()
+    async with open_broker_pair(server_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        root = await warm_root(client)
+        for _ in range(3):
+            # Each call is read by its caller: the one before it made the reader stand by.
+            assert await root.call_remote("add", 0, 0) == 0
+            await hang_then_cancel(client, root, server_root)
+        server_root.release.set()
+        assert await root.call_remote("add", 1, 1) == 2
+        await assert_no_leaks(client, server)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
