@@ -344,7 +344,7 @@ class Decoder:
         self._pending_size = 0
         self._needed = 1
         # Lists being filled, innermost last: [items still expected, items].
-        self._stack: list[list[Any]] = []
+        self._stack: list[tuple[int, list[Any]]] = []
 
     @property
     def prefix_limit(self) -> int:
@@ -405,9 +405,15 @@ class Decoder:
         buf = self._buffer
         pos = self._pos
         end = len(buf)
-        stack = self._stack
         size_limit = self.size_limit
         two_digits = self.prefix_limit >= 2
+        # The lists being filled: the innermost in locals (its items, and how
+        # many are still expected), the ones around it on the stack.
+        stack = self._stack
+        if stack:
+            remaining, items = stack.pop()
+        else:
+            remaining, items = 0, None
         while pos < end:
             first = buf[pos]
             if first >= 0x80:
@@ -447,9 +453,11 @@ class Decoder:
                     raise BananaError("Security precaution: List too long.")
                 pos = body
                 if number:
-                    if len(stack) >= self.depth_limit:
-                        raise BananaError(f"lists are nested more than {self.depth_limit} deep")
-                    stack.append([number, []])
+                    if items is not None:
+                        if len(stack) + 1 >= self.depth_limit:
+                            raise BananaError(f"lists are nested more than {self.depth_limit} deep")
+                        stack.append((remaining, items))
+                    remaining, items = number, []
                     continue
                 item = []
             elif kind == 0x81 or kind == 0x85:  # INT, LONGINT
@@ -476,20 +484,25 @@ class Decoder:
                 raise BananaError(f"invalid type byte 0x{kind:02x}")
             # Hand the item to the innermost open list; a list that is now
             # full is itself an item of the list around it.
-            while stack:
-                top = stack[-1]
-                top[1].append(item)
-                top[0] -= 1
-                if top[0]:
-                    break
-                stack.pop()
-                item = top[1]
-            else:
+            if items is None:
                 self._pos = pos
                 self._needed = 1
                 return item
+            items.append(item)
+            remaining -= 1
+            while not remaining:
+                if not stack:
+                    self._pos = pos
+                    self._needed = 1
+                    return items
+                item = items
+                remaining, items = stack.pop()
+                items.append(item)
+                remaining -= 1
         else:
             self._needed = 1
+        if items is not None:
+            stack.append((remaining, items))
         self._pos = pos
         return NEED_DATA
 
