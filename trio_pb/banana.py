@@ -407,6 +407,7 @@ class Decoder:
         end = len(buf)
         size_limit = self.size_limit
         two_digits = self.prefix_limit >= 2
+        three_digits = self.prefix_limit >= 3
         # The lists being filled: the innermost in locals (its items, and how
         # many are still expected), the ones around it on the stack.
         stack = self._stack
@@ -426,6 +427,9 @@ class Decoder:
             elif two_digits and pos + 2 < end and buf[pos + 2] >= 0x80:
                 number = first | (buf[pos + 1] << 7)
                 type_at = pos + 2
+            elif three_digits and pos + 3 < end and buf[pos + 3] >= 0x80:
+                number = first | (buf[pos + 1] << 7) | (buf[pos + 2] << 14)
+                type_at = pos + 3
             else:
                 match = self._element(buf, pos)
                 if match is None:
