@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import trio
@@ -10,7 +11,7 @@ import trio.testing
 
 import trio_pb
 from trio_pb import errors
-from trio_pb.broker import open_broker
+from trio_pb.broker import Broker, open_broker
 from trio_pb.flavors import Copyable, Referenceable, RemoteCopy, Root, Viewable
 from trio_pb.jelly import CopyRegistry
 from trio_pb.testing import assert_no_leaks, open_broker_pair
@@ -396,6 +397,59 @@ async def test_extension_dialect_carries_cancellation_to_the_callee() -> None:
         await assert_no_leaks(client, server)
 
 
+class DeadlineProbe(Root):
+    async def remote_time_left(self) -> float:
+        await trio.lowlevel.checkpoint()
+        return trio.current_effective_deadline() - trio.current_time()
+
+    async def remote_ask(self) -> float:
+        # A call made by the callee inherits the deadline it was given.
+        peer = await self.broker.root_object()
+        return await peer.call_remote("time_left")
+
+    def root_object(self, broker: Broker) -> DeadlineProbe:
+        self.broker = broker
+        return self
+
+
+async def test_extension_dialect_carries_the_callers_deadline() -> None:
+    async with open_broker_pair(DeadlineProbe(), client_root=DeadlineProbe()) as (client, server):
+        root = await client.root_object()
+        assert await root.call_remote("time_left") == math.inf
+        with trio.fail_after(30):
+            assert 0 < await root.call_remote("time_left") <= 30
+            assert 0 < await root.call_remote("ask") <= 30
+        await assert_no_leaks(client, server)
+
+
+async def test_the_callers_deadline_ends_the_callee_without_a_cancel() -> None:
+    server_root = Server()
+    async with open_broker_pair(server_root) as (client, server):
+        root = await client.root_object()
+        # As if the cancel were lost: the callee still stops at the deadline.
+        client._protocol.send_cancel = lambda request_id: None  # type: ignore[method-assign]
+        with trio.move_on_after(0.2):
+            await root.call_remote("slow")
+        with trio.fail_after(5):
+            while not server_root.slow_cancelled:
+                await trio.sleep(0.01)
+        # Its error answer (the deadline passed) let the caller forget the request id.
+        await trio.testing.wait_all_tasks_blocked()
+        assert not client._abandoned
+        await assert_no_leaks(client, server)
+
+
+def test_deadline_commands_are_checked() -> None:
+    from trio_pb.protocol import PBProtocol
+
+    protocol = PBProtocol(None, is_client=False)
+    for request_id, seconds in [(1, -1.0), (1, math.nan), (1, math.inf), (b"1", 1.0), (1, b"1"), (1, True)]:
+        with pytest.raises(errors.ProtocolError, match="malformed deadline"):
+            protocol._deadline(request_id, seconds)
+    protocol._deadline(7, 2)
+    assert protocol._next_deadline == (7, 2.0)
+
+
 async def test_without_extensions_the_callee_runs_on() -> None:
     server_root = Server()
     async with open_broker_pair(server_root, extensions=False) as (client, server):
@@ -406,6 +460,13 @@ async def test_without_extensions_the_callee_runs_on() -> None:
         await trio.sleep(0.1)
         assert server_root.slow_started.is_set()
         assert not server_root.slow_cancelled
+
+
+async def test_without_extensions_no_deadline_is_sent() -> None:
+    async with open_broker_pair(DeadlineProbe(), extensions=False) as (client, _server):
+        root = await client.root_object()
+        with trio.fail_after(30):
+            assert await root.call_remote("time_left") == math.inf
 
 
 async def test_extended_server_still_offers_pb_first_to_twisted() -> None:

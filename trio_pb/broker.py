@@ -236,7 +236,14 @@ class Broker:
     ) -> Any:
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
-        request_id = self._protocol.send_call(target, name, args, kwargs, command=command)
+        time_left = None
+        if self._protocol.extended:
+            deadline = trio.current_effective_deadline()
+            if deadline != math.inf:
+                time_left = deadline - trio.current_time()
+        request_id = self._protocol.send_call(
+            target, name, args, kwargs, command=command, time_left=time_left
+        )
         pending = self._pending[request_id] = _PendingCall()
         self._flush()
         try:
@@ -537,6 +544,9 @@ class Broker:
 
     async def _finish_async_call(self, call: IncomingCall, awaitable: Any) -> None:
         with trio.CancelScope() as scope:
+            if call.time_left is not None:
+                # The caller's deadline, carried over by the extension dialect.
+                scope.deadline = trio.current_time() + call.time_left
             self._call_scopes[call.request_id] = scope
             try:
                 result = await awaitable
@@ -552,8 +562,13 @@ class Broker:
             finally:
                 del self._call_scopes[call.request_id]
         if scope.cancelled_caught and call.answer_required and not self._lost.is_set():
-            # The caller cancelled: its answer lets it forget the request id.
-            self._protocol.send_error(call.request_id, CancelledByCaller("the caller cancelled the call"))
+            # The caller cancelled, or its deadline passed: this answer lets it
+            # forget the request id.
+            if trio.current_time() >= scope.deadline:
+                error = CancelledByCaller("the caller's deadline passed")
+            else:
+                error = CancelledByCaller("the caller cancelled the call")
+            self._protocol.send_error(call.request_id, error)
         self._flush()
 
     def _fail_call(self, call: IncomingCall, exc: Exception) -> None:

@@ -17,6 +17,7 @@ that cannot be unjellied) fails that call; a broken protocol raises
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -45,7 +46,7 @@ log = logging.getLogger("trio_pb")
 
 PROTOCOL_VERSION: Final = 6
 #: The banana dialect under which two trio_pb peers may use extensions:
-#: the pb vocabulary plus commands Twisted does not know (``cancel``).
+#: the pb vocabulary plus commands Twisted does not know (``cancel``, ``deadline``).
 EXTENSION_DIALECT: Final = b"trio-pb-1"
 #: How many objects the peer may hold references to (Twisted's MAX_BROKER_REFS).
 MAX_BROKER_REFS: Final = 1024
@@ -73,6 +74,9 @@ class IncomingCall:
     name: str = ""
     #: For a ``cachemessage``: the luid of the cached object it updates.
     cache_luid: int | None = None
+    #: Extension dialect only: the seconds the caller had left before its
+    #: deadline when it sent the call (``None``: it had no deadline).
+    time_left: float | None = None
 
 
 @attrs.define
@@ -176,6 +180,8 @@ class PBProtocol:
         self._dropped_masters: list[int] = []
         # Cached objects we refused, whose uncache is expected and ignored.
         self._unwanted_uncaches: set[int] = set()
+        # The (request id, seconds) of a ``deadline`` that announces the next message.
+        self._next_deadline: tuple[int, float] | None = None
 
     # -- bytes in, bytes out ----------------------------------------------
 
@@ -260,6 +266,12 @@ class PBProtocol:
         if type(request_id) is not int or type(answer_required) is not int:
             raise ProtocolError("message with a request id or answer flag that is not an int")
         wants_answer = bool(answer_required)
+        time_left = None
+        if self._next_deadline is not None:
+            deadline_id, seconds = self._next_deadline
+            self._next_deadline = None
+            if deadline_id == request_id:
+                time_left = seconds
         try:
             if type(name) is not bytes:
                 raise ProtocolError(f"method name is not bytes: {name!r:.100}")
@@ -304,6 +316,7 @@ class PBProtocol:
             perspective,
             method_name,
             target if cache else None,
+            time_left,
         )
 
     def _answer(self, request_id: Any, result: Any) -> Answer | Failed:
@@ -370,6 +383,11 @@ class PBProtocol:
         if type(request_id) is not int:
             raise ProtocolError(f"cancel of a request id that is not an int: {request_id!r:.20}")
         return CancelRequested(request_id)
+
+    def _deadline(self, request_id: Any, seconds: Any) -> None:
+        if type(request_id) is not int or type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
+            raise ProtocolError(f"malformed deadline: {request_id!r:.20}, {seconds!r:.20}")
+        self._next_deadline = (request_id, float(seconds))
 
     def send_cancel(self, request_id: int) -> None:
         """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
@@ -615,8 +633,13 @@ class PBProtocol:
         *,
         answer_required: bool = True,
         command: bytes = b"message",
+        time_left: float | None = None,
     ) -> int:
-        """Queue a call and return its request id; raises if it cannot be sent, sending nothing."""
+        """Queue a call and return its request id; raises if it cannot be sent, sending nothing.
+
+        *time_left*: the seconds before the caller's deadline, which an
+        extended peer is told so that its method is cancelled by then too.
+        """
         if self.closed:
             raise DeadReferenceError("Calling Stale Broker")
         request_id = self._next_request_id
@@ -645,6 +668,9 @@ class PBProtocol:
                     jelly(dict(kwargs), security=self.security, invoker=self),
                 ]
                 data = self._banana.send(message)
+        if time_left is not None and self.extended:
+            # Right before its call, so that nothing can come between the two.
+            self._queue(self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]))
         self._next_request_id += 1
         self._queue(data)
         return request_id
@@ -725,6 +751,7 @@ _ATOMS: Final = frozenset({bytes, int, float})
 # Commands only sent and understood under the extension dialect.
 _EXTENSION_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
     b"cancel": (PBProtocol._cancel, 1),
+    b"deadline": (PBProtocol._deadline, 2),
 }
 
 # Tags whose lists are never a Cacheable's [tag, luid, state] first copy.
