@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
+import sys
 from typing import Any
 
 import pytest
@@ -33,6 +34,8 @@ class ClientRoot(Root):
     def __init__(self) -> None:
         self.seen: list[tuple[trio.lowlevel.Task, str]] = []
         self.pinged = trio.Event()
+        self.doubled_by: list[trio.lowlevel.Task] = []
+        self.exception_seen: BaseException | None = None
 
     def remote_where(self) -> str:
         self.seen.append((trio.lowlevel.current_task(), request_name.get()))
@@ -46,7 +49,12 @@ class ClientRoot(Root):
         self.pinged.set()
 
     def remote_double(self, value: int) -> int:
+        self.doubled_by.append(trio.lowlevel.current_task())
         return 2 * value
+
+    def remote_fail(self) -> None:
+        self.exception_seen = sys.exc_info()[1]
+        raise ValueError("the method failed")
 
 
 class ServerRoot(Root):
@@ -54,6 +62,7 @@ class ServerRoot(Root):
         self.broker: Broker | None = None
         self.release = trio.Event()
         self.hanging = trio.Event()
+        self.random = random.Random(3)
 
     async def client_root(self) -> Any:
         assert self.broker is not None
@@ -63,12 +72,18 @@ class ServerRoot(Root):
         client = await self.client_root()
         return await client.call_remote(method)
 
+    async def remote_traceback_of(self, method: str) -> str:
+        client = await self.client_root()
+        with pytest.raises(errors.RemoteError) as info:
+            await client.call_remote(method)
+        return str(info.value.remote_traceback)
+
     async def remote_hang(self) -> None:
         self.hanging.set()
         await self.release.wait()
 
     async def remote_later(self, value: int) -> int:
-        for _ in range(random.randrange(3)):
+        for _ in range(self.random.randrange(3)):
             await trio.lowlevel.checkpoint()
         if value % 5 == 0:
             # Now and then a call back in the middle, answered by whoever reads.
@@ -136,12 +151,57 @@ async def test_incoming_calls_run_in_the_brokers_context(transport: Any) -> None
     pair = open_broker_pair(server_root, client_root=client_root, transport=transport)
     async with pair as (client, server):
         await server_broker(server_root, server)
-        root = await client.root_object()
+        root = await warm_root(client)
         request_name.set("the caller's")
         # Whoever reads, the peer's calls do not see the caller's context variables.
         assert await root.call_remote("call_back", "where") == "here"
         assert await root.call_remote("call_back", "where_async") == "unset"
-        assert [name for _, name in client_root.seen] == ["unset"]
+        ((task, name),) = client_root.seen
+        assert name == "unset"
+        # On a socket, this task read (and so ran the plain method); in memory, the reader did.
+        assert (task is trio.lowlevel.current_task()) == (transport == "socket")
+
+
+@pytest.mark.parametrize("transport", ["memory", "socket"])
+async def test_the_callers_exception_does_not_reach_the_peers_calls(transport: Any) -> None:
+    client_root, server_root = ClientRoot(), ServerRoot()
+    pair = open_broker_pair(server_root, client_root=client_root, transport=transport, unsafe_tracebacks=True)
+    async with pair as (client, server):
+        await server_broker(server_root, server)
+        root = await warm_root(client)
+        try:
+            raise KeyError("the caller's secret")
+        except KeyError:
+            # From an except block, so the caller does not read: the peer's plain
+            # method must not run with this exception as its context.
+            traceback = await root.call_remote("traceback_of", "fail")
+        assert "the method failed" in traceback
+        assert "the caller's secret" not in traceback
+        assert client_root.exception_seen is None
+        # Out of the except block, this task reads again.
+        assert await root.call_remote("call_back", "where") == "here"
+        assert (client_root.seen[-1][0] is trio.lowlevel.current_task()) == (transport == "socket")
+
+
+async def test_disconnect_callbacks_run_in_the_brokers_context() -> None:
+    server_root = ServerRoot()
+    seen: list[str] = []
+    async with open_broker_pair(server_root, transport="socket") as (client, server):
+        await server_broker(server_root, server)
+        client.notify_on_disconnect(lambda: seen.append(request_name.get()))
+        root = await warm_root(client)
+        request_name.set("the caller's")
+
+        async def send_garbage() -> None:
+            await until_reading(client, server_root)
+            await server._stream.send_all(b"\x01\xff")
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_garbage)
+                with pytest.raises(errors.PBConnectionLost):
+                    await root.call_remote("hang")
+    assert seen == ["unset"]
 
 
 async def test_a_cancelled_reading_caller_hands_the_socket_back() -> None:
@@ -166,9 +226,15 @@ async def test_the_reader_serves_the_peer_once_the_caller_has_its_answer() -> No
         await server_broker(server_root, server)
         root = await client.root_object()
         for value in range(5):
-            assert await root.call_remote("add", value, 1) == value + 1
+            # The second of two calls in a row is read by this task (the first
+            # makes the reader stand by)...
+            for _ in range(2):
+                assert await root.call_remote("call_back", "where") == "here"
+            # ... and once it has its answer, the reader is back on the socket.
             with trio.fail_after(5):
                 assert await (await server_root.client_root()).call_remote("double", value) == 2 * value
+        assert [task for task, _ in client_root.seen] == [client._reader, trio.lowlevel.current_task()] * 5
+        assert client_root.doubled_by == [client._reader] * 5
         await assert_no_leaks(client, server)
 
 
@@ -176,19 +242,27 @@ async def test_one_reading_caller_and_many_waiting_ones() -> None:
     client_root, server_root = ClientRoot(), ServerRoot()
     async with open_broker_pair(server_root, client_root=client_root, transport="socket") as (client, server):
         await server_broker(server_root, server)
-        root = await client.root_object()
+        root = await warm_root(client)
         results: dict[int, list[int]] = {}
 
         async def caller(n: int) -> None:
             results[n] = [await root.call_remote("later", n * 100 + i) for i in range(30)]
-            for _ in range(n % 3):
-                await trio.lowlevel.checkpoint()
 
-        with trio.fail_after(20):
+        async def callers_while_one_reads() -> None:
+            await until_reading(client, server_root)
             async with trio.open_nursery() as nursery:
                 for n in range(8):
                     nursery.start_soon(caller, n)
+            server_root.release.set()
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(callers_while_one_reads)
+                # This task reads for everyone until hang answers, after all the others.
+                await root.call_remote("hang")
         assert results == {n: [n * 100 + i for i in range(30)] for n in range(8)}
+        # So it ran every plain method the server called meanwhile.
+        assert client_root.doubled_by == [trio.lowlevel.current_task()] * 48
         await assert_no_leaks(client, server)
 
 
@@ -283,12 +357,50 @@ async def test_an_unexpected_error_met_by_a_reading_caller_ends_the_broker() -> 
                 raise RuntimeError("a bug")
 
             client._settle = broken  # type: ignore[method-assign]
-            try:
-                await root.call_remote("add", 1, 2)
-            except errors.PBConnectionLost as exc:
-                failures.append(exc)
-            await trio.sleep_forever()
+            with trio.fail_after(5):
+                try:
+                    await root.call_remote("add", 1, 2)
+                except errors.PBConnectionLost as exc:
+                    failures.append(exc)
+                await trio.sleep_forever()
     assert len(failures) == 1
+
+
+class Interrupt(BaseException):
+    pass
+
+
+class InterruptingClient(Root):
+    def remote_interrupt(self) -> None:
+        raise Interrupt("from a plain method")
+
+
+class InterruptingServer(ServerRoot):
+    def remote_interrupt_and_answer(self) -> str:
+        # The call and this answer reach the client in one read.
+        assert self.broker is not None
+        self.broker.remote_for_name(b"root").call_remote_no_answer("interrupt")
+        return "answered"
+
+
+async def test_a_base_exception_met_by_a_reading_caller_ends_the_broker() -> None:
+    # Not the caller's exception: like in the reader task, it comes out of
+    # open_broker, and every call fails, instead of surfacing in the caller.
+    server_root = InterruptingServer()
+    outcomes: list[object] = []
+    with pytest.raises(Interrupt):
+        async with open_broker_pair(
+            server_root, client_root=InterruptingClient(), transport="socket", extensions=False
+        ) as (client, server):
+            await server_broker(server_root, server)
+            root = await warm_root(client)
+            with trio.fail_after(5):
+                try:
+                    await root.call_remote("interrupt_and_answer")
+                except errors.PBConnectionLost as exc:
+                    outcomes.append(exc)
+                await trio.sleep_forever()
+    assert len(outcomes) == 1
 
 
 async def test_no_error_is_logged_for_a_cancelled_reading_caller(caplog: pytest.LogCaptureFixture) -> None:

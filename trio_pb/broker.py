@@ -135,8 +135,9 @@ class Broker:
         self._reader_on_socket = False
         self._leading = False
         self._wakes_due = 0
-        # An unexpected error met by a leading caller, for the reader task to raise.
-        self._crash: Exception | None = None
+        # What a leading caller met that is not its own (a bug, or a
+        # BaseException from a plain method), for the reader task to raise.
+        self._crash: BaseException | None = None
         # Incoming calls run in the broker's context, whichever task reads.
         self._context = contextvars.copy_context()
         # Request ids we stopped waiting for, oldest first (a dict as an ordered set).
@@ -310,7 +311,7 @@ class Broker:
         self._reader = trio.lowlevel.current_task()
         try:
             while not self._lost.is_set():
-                if self._leading or (self._wakes_due and not self._pending):
+                if self._leading or (self._wakes_due and not self._pending and self._socket is not None):
                     # A caller reads, or one is about to run and may well
                     # make its next call and read for it: stand by.
                     await self._park_reader()
@@ -361,6 +362,9 @@ class Broker:
             and not self._reader_on_socket
             and self._reader is not None
             and self._pending_output() <= _SEND_HIGH_WATER
+            # Not from an except block: the peer's plain methods would run
+            # with the caller's exception as their context.
+            and sys.exc_info()[1] is None
         )
 
     async def _read_until_settled(self, pending: _PendingCall) -> None:
@@ -372,19 +376,25 @@ class Broker:
         is handled as the reader would.  Reading stops early under
         backpressure, and the caller then waits like any other.
         """
+        run = self._context.run
         self._leading = True
         try:
             while not pending.settled and self._pending_output() <= _SEND_HIGH_WATER:
-                data = await self._receive()
-                self._context.run(self._take_in, data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._connection_lost()
-        except ProtocolError as exc:
-            self._broke_protocol(exc)
-        except Exception as exc:
-            # Not the caller's fault: it ends the broker as it would in the reader task.
-            self._crash = exc
-            self._connection_lost()
+                # Only waiting belongs to the caller (its cancellation); what
+                # happens to the connection is the broker's, as in the reader.
+                try:
+                    data = await self._receive()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    run(self._connection_lost)
+                    break
+                try:
+                    run(self._take_in, data)
+                except ProtocolError as exc:
+                    run(self._broke_protocol, exc)
+                except BaseException as exc:
+                    # The reader task raises it out of open_broker, as if it had met it.
+                    self._crash = exc
+                    run(self._connection_lost)
         finally:
             self._leading = False
             self._release_reader()
