@@ -331,6 +331,45 @@ async def test_disconnect_fails_outstanding_calls_and_later_calls() -> None:
         assert server_root.slow_cancelled
 
 
+async def test_a_failing_release_callback_is_logged_and_stops_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def fail() -> None:
+        raise RuntimeError("callback failed")
+
+    server_root = Server()
+    released: list[str] = []
+    async with open_broker_pair(server_root, client_root=Silent()) as (client, server):
+        root = await client.root_object()
+        thing = await root.call_remote("get_thing")
+        server.on_release(server_root.thing, fail)
+        server.on_release(server_root.thing, lambda: released.append("after"))
+        await thing.release()
+        assert await root.call_remote("add", 1) == 1  # the connection is up
+        assert released == ["after"]
+
+        # On a lost connection too: the callbacks fail, outstanding calls still end.
+        thing = await root.call_remote("get_thing")
+        server.on_release(server_root.thing, fail)
+        client_root = await server.root_object()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+
+                async def wait_for_client() -> None:
+                    with pytest.raises(errors.PBConnectionLost):
+                        await client_root.call_remote("never_answered")
+
+                nursery.start_soon(wait_for_client)
+                await trio.testing.wait_all_tasks_blocked()
+                await client._stream.aclose()
+    assert caplog.text.count("release callback") == 2
+
+
+class Silent(Root):
+    async def remote_never_answered(self) -> None:
+        await trio.sleep_forever()
+
+
 async def test_leaving_open_broker_fails_outstanding_calls_and_raises_plain_errors() -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
 

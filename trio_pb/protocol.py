@@ -527,7 +527,12 @@ class PBProtocol:
         del self.local_objects[luid]
         del self._luids[local.puid]
         for callback in self._release_callbacks.pop(local.puid, ()):
-            callback()
+            # User code: its failure must not stop the decref, or the
+            # cleanup of a lost connection, half-way.
+            try:
+                callback()
+            except Exception:
+                log.exception("release callback %r failed", callback)
 
     def unjelly_pb_tag(self, unjellier: Unjellier, sexp: list[Any]) -> Any:
         """Jelly's hook for ``remote`` and ``local`` tokens."""
