@@ -34,7 +34,14 @@ import attrs
 import trio
 
 from .banana import NEED_DATA
-from .errors import CancelledByCaller, DeadReferenceError, Error, PBConnectionLost, ProtocolError
+from .errors import (
+    CancelledByCaller,
+    DeadReferenceError,
+    Error,
+    PBConnectionLost,
+    PeerUnresponsive,
+    ProtocolError,
+)
 from .jelly import CopyRegistry, SecurityOptions
 from .protocol import (
     MAX_BROKER_REFS,
@@ -63,6 +70,8 @@ _PLAIN_RESULTS = frozenset({type(None), bool, int, float, bytes, str, list, tupl
 _SEND_HIGH_WATER = 16 * 1024 * 1024
 #: How long leaving open_broker waits for queued messages to go out.
 _FLUSH_ON_CLOSE_SECONDS = 5.0
+#: What ping() calls on a peer without the extension dialect: a name nobody registers.
+_PING_TARGET = b"trio_pb.ping"
 
 
 @attrs.define
@@ -140,13 +149,16 @@ class Broker:
         self._crash: BaseException | None = None
         # Incoming calls run in the broker's context, whichever task reads.
         self._context = contextvars.copy_context()
+        # When bytes last came from the peer (for keepalive).
+        self._last_heard = trio.current_time()
         # Request ids we stopped waiting for, oldest first (a dict as an ordered set).
         self._abandoned: dict[int, None] = {}
         # The scopes of the async methods running for the peer, by request id.
         self._call_scopes: dict[int, trio.CancelScope] = {}
         self._disconnect_callbacks: list[Callable[[], Any]] = []
         self._reference_disconnect_callbacks: dict[RemoteReference, list[Callable[[Any], Any]]] = {}
-        #: Why the connection ended, if it was a protocol error.
+        #: Why the connection ended, if the peer broke the protocol or stopped
+        #: answering keepalive pings (None if it closed normally).
         self.error: BaseException | None = None
 
     # -- public API ------------------------------------------------------------
@@ -215,6 +227,50 @@ class Broker:
         finally:
             self._draining -= 1
 
+    async def ping(self) -> float:
+        """Make a round trip to the peer and return how long it took, in seconds.
+
+        Between two trio_pb peers this is a ``ping`` the peer's broker
+        answers at once; with a Twisted peer, a call to an object that does
+        not exist, which any PB peer answers with an error (and does not
+        log).  Raises :class:`~trio_pb.errors.DeadReferenceError` if the
+        connection is lost first.
+        """
+        if self._lost.is_set():
+            raise DeadReferenceError("Calling Stale Broker")
+        start = trio.current_time()
+        if self._protocol.extended:
+            await self._answer_to(self._protocol.send_ping())
+        else:
+            try:
+                await self._call(_PING_TARGET, "ping", (), {})
+            except DeadReferenceError:
+                raise
+            except Exception:
+                pass  # the peer's "Invalid Object ID": that is the answer
+        return trio.current_time() - start
+
+    async def _keep_alive(self, interval: float) -> None:
+        # Ping after *interval* of silence from the peer; no answer within
+        # another *interval*, and the peer is taken for gone.
+        while True:
+            quiet_until = self._last_heard + interval
+            if trio.current_time() < quiet_until:
+                await trio.sleep_until(quiet_until)
+                continue
+            with trio.move_on_after(interval) as scope:
+                try:
+                    await self.ping()
+                except DeadReferenceError:
+                    return
+            if scope.cancelled_caught:
+                log.warning("closing the connection: no answer to a keepalive ping in %g s", interval)
+                self.error = PeerUnresponsive(f"no answer to a keepalive ping in {interval:g} s")
+                with trio.CancelScope(shield=True):
+                    await self.aclose()
+                return
+            self._last_heard = max(self._last_heard, trio.current_time())
+
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
         await self._lost.wait()
@@ -245,6 +301,10 @@ class Broker:
         request_id = self._protocol.send_call(
             target, name, args, kwargs, command=command, time_left=time_left
         )
+        return await self._answer_to(request_id)
+
+    async def _answer_to(self, request_id: int) -> Any:
+        """Wait for the answer to *request_id*, just queued; raise the error if it failed."""
         pending = self._pending[request_id] = _PendingCall()
         self._flush()
         try:
@@ -408,6 +468,7 @@ class Broker:
                 log.warning("connection closed in the middle of a message")
             self._connection_lost()
             return
+        self._last_heard = trio.current_time()
         self._protocol.receive_data(bytes(data))
         self._handle_events()
 
@@ -659,6 +720,7 @@ async def open_broker(
     max_references: int = MAX_BROKER_REFS,
     extensions: bool = True,
     handshake_timeout: float = math.inf,
+    keepalive: float | None = None,
 ) -> AsyncIterator[Broker]:
     """Run a PB broker over *stream* and yield it once the handshake is done.
 
@@ -677,7 +739,17 @@ async def open_broker(
     If the handshake is not over within *handshake_timeout* seconds,
     :class:`trio.TooSlowError` is raised (servers set this, so that a client
     that connects and says nothing cannot hold a task forever).
+
+    With *keepalive* (seconds), the broker pings the peer (see
+    :meth:`Broker.ping`) whenever it has heard nothing from it for that
+    long, and closes the connection if the ping is not answered within as
+    long again: calls waiting on a peer that vanished without closing the
+    connection then fail instead of waiting for TCP to give up (which can
+    take hours).  :attr:`Broker.error` is then a
+    :class:`~trio_pb.errors.PeerUnresponsive`.
     """
+    if keepalive is not None and not keepalive > 0:
+        raise ValueError(f"keepalive must be a positive number of seconds, not {keepalive!r}")
     with plain_errors():
         async with trio.open_nursery() as nursery:
             broker = Broker(
@@ -699,6 +771,8 @@ async def open_broker(
                     await broker._ready.wait()
                 if broker._lost.is_set():
                     raise broker.error or DeadReferenceError("the connection closed during the handshake")
+                if keepalive is not None:
+                    nursery.start_soon(broker._keep_alive, keepalive)
                 yield broker
             finally:
                 with trio.CancelScope(shield=True):

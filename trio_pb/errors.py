@@ -17,6 +17,7 @@ __all__ = [
     "LoginFailed",
     "NoSuchMethod",
     "PBConnectionLost",
+    "PeerUnresponsive",
     "ProtocolError",
     "RemoteError",
     "UnauthorizedLogin",
@@ -54,6 +55,14 @@ class DeadReferenceError(ProtocolError):
 
 class PBConnectionLost(DeadReferenceError):
     """The connection was lost while a call was waiting for its answer."""
+
+
+class PeerUnresponsive(Exception):
+    """The peer did not answer a keepalive ping in time, so the connection was closed.
+
+    Found in :attr:`Broker.error <trio_pb.broker.Broker.error>`; the calls that
+    were waiting fail with :class:`PBConnectionLost`.
+    """
 
 
 class NoSuchMethod(AttributeError):

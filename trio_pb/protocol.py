@@ -46,7 +46,8 @@ log = logging.getLogger("trio_pb")
 
 PROTOCOL_VERSION: Final = 6
 #: The banana dialect under which two trio_pb peers may use extensions:
-#: the pb vocabulary plus commands Twisted does not know (``cancel``, ``deadline``).
+#: the pb vocabulary plus commands Twisted does not know (``cancel``, ``deadline``,
+#: ``ping``, ``pong``).
 EXTENSION_DIALECT: Final = b"trio-pb-1"
 #: How many objects the peer may hold references to (Twisted's MAX_BROKER_REFS).
 MAX_BROKER_REFS: Final = 1024
@@ -388,6 +389,26 @@ class PBProtocol:
         if type(request_id) is not int or type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
             raise ProtocolError(f"malformed deadline: {request_id!r:.20}, {seconds!r:.20}")
         self._next_deadline = (request_id, float(seconds))
+
+    def send_ping(self) -> int:
+        """Queue a ping to an extended peer and return its request id; its pong is an :class:`Answer`."""
+        if not self.extended:
+            raise ProtocolError("ping needs the extension dialect; the peer does not speak it")
+        if self.closed:
+            raise DeadReferenceError("Calling Stale Broker")
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        self._send([b"ping", request_id])
+        return request_id
+
+    def _ping(self, request_id: Any) -> None:
+        if type(request_id) is not int:
+            raise ProtocolError(f"ping with a request id that is not an int: {request_id!r:.20}")
+        self._send([b"pong", request_id])
+
+    def _pong(self, request_id: Any) -> Answer:
+        self._check_request_id(request_id)
+        return Answer(request_id, None)
 
     def send_cancel(self, request_id: int) -> None:
         """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
@@ -757,6 +778,8 @@ _ATOMS: Final = frozenset({bytes, int, float})
 _EXTENSION_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
     b"cancel": (PBProtocol._cancel, 1),
     b"deadline": (PBProtocol._deadline, 2),
+    b"ping": (PBProtocol._ping, 1),
+    b"pong": (PBProtocol._pong, 1),
 }
 
 # Tags whose lists are never a Cacheable's [tag, luid, state] first copy.

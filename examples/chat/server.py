@@ -118,7 +118,9 @@ async def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="server: %(message)s")
     async with trio.open_nursery() as nursery:
-        serve = partial(serve_tcp, make_portal(args.users), args.port, host=args.host)
+        # keepalive: a client whose machine vanished is logged out within a minute,
+        # instead of whenever TCP gives up on it.
+        serve = partial(serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30)
         listeners = await nursery.start(serve)
         host, port = listeners[0].socket.getsockname()[:2]
         print(f"listening on {host}:{port}", flush=True)

@@ -1,0 +1,145 @@
+"""Broker.ping() and the keepalive option: finding out that a peer is gone when TCP does not say."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+import trio
+import trio.testing
+from peers import twisted_server
+
+from trio_pb import banana, errors
+from trio_pb.banana import NEED_DATA
+from trio_pb.broker import open_broker
+from trio_pb.flavors import Root
+from trio_pb.protocol import Answer, PBProtocol
+from trio_pb.testing import assert_no_leaks, open_broker_pair
+
+
+class Server(Root):
+    def remote_add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def remote_slow(self) -> None:
+        await trio.sleep_forever()
+
+
+def test_ping_and_pong_on_the_wire() -> None:
+    client, server = PBProtocol(None, is_client=True), PBProtocol(None, is_client=False)
+
+    def deliver(sender: PBProtocol, receiver: PBProtocol) -> list[object]:
+        receiver.receive_data(sender.data_to_send())
+        events = []
+        while (event := receiver.next_event()) is not NEED_DATA:
+            events.append(event)
+        return events
+
+    deliver(server, client)
+    deliver(client, server)
+    deliver(server, client)
+    assert client.extended and server.extended
+    request_id = client.send_ping()
+    data = client.data_to_send()
+    assert banana.decode(data, dialect=b"pb") == [b"ping", request_id]
+    # The peer's protocol answers by itself: no event for the broker.
+    server.receive_data(data)
+    assert server.next_event() is NEED_DATA
+    assert deliver(server, client) == [Answer(request_id, None)]
+
+    plain = PBProtocol(None, is_client=True, extensions=False)
+    with pytest.raises(errors.ProtocolError, match="extension dialect"):
+        plain.send_ping()
+
+
+class CountingPings:
+    def __init__(self, send_ping: Callable[[], int], pings: list[object]) -> None:
+        self.send_ping = send_ping
+        self.pings = pings
+
+    def __call__(self) -> int:
+        self.pings.append(self)
+        return self.send_ping()
+
+
+@pytest.mark.parametrize("extensions", [True, False])
+async def test_ping_measures_a_round_trip(extensions: bool, caplog: pytest.LogCaptureFixture) -> None:
+    async with open_broker_pair(Server(), extensions=extensions) as (client, server):
+        assert client._protocol.extended is extensions
+        pings: list[object] = []
+        for broker in (client, server):
+            spy = CountingPings(broker._protocol.send_ping, pings)
+            broker._protocol.send_ping = spy  # type: ignore[method-assign]
+            assert 0 <= await broker.ping() < 5
+        # The extension's own ping when there is one, else a call.
+        assert len(pings) == (2 if extensions else 0)
+        # Without the extension it was a call to an object nobody has: answered, not logged.
+        root = await client.root_object()
+        assert await root.call_remote("add", 1, 2) == 3
+        await assert_no_leaks(client, server)
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+async def test_ping_on_a_closed_broker_raises() -> None:
+    async with open_broker_pair(Server()) as (client, _server):
+        await client.aclose()
+        with pytest.raises(errors.DeadReferenceError):
+            await client.ping()
+
+
+@pytest.mark.twisted
+async def test_ping_a_twisted_server() -> None:
+    async with twisted_server("twisted_peer.py", "server") as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with open_broker(stream, server=False) as broker:
+            assert 0 <= await broker.ping() < 5
+            root = await broker.root_object()
+            assert await root.call_remote("add", 1, 2) == 3
+
+
+async def test_keepalive_keeps_a_quiet_connection(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_broker_pair(Server(), keepalive=10) as (client, server):
+        first = client._protocol._next_request_id
+        await trio.sleep(100)
+        assert client.connected and server.connected
+        # It pinged about every 10 s of silence (both sides ping, so each hears the other).
+        assert client._protocol._next_request_id - first >= 4
+        root = await client.root_object()
+        assert await root.call_remote("add", 1, 2) == 3
+
+
+async def silent_server(stream: trio.abc.Stream, *, extended: bool) -> None:
+    """Offer the dialects, then never read nor answer anything: a peer that vanished."""
+    offer = [b"trio-pb-1", b"pb", b"none"] if extended else [b"pb", b"none"]
+    await stream.send_all(banana.encode(offer, dialect=b"none"))
+    await stream.send_all(banana.encode([b"version", 6], dialect=b"pb"))
+    await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("extended", [True, False])
+async def test_keepalive_closes_a_connection_to_a_vanished_peer(
+    extended: bool, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: silent_server(server_stream, extended=extended))
+        async with open_broker(client_stream, server=False, keepalive=10) as client:
+            root = await client.root_object()
+            start = trio.current_time()
+            with trio.fail_after(60), pytest.raises(errors.PBConnectionLost):
+                await root.call_remote("add", 1, 2)
+            # 10 s of silence, then 10 s without an answer to the ping.
+            assert 19 <= trio.current_time() - start <= 21
+            assert isinstance(client.error, errors.PeerUnresponsive)
+            assert not client.connected
+        nursery.cancel_scope.cancel()
+    assert "no answer to a keepalive ping in 10 s" in caplog.text
+
+
+@pytest.mark.parametrize("keepalive", [0, -1.0])
+async def test_keepalive_must_be_positive(keepalive: float) -> None:
+    client_stream, _ = trio.testing.memory_stream_pair()
+    with pytest.raises(ValueError, match="keepalive"):
+        async with open_broker(client_stream, server=False, keepalive=keepalive):
+            pytest.fail("not reached")
