@@ -137,6 +137,41 @@ async def test_keepalive_closes_a_connection_to_a_vanished_peer(
     assert "no answer to a keepalive ping in 10 s" in caplog.text
 
 
+async def slow_reading_server(stream: trio.abc.Stream) -> None:
+    """An extended peer that reads 30 KB a second and answers pings when it gets to them."""
+    connection = banana.BananaConnection(is_client=False, dialects=(b"trio-pb-1",))
+    await stream.send_all(connection.data_to_send())
+    encoder = banana.Encoder(b"trio-pb-1")
+    while True:
+        await trio.sleep(1)
+        data = await stream.receive_some(30_000)
+        if not data:
+            return
+        connection.receive_data(data)
+        while (expression := connection.next_event()) is not NEED_DATA:
+            if isinstance(expression, banana.DialectSelected):
+                await stream.send_all(encoder.encode([b"version", 6]))
+            elif expression[0] == b"ping":
+                await stream.send_all(encoder.encode([b"pong", expression[1]]))
+
+
+async def test_keepalive_waits_while_the_peer_reads_our_backlog(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 600 KB to a peer reading 30 KB/s: the ping after 10 s of silence reaches
+    # it only after 20 s, yet it is alive, and the connection is kept.
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_reading_server, server_stream)
+        async with open_broker(client_stream, server=False, keepalive=10) as client:
+            root = await client.root_object()
+            root.call_remote_no_answer("store", b"x" * 600_000)
+            await trio.sleep(60)
+            assert client.connected
+            assert 0 <= await client.ping() < 5
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("keepalive", [0, -1.0])
 async def test_keepalive_must_be_positive(keepalive: float) -> None:
     client_stream, _ = trio.testing.memory_stream_pair()

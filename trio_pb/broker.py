@@ -258,18 +258,22 @@ class Broker:
             if trio.current_time() < quiet_until:
                 await trio.sleep_until(quiet_until)
                 continue
-            with trio.move_on_after(interval) as scope:
-                try:
+            try:
+                # What we queued before goes out first, and a peer still reading
+                # a backlog of ours is alive: the ping's time starts once the
+                # backlog is written.  (Data we cannot get rid of is TCP's to
+                # time out: it gives up on unacknowledged data by itself.)
+                await self.drain()
+                with trio.move_on_after(interval) as scope:
                     await self.ping()
-                except DeadReferenceError:
-                    return
+            except DeadReferenceError:
+                return
             if scope.cancelled_caught:
                 log.warning("closing the connection: no answer to a keepalive ping in %g s", interval)
                 self.error = PeerUnresponsive(f"no answer to a keepalive ping in {interval:g} s")
                 with trio.CancelScope(shield=True):
                     await self.aclose()
                 return
-            self._last_heard = max(self._last_heard, trio.current_time())
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
