@@ -420,6 +420,24 @@ async def test_unknown_command_gets_did_not_understand() -> None:
         assert server.connected
 
 
+async def test_a_request_id_reused_while_its_call_runs_is_a_protocol_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from trio_pb import banana
+
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    call = [b"message", 1, b"root", b"slow", 1, [b"tuple"], [b"dictionary"]]
+    await client_stream.send_all(b"\x02\x82pb")
+    async with open_broker(server_stream, server=True, root=Server()) as server:
+        # Two calls of an async method under one request id, from a broken client.
+        await client_stream.send_all(banana.encode(call) * 2)
+        with trio.fail_after(5):
+            await server.wait_closed()
+        assert isinstance(server.error, errors.ProtocolError)
+        assert "reused request id 1" in str(server.error)
+    assert "broke the protocol" in caplog.text
+
+
 async def test_extension_dialect_carries_cancellation_to_the_callee() -> None:
     server_root = Server()
     async with open_broker_pair(server_root) as (client, server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -134,25 +135,67 @@ async def test_keepalive_closes_a_connection_to_a_vanished_peer(
             assert isinstance(client.error, errors.PeerUnresponsive)
             assert not client.connected
         nursery.cancel_scope.cancel()
-    assert "no answer to a keepalive ping in 10 s" in caplog.text
+    assert "no sign of life from the peer in 20 s" in caplog.text
 
 
-async def slow_reading_server(stream: trio.abc.Stream) -> None:
-    """An extended peer that reads 30 KB a second and answers pings when it gets to them."""
-    connection = banana.BananaConnection(is_client=False, dialects=(b"trio-pb-1",))
-    await stream.send_all(connection.data_to_send())
-    encoder = banana.Encoder(b"trio-pb-1")
-    while True:
-        await trio.sleep(1)
-        data = await stream.receive_some(30_000)
-        if not data:
-            return
-        connection.receive_data(data)
-        while (expression := connection.next_event()) is not NEED_DATA:
-            if isinstance(expression, banana.DialectSelected):
-                await stream.send_all(encoder.encode([b"version", 6]))
-            elif expression[0] == b"ping":
-                await stream.send_all(encoder.encode([b"pong", expression[1]]))
+class ScriptedPeer:
+    """An extended PB server played by hand, slow or strange in chosen ways.
+
+    It reads *read_size* bytes every *read_every* seconds (and stops after
+    *reads* reads, if given), answers pings with a pong (or an error), and
+    answers every call with *answer_size* bytes, sent *send_size* bytes
+    every *send_every* seconds, before it reads on.
+    """
+
+    def __init__(
+        self,
+        *,
+        read_every: float = 0.0,
+        read_size: int = 65536,
+        reads: int | None = None,
+        ping_reply: str = "pong",
+        answer_size: int = 0,
+        send_every: float = 0.0,
+        send_size: int = 65536,
+    ) -> None:
+        self.read_every = read_every
+        self.read_size = read_size
+        self.reads = reads
+        self.ping_reply = ping_reply
+        self.answer_size = answer_size
+        self.send_every = send_every
+        self.send_size = send_size
+
+    async def serve(self, stream: trio.abc.Stream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):  # the client may leave at any time
+            await self._serve(stream)
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        connection = banana.BananaConnection(is_client=False, dialects=(b"trio-pb-1",))
+        await stream.send_all(connection.data_to_send())
+        encoder = banana.Encoder(b"trio-pb-1")
+        reads = 0
+        while self.reads is None or reads < self.reads:
+            await trio.sleep(self.read_every)
+            data = await stream.receive_some(self.read_size)
+            reads += 1
+            if not data:
+                return
+            connection.receive_data(data)
+            while (expression := connection.next_event()) is not NEED_DATA:
+                if isinstance(expression, banana.DialectSelected):
+                    await stream.send_all(encoder.encode([b"version", 6]))
+                elif expression[0] == b"ping":
+                    reply = [b"pong", expression[1]]
+                    if self.ping_reply == "error":
+                        reply = [b"error", expression[1], b"no pings here"]
+                    await stream.send_all(encoder.encode(reply))
+                elif expression[0] == b"message" and expression[4]:
+                    answer = encoder.encode([b"answer", expression[1], b"x" * self.answer_size])
+                    for start in range(0, len(answer), self.send_size):
+                        await trio.sleep(self.send_every)
+                        await stream.send_all(answer[start : start + self.send_size])
+        await trio.sleep_forever()
 
 
 async def test_keepalive_waits_while_the_peer_reads_our_backlog(
@@ -161,14 +204,62 @@ async def test_keepalive_waits_while_the_peer_reads_our_backlog(
     # 600 KB to a peer reading 30 KB/s: the ping after 10 s of silence reaches
     # it only after 20 s, yet it is alive, and the connection is kept.
     client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    peer = ScriptedPeer(read_every=1, read_size=30_000)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(slow_reading_server, server_stream)
+        nursery.start_soon(peer.serve, server_stream)
         async with open_broker(client_stream, server=False, keepalive=10) as client:
             root = await client.root_object()
             root.call_remote_no_answer("store", b"x" * 600_000)
             await trio.sleep(60)
             assert client.connected
             assert 0 <= await client.ping() < 5
+        nursery.cancel_scope.cancel()
+
+
+async def test_keepalive_waits_while_the_peer_sends_a_long_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The pong comes after a 600 KB answer arriving at 30 KB/s: 20 s, but
+    # bytes keep coming, and the connection is kept.
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    peer = ScriptedPeer(answer_size=600_000, send_every=1, send_size=30_000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.serve, server_stream)
+        async with open_broker(client_stream, server=False, keepalive=10) as client:
+            root = await client.root_object()
+            await trio.sleep(15)  # quiet: a ping now and then
+            with trio.fail_after(60):
+                assert await root.call_remote("big") == b"x" * 600_000
+            assert client.connected
+        nursery.cancel_scope.cancel()
+
+
+async def test_keepalive_closes_a_connection_to_a_peer_that_stopped_reading(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A hung process whose kernel still holds the connection: what we send
+    # stalls, nothing comes back.
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    peer = ScriptedPeer(reads=1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer.serve, server_stream)
+        async with open_broker(client_stream, server=False, keepalive=10) as client:
+            root = await client.root_object()
+            root.call_remote_no_answer("store", b"x" * 600_000)
+            with trio.fail_after(60):
+                await client.wait_closed()
+            assert isinstance(client.error, errors.PeerUnresponsive)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_error_answer_to_a_ping_is_an_answer(autojump_clock: trio.testing.MockClock) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ScriptedPeer(ping_reply="error").serve, server_stream)
+        async with open_broker(client_stream, server=False, keepalive=10) as client:
+            assert 0 <= await client.ping() < 5
+            await trio.sleep(60)  # keepalive pings get errors back: alive, and nothing escapes
+            assert client.connected
         nursery.cancel_scope.cancel()
 
 

@@ -70,6 +70,8 @@ _PLAIN_RESULTS = frozenset({type(None), bool, int, float, bytes, str, list, tupl
 _SEND_HIGH_WATER = 16 * 1024 * 1024
 #: How long leaving open_broker waits for queued messages to go out.
 _FLUSH_ON_CLOSE_SECONDS = 5.0
+#: The most the writer task hands the stream at once.
+_WRITE_CHUNK = 65536
 #: What ping() calls on a peer without the extension dialect: a name nobody registers.
 _PING_TARGET = b"trio_pb.ping"
 
@@ -149,8 +151,10 @@ class Broker:
         self._crash: BaseException | None = None
         # Incoming calls run in the broker's context, whichever task reads.
         self._context = contextvars.copy_context()
-        # When bytes last came from the peer (for keepalive).
-        self._last_heard = trio.current_time()
+        # Signs of life from the peer, for keepalive: bytes from it, or our
+        # backlog going out (which needs it to acknowledge); the last one's time.
+        self._signs_of_life = 0
+        self._last_alive = trio.current_time()
         # Request ids we stopped waiting for, oldest first (a dict as an ordered set).
         self._abandoned: dict[int, None] = {}
         # The scopes of the async methods running for the peer, by request id.
@@ -239,41 +243,50 @@ class Broker:
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
         start = trio.current_time()
-        if self._protocol.extended:
-            await self._answer_to(self._protocol.send_ping())
-        else:
-            try:
+        try:
+            if self._protocol.extended:
+                await self._answer_to(self._protocol.send_ping())
+            else:
                 await self._call(_PING_TARGET, "ping", (), {})
-            except DeadReferenceError:
-                raise
-            except Exception:
-                pass  # the peer's "Invalid Object ID": that is the answer
+        except DeadReferenceError:
+            raise
+        except Exception:
+            pass  # an error is an answer too (the "Invalid Object ID" of a peer without pings)
         return trio.current_time() - start
 
     async def _keep_alive(self, interval: float) -> None:
-        # Ping after *interval* of silence from the peer; no answer within
-        # another *interval*, and the peer is taken for gone.
-        while True:
-            quiet_until = self._last_heard + interval
+        # After *interval* without a sign of life, ping; if another
+        # *interval* passes without one (the pong, or any other byte, or our
+        # backlog moving), the peer is taken for gone.  Only silence counts:
+        # a peer sending a long message, or slowly reading ours, is alive.
+        while not self._lost.is_set():
+            quiet_until = self._last_alive + interval
             if trio.current_time() < quiet_until:
                 await trio.sleep_until(quiet_until)
                 continue
-            try:
-                # What we queued before goes out first, and a peer still reading
-                # a backlog of ours is alive: the ping's time starts once the
-                # backlog is written.  (Data we cannot get rid of is TCP's to
-                # time out: it gives up on unacknowledged data by itself.)
-                await self.drain()
-                with trio.move_on_after(interval) as scope:
-                    await self.ping()
-            except DeadReferenceError:
-                return
-            if scope.cancelled_caught:
-                log.warning("closing the connection: no answer to a keepalive ping in %g s", interval)
-                self.error = PeerUnresponsive(f"no answer to a keepalive ping in {interval:g} s")
+            signs_of_life = self._signs_of_life
+            self._ping_and_forget()
+            await trio.sleep(interval)
+            if self._signs_of_life == signs_of_life and not self._lost.is_set():
+                log.warning("closing the connection: no sign of life from the peer in %g s", 2 * interval)
+                self.error = PeerUnresponsive(f"no sign of life from the peer in {2 * interval:g} s")
                 with trio.CancelScope(shield=True):
                     await self.aclose()
-                return
+
+    def _alive(self) -> None:
+        self._signs_of_life += 1
+        self._last_alive = trio.current_time()
+
+    def _ping_and_forget(self) -> None:
+        """Queue a ping whose answer (any bytes will do) is dropped when it comes."""
+        if self._lost.is_set():
+            return
+        if self._protocol.extended:
+            request_id = self._protocol.send_ping()
+        else:
+            request_id = self._protocol.send_call(_PING_TARGET, "ping", (), {})
+        self._abandon(request_id)
+        self._flush()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
@@ -323,11 +336,7 @@ class Broker:
             if self._pending.pop(request_id, None) is not None:
                 # Cancelled: the answer, when it comes, is dropped quietly,
                 # and an extended peer is told to stop working on it.
-                self._abandoned[request_id] = None
-                if len(self._abandoned) > _MAX_ABANDONED:
-                    # A peer that never answers (a Deferred that never fires)
-                    # must not grow this forever: forget the oldest.
-                    del self._abandoned[next(iter(self._abandoned))]
+                self._abandon(request_id)
                 self._protocol.send_cancel(request_id)
                 self._flush()
             raise
@@ -339,6 +348,14 @@ class Broker:
         if pending.error is not None:
             raise pending.error
         return pending.value
+
+    def _abandon(self, request_id: int) -> None:
+        """Drop the answer to *request_id* quietly when it comes."""
+        self._abandoned[request_id] = None
+        if len(self._abandoned) > _MAX_ABANDONED:
+            # A peer that never answers (a Deferred that never fires)
+            # must not grow this forever: forget the oldest.
+            del self._abandoned[next(iter(self._abandoned))]
 
     def _call_no_answer(
         self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
@@ -472,7 +489,7 @@ class Broker:
                 log.warning("connection closed in the middle of a message")
             self._connection_lost()
             return
-        self._last_heard = trio.current_time()
+        self._alive()
         self._protocol.receive_data(bytes(data))
         self._handle_events()
 
@@ -505,8 +522,16 @@ class Broker:
                 data = self._unsent + self._protocol.data_to_send()
                 self._unsent = b""
                 if data:
-                    self._bytes_in_flight = len(data)
-                    await self._stream.send_all(data)
+                    # In pieces: a backlog moving out means the peer takes it,
+                    # a sign of life for keepalive even while it says nothing.
+                    # (Not the last piece: bytes that fit into a buffer with
+                    # room, a ping say, prove nothing.)
+                    view = memoryview(data)
+                    for start in range(0, len(data), _WRITE_CHUNK):
+                        self._bytes_in_flight = len(data) - start
+                        await self._stream.send_all(view[start : start + _WRITE_CHUNK])
+                        if start + _WRITE_CHUNK < len(data):
+                            self._alive()
                     self._bytes_in_flight = 0
                 self._written = queued
                 self._write_progress.set()
@@ -601,13 +626,22 @@ class Broker:
             pending.waiter.set()
 
     def _run_call(self, call: IncomingCall) -> None:
+        if call.request_id in self._call_scopes:
+            raise ProtocolError(f"the peer reused request id {call.request_id} while its call still runs")
         try:
             result = call.method(*call.args, **call.kwargs)
         except Exception as exc:
             self._fail_call(call, exc)
             return
         if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
-            self._nursery.start_soon(self._finish_async_call, call, result)
+            # The scope exists from now on, so that a cancel or a reused
+            # request id arriving before the task starts finds it.
+            scope = trio.CancelScope()
+            if call.time_left is not None:
+                # The caller's deadline, carried over by the extension dialect.
+                scope.deadline = trio.current_time() + call.time_left
+            self._call_scopes[call.request_id] = scope
+            self._nursery.start_soon(self._finish_async_call, call, result, scope)
         else:
             self._call_done(call, result)
 
@@ -617,12 +651,8 @@ class Broker:
         if call.answer_required:
             self._protocol.send_answer(call.request_id, result, call.perspective)
 
-    async def _finish_async_call(self, call: IncomingCall, awaitable: Any) -> None:
-        with trio.CancelScope() as scope:
-            if call.time_left is not None:
-                # The caller's deadline, carried over by the extension dialect.
-                scope.deadline = trio.current_time() + call.time_left
-            self._call_scopes[call.request_id] = scope
+    async def _finish_async_call(self, call: IncomingCall, awaitable: Any, scope: trio.CancelScope) -> None:
+        with scope:
             try:
                 result = await awaitable
             except Exception as exc:
@@ -745,11 +775,12 @@ async def open_broker(
     that connects and says nothing cannot hold a task forever).
 
     With *keepalive* (seconds), the broker pings the peer (see
-    :meth:`Broker.ping`) whenever it has heard nothing from it for that
-    long, and closes the connection if the ping is not answered within as
-    long again: calls waiting on a peer that vanished without closing the
-    connection then fail instead of waiting for TCP to give up (which can
-    take hours).  :attr:`Broker.error` is then a
+    :meth:`Broker.ping`) after that long without a sign of life from it
+    (bytes received, or a backlog of ours going out), and closes the
+    connection if another such interval passes without one: calls waiting
+    on a peer that vanished without closing the connection then fail
+    instead of waiting for TCP to give up (which can take hours, or never
+    happen).  :attr:`Broker.error` is then a
     :class:`~trio_pb.errors.PeerUnresponsive`.
     """
     if keepalive is not None and not keepalive > 0:
