@@ -118,7 +118,7 @@ async def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="server: %(message)s")
     async with trio.open_nursery() as nursery:
-        # keepalive: a client whose machine vanished is logged out within a minute,
+        # keepalive: a client whose machine vanished is logged out within 90 s,
         # instead of whenever TCP gives up on it.
         serve = partial(serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30)
         listeners = await nursery.start(serve)
