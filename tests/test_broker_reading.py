@@ -114,6 +114,20 @@ async def until_reading(client: Broker, server_root: ServerRoot) -> None:
     assert client._leading
 
 
+async def hang_while(client: Broker, root: Any, server_root: ServerRoot, action: Any) -> None:
+    """Call ``hang`` in this task; once it reads, run *action*, which must fail the call."""
+
+    async def act() -> None:
+        await until_reading(client, server_root)
+        await action()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(act)
+            with pytest.raises(errors.PBConnectionLost):
+                await root.call_remote("hang")
+
+
 async def hang_then_cancel(client: Broker, root: Any, server_root: ServerRoot) -> None:
     """Call ``hang`` in this task, and cancel it once this task is reading."""
     server_root.hanging = trio.Event()
@@ -191,16 +205,8 @@ async def test_disconnect_callbacks_run_in_the_brokers_context() -> None:
         client.notify_on_disconnect(lambda: seen.append(request_name.get()))
         root = await warm_root(client)
         request_name.set("the caller's")
-
-        async def send_garbage() -> None:
-            await until_reading(client, server_root)
-            await server._stream.send_all(b"\x01\xff")
-
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send_garbage)
-                with pytest.raises(errors.PBConnectionLost):
-                    await root.call_remote("hang")
+        # Garbage from the server, read by this task: the connection ends here.
+        await hang_while(client, root, server_root, lambda: server._stream.send_all(b"\x01\xff"))
     assert seen == ["unset"]
 
 
@@ -272,15 +278,7 @@ async def test_closing_the_broker_wakes_a_reading_caller() -> None:
         await server_broker(server_root, server)
         root = await warm_root(client)
 
-        async def close_when_hanging() -> None:
-            await until_reading(client, server_root)
-            await client.aclose()
-
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(close_when_hanging)
-                with pytest.raises(errors.PBConnectionLost):
-                    await root.call_remote("hang")
+        await hang_while(client, root, server_root, client.aclose)
         server_root.release.set()
 
 
@@ -293,14 +291,9 @@ async def test_a_connection_lost_elsewhere_wakes_a_reading_caller() -> None:
         root = await warm_root(client)
 
         async def lose() -> None:
-            await until_reading(client, server_root)
             client._connection_lost()
 
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(lose)
-                with pytest.raises(errors.PBConnectionLost):
-                    await root.call_remote("hang")
+        await hang_while(client, root, server_root, lose)
         server_root.release.set()
 
 
@@ -310,15 +303,8 @@ async def test_the_peer_leaving_fails_a_reading_caller() -> None:
         await server_broker(server_root, server)
         root = await warm_root(client)
 
-        async def leave() -> None:
-            await until_reading(client, server_root)
-            await trio.aclose_forcefully(server._stream)
-
+        await hang_while(client, root, server_root, lambda: trio.aclose_forcefully(server._stream))
         with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(leave)
-                with pytest.raises(errors.PBConnectionLost):
-                    await root.call_remote("hang")
             await client.wait_closed()
         assert client.error is None
 
@@ -329,15 +315,9 @@ async def test_garbage_read_by_a_caller_closes_the_connection(caplog: pytest.Log
         await server_broker(server_root, server)
         root = await warm_root(client)
 
-        async def send_garbage() -> None:
-            await until_reading(client, server_root)
-            await server._stream.send_all(b"\x01\xff")  # 0xff is no banana type
-
+        # 0xff is no banana type.
+        await hang_while(client, root, server_root, lambda: server._stream.send_all(b"\x01\xff"))
         with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send_garbage)
-                with pytest.raises(errors.PBConnectionLost):
-                    await root.call_remote("hang")
             await client.wait_closed()
         assert isinstance(client.error, errors.BananaError)
     assert "broke the protocol" in caplog.text
