@@ -8,7 +8,8 @@ Each section is a module of this package with ``add_arguments(group)`` and
 This package is developer tooling: the library never imports it, and it is
 not part of the distribution.  What lives here is shared by the sections:
 timeit-style measurement that interleaves the contenders, so that a noisy,
-shared machine slows them alike, and plain-text tables.
+shared machine slows them alike, plain-text tables, and the payloads both
+sections measure.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import gc
 import itertools
 import math
 import platform
+import random
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "Measurement",
@@ -149,6 +152,21 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: S
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def nested_dicts() -> list[dict[str, Any]]:
+    """1,000 dicts of 5 small fields: str keys; int, short str, float, bytes and bool values."""
+    rng = random.Random(1)
+    return [
+        {
+            "id": i,
+            "name": f"user-{i:04d}",
+            "score": round(rng.uniform(0, 1000), 3),
+            "token": rng.randbytes(8),
+            "active": i % 3 != 0,
+        }
+        for i in range(1000)
+    ]
 
 
 def python_description() -> str:

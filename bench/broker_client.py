@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import nested_dicts
 from .broker_server import HEADER, IMPLEMENTATIONS, Commands, no_delay_broker, split_frames
 
 #: Workload name -> what it is, for the report.
@@ -53,21 +54,6 @@ BYTES_SIZE = 100_000
 
 def bytes_payload() -> bytes:
     return random.Random(3).randbytes(BYTES_SIZE)
-
-
-def nested_payload() -> list[dict[str, Any]]:
-    """1,000 dicts of 5 small fields: str keys; int, short str, float, bytes and bool values."""
-    rng = random.Random(1)
-    return [
-        {
-            "id": i,
-            "name": f"user-{i:04d}",
-            "score": round(rng.uniform(0, 1000), 3),
-            "token": rng.randbytes(8),
-            "active": i % 3 != 0,
-        }
-        for i in range(1000)
-    ]
 
 
 def _result(n: int, elapsed: float, stamps: list[float] | None = None) -> dict[str, Any]:
@@ -120,7 +106,7 @@ def _run_trio(impl: str, port: int, keep_gc: bool) -> None:
 
     perf = time.perf_counter
     small = RAW_SMALL
-    payloads = {"bytes": bytes_payload(), "nested": nested_payload()}
+    payloads = {"bytes": bytes_payload(), "nested": nested_dicts()}
 
     async def pb_workload(root: trio_pb.RemoteReference, workload: str, n: int) -> dict[str, Any]:
         call = root.call_remote
@@ -243,7 +229,7 @@ def _run_twisted(port: int, keep_gc: bool) -> None:
     from twisted.spread import pb
 
     perf = time.perf_counter
-    payloads = {"bytes": bytes_payload(), "nested": nested_payload()}
+    payloads = {"bytes": bytes_payload(), "nested": nested_dicts()}
 
     def run(root: Any, workload: str, n: int) -> defer.Deferred[dict[str, Any]]:
         done: defer.Deferred[dict[str, Any]] = defer.Deferred()

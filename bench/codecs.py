@@ -35,7 +35,16 @@ from twisted.spread import jelly as tw_jelly
 
 from trio_pb import banana, jelly
 
-from . import Measurement, Settings, compare, format_rate, format_table, format_time, python_description
+from . import (
+    Measurement,
+    Settings,
+    compare,
+    format_rate,
+    format_table,
+    format_time,
+    nested_dicts,
+    python_description,
+)
 
 DESCRIPTION = "banana and banana+jelly encode/decode, trio_pb vs Twisted"
 
@@ -54,20 +63,6 @@ OPERATIONS = ("encode", "decode")
 # Payloads
 
 
-def _dicts() -> list[dict[str, Any]]:
-    rng = random.Random(1)
-    return [
-        {
-            "id": i,
-            "name": f"user-{i:04d}",
-            "score": round(rng.uniform(0, 1000), 3),
-            "token": rng.randbytes(8),
-            "active": i % 3 != 0,
-        }
-        for i in range(1000)
-    ]
-
-
 def _ints() -> list[int]:
     return list(range(100_000))
 
@@ -79,7 +74,7 @@ def _bytes() -> list[bytes]:
 
 
 PAYLOADS: dict[str, tuple[str, Callable[[], Any]]] = {
-    "dicts": ("1,000 dicts of 5 fields", _dicts),
+    "dicts": ("1,000 dicts of 5 fields", nested_dicts),
     "ints": ("100,000 ints (0..99,999)", _ints),
     "bytes": ("1 MiB: 2 x 512 KiB bytes", _bytes),
 }
