@@ -361,7 +361,7 @@ class Decoder:
         # A type byte after at most prefix_limit prefix bytes.
         self._element = re.compile(rb"[\x00-\x7f]{0,%d}[\x80-\xff]" % limit).match
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes from the stream."""
         if data:
             self._pending.append(bytes(data))
@@ -575,7 +575,7 @@ class BananaConnection:
         """The encoder for the current dialect."""
         return self._encoder
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes received from the peer."""
         self._decoder.receive_data(data)
 

@@ -160,8 +160,8 @@ class Broker:
         self._call_scopes: dict[int, trio.CancelScope] = {}
         self._disconnect_callbacks: list[Callable[[], Any]] = []
         self._reference_disconnect_callbacks: dict[RemoteReference, list[Callable[[Any], Any]]] = {}
-        #: Why the connection ended, if the peer broke the protocol or stopped
-        #: answering keepalive pings (None if it closed normally).
+        #: Why the connection ended, if the peer broke the protocol or keepalive
+        #: saw no sign of life from it (None if it closed normally).
         self.error: BaseException | None = None
 
     # -- public API ------------------------------------------------------------
@@ -243,10 +243,7 @@ class Broker:
             raise DeadReferenceError("Calling Stale Broker")
         start = trio.current_time()
         try:
-            if self._protocol.extended:
-                await self._answer_to(self._protocol.send_ping())
-            else:
-                await self._call(_PING_TARGET, "ping", (), {})
+            await self._answer_to(self._send_ping())
         except DeadReferenceError:
             raise
         except Exception:
@@ -276,14 +273,15 @@ class Broker:
 
     def _ping_and_forget(self) -> None:
         """Queue a ping whose answer (any bytes will do) is dropped when it comes."""
-        if self._lost.is_set():
-            return
+        if not self._lost.is_set():
+            self._abandon(self._send_ping())
+            self._flush()
+
+    def _send_ping(self) -> int:
+        """Queue a ping by the best route the peer has, and return the request id its answer takes."""
         if self._protocol.extended:
-            request_id = self._protocol.send_ping()
-        else:
-            request_id = self._protocol.send_call(_PING_TARGET, "ping", (), {})
-        self._abandon(request_id)
-        self._flush()
+            return self._protocol.send_ping()
+        return self._protocol.send_call(_PING_TARGET, "ping", (), {})
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
@@ -487,7 +485,7 @@ class Broker:
             self._connection_lost()
             return
         self._signs_of_life += 1
-        self._protocol.receive_data(bytes(data))
+        self._protocol.receive_data(data)  # the decoder keeps its own copy
         self._handle_events()
 
     async def _receive(self) -> bytes | bytearray | None:

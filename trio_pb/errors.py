@@ -58,7 +58,7 @@ class PBConnectionLost(DeadReferenceError):
 
 
 class PeerUnresponsive(Exception):
-    """The peer did not answer a keepalive ping in time, so the connection was closed.
+    """Keepalive saw no sign of life from the peer, not even an answer to a ping, and closed the connection.
 
     Found in :attr:`Broker.error <trio_pb.broker.Broker.error>`; the calls that
     were waiting fail with :class:`PBConnectionLost`.

@@ -186,7 +186,7 @@ class PBProtocol:
 
     # -- bytes in, bytes out ----------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._banana.receive_data(data)
 
     def data_to_send(self) -> bytes:
