@@ -169,18 +169,6 @@ def scenario(port):
     out("done")
 
 
-def client(port):
-    def finish(result):
-        reactor.stop()
-        return result
-
-    def failed(failure):
-        print("FAILED", failure.getTraceback(), flush=True)
-
-    reactor.callWhenRunning(lambda: scenario(port).addErrback(failed).addBoth(finish))
-    reactor.run()
-
-
 # -- paging (twisted.spread.util) ------------------------------------------------
 # ``paging-server`` serves PagingRoot and prints ``PORT <n>``; ``paging-client
 # <port>`` runs paging_scenario against a trio_pb server.
@@ -254,18 +242,6 @@ def paging_scenario(port):
     count, data = yield root.callRemote("collected")
     out("collected", count, data == paging_data(20000))
     out("done")
-
-
-def paging_client(port):
-    def finish(result):
-        reactor.stop()
-        return result
-
-    def failed(failure):
-        print("FAILED", failure.getTraceback(), flush=True)
-
-    reactor.callWhenRunning(lambda: paging_scenario(port).addErrback(failed).addBoth(finish))
-    reactor.run()
 
 
 # -- login (twisted.cred) ------------------------------------------------------------
@@ -372,7 +348,9 @@ def login_scenario(port, closed_port):
     out("done")
 
 
-def login_client(port, closed_port):
+def run_client(scenario, *args):
+    """Run a client scenario on the reactor; print FAILED and the traceback if it fails."""
+
     def finish(result):
         reactor.stop()
         return result
@@ -380,7 +358,7 @@ def login_client(port, closed_port):
     def failed(failure):
         print("FAILED", failure.getTraceback(), flush=True)
 
-    reactor.callWhenRunning(lambda: login_scenario(port, closed_port).addErrback(failed).addBoth(finish))
+    reactor.callWhenRunning(lambda: scenario(*args).addErrback(failed).addBoth(finish))
     reactor.run()
 
 
@@ -388,12 +366,12 @@ if __name__ == "__main__":
     if sys.argv[1] == "login-server":
         login_serve(anonymous=sys.argv[2:] != ["closed"])
     elif sys.argv[1] == "login-client":
-        login_client(int(sys.argv[2]), int(sys.argv[3]))
+        run_client(login_scenario, int(sys.argv[2]), int(sys.argv[3]))
     elif sys.argv[1] == "paging-server":
         paging_serve()
     elif sys.argv[1] == "paging-client":
-        paging_client(int(sys.argv[2]))
+        run_client(paging_scenario, int(sys.argv[2]))
     elif sys.argv[1] == "server":
         serve()
     else:
-        client(int(sys.argv[2]))
+        run_client(scenario, int(sys.argv[2]))
