@@ -34,6 +34,7 @@ import attrs
 import trio
 
 from .banana import NEED_DATA
+from .conduct import PeerConduct
 from .errors import (
     CancelledByCaller,
     DeadReferenceError,
@@ -108,6 +109,8 @@ class Broker:
     ) -> None:
         self._stream = stream
         self._nursery = nursery
+        #: Who the peer is, for log lines: its address, when the stream has one.
+        self.peer = peer_name(stream)
         self._protocol = PBProtocol(
             self,
             is_client=is_client,
@@ -116,6 +119,7 @@ class Broker:
             unsafe_tracebacks=unsafe_tracebacks,
             max_references=max_references,
             extensions=extensions,
+            conduct=PeerConduct(self.peer),
         )
         if root is not None:
             root_object = getattr(root, "root_object", None)
@@ -701,6 +705,21 @@ class Broker:
             for ref_callback in callbacks:
                 _run_callback(ref_callback, reference)
         self._reference_disconnect_callbacks.clear()
+
+
+def peer_name(stream: trio.abc.Stream) -> str:
+    """The peer's address as ``host:port`` (or a unix socket's path), for log lines."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return "the peer"
+    try:
+        name = stream.socket.getpeername()
+    except OSError:
+        return "<unknown peer>"
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}"
+    return repr(name) if name else "<unix socket peer>"
 
 
 def _run_callback(callback: Callable[..., Any], *args: Any) -> None:

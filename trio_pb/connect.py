@@ -32,7 +32,7 @@ from typing import Any
 
 import trio
 
-from .broker import Broker, open_broker, plain_errors
+from .broker import Broker, open_broker, peer_name, plain_errors
 from .errors import DeadReferenceError, ProtocolError
 
 if sys.version_info < (3, 11):
@@ -130,7 +130,7 @@ def _connection_handler(
     handshake_timeout = broker_options.pop("handshake_timeout", HANDSHAKE_TIMEOUT)
 
     async def handle(stream: trio.SocketStream) -> None:
-        peer = _peer_name(stream)
+        peer = peer_name(stream)
         pb_stream: trio.abc.Stream = stream
         try:
             if ssl_context is not None:
@@ -162,16 +162,6 @@ def _connection_handler(
             await trio.aclose_forcefully(pb_stream)
 
     return handle
-
-
-def _peer_name(stream: trio.SocketStream) -> str:
-    try:
-        name = stream.socket.getpeername()
-    except OSError:
-        return "<unknown peer>"
-    if isinstance(name, tuple):
-        return f"{name[0]}:{name[1]}"
-    return repr(name) if name else "<unix socket peer>"
 
 
 def _reason(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ import attrs
 
 from . import failures
 from .banana import NEED_DATA, BananaConnection, DialectSelected
+from .conduct import PeerConduct
 from .errors import BananaError, DeadReferenceError, Error, JellyError, ProtocolError
 from .jelly import CopyRegistry, SecurityOptions, Unjellier, copy_registry, global_security, jelly
 from .references import RemoteReference
@@ -137,8 +138,11 @@ class PBProtocol:
         extensions: bool = True,
         unsafe_tracebacks: bool = False,
         max_references: int = MAX_BROKER_REFS,
+        conduct: PeerConduct | None = None,
     ) -> None:
         self.owner = owner
+        #: The peer's misbehaviour so far: bounded logging, and when to give up.
+        self.conduct = conduct if conduct is not None else PeerConduct()
         self.is_client = is_client
         self.security = security if security is not None else global_security
         self.registry = CopyRegistry(parent=registry if registry is not None else copy_registry)
