@@ -947,7 +947,7 @@ def test_huge_declared_string_is_not_allocated_up_front() -> None:
 def test_huge_declared_list_is_not_allocated_up_front() -> None:
     tracemalloc.start()
     try:
-        decoder = Decoder()
+        decoder = Decoder(message_items_limit=4 * SIZE_LIMIT)
         decoder.receive_data(int_to_b128(SIZE_LIMIT) + b"\x80" + int_to_b128(SIZE_LIMIT) + b"\x80")
         assert decoder.next_expression() is NEED_DATA
         _, peak = tracemalloc.get_traced_memory()

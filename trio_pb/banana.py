@@ -23,6 +23,8 @@ from .errors import BananaError
 
 __all__ = [
     "DIALECTS",
+    "MESSAGE_ITEMS_LIMIT",
+    "MESSAGE_SIZE_LIMIT",
     "NEED_DATA",
     "PB_VOCABULARY",
     "PREFIX_LIMIT",
@@ -49,6 +51,15 @@ VOCAB: Final = 0x87
 SIZE_LIMIT: Final = 640 * 1024
 #: Most prefix bytes an element may have.
 PREFIX_LIMIT: Final = 64
+#: Most bytes one top-level expression (one PB message) may take on the wire.
+#: Twisted has no such limit; this one is far above what PB applications send
+#: in one message (bulk data belongs in pages), and keeps one message from
+#: holding an unbounded share of memory.
+MESSAGE_SIZE_LIMIT: Final = 64 * 1024 * 1024
+#: Most elements (atoms and lists, at any depth) one top-level expression may hold.
+#: Each costs a Python object of 30 to 60 bytes once decoded, so this bounds
+#: what a message of tiny elements (empty lists, say) can cost.
+MESSAGE_ITEMS_LIMIT: Final = 1024 * 1024
 #: Deepest list nesting the decoder accepts.  Twisted has no such limit, but
 #: its recursive unjelly fails far below it; a limit here turns a hostile
 #: "list inside list inside ..." into a clean error instead of a RecursionError.
@@ -152,17 +163,26 @@ class Encoder:
     """Encodes expressions for one dialect.
 
     An ``Encoder`` is cheap to keep and reuse; it holds only its dialect's
-    tables.  ``size_limit`` bounds every string and list it will send (the
-    peer would refuse anything longer and drop the connection).
+    tables.  ``size_limit`` bounds every string and list it will send, and
+    ``message_size_limit`` and ``message_items_limit`` each whole expression
+    (the peer would refuse anything larger and drop the connection).
     """
 
     def __init__(
-        self, dialect: bytes = b"pb", *, size_limit: int = SIZE_LIMIT, depth_limit: int = DEPTH_LIMIT
+        self,
+        dialect: bytes = b"pb",
+        *,
+        size_limit: int = SIZE_LIMIT,
+        depth_limit: int = DEPTH_LIMIT,
+        message_size_limit: int = MESSAGE_SIZE_LIMIT,
+        message_items_limit: int = MESSAGE_ITEMS_LIMIT,
     ) -> None:
         vocabulary = _check_dialect(dialect)
         self.dialect = dialect
         self.size_limit = size_limit
         self.depth_limit = depth_limit
+        self.message_size_limit = message_size_limit
+        self.message_items_limit = message_items_limit
         # Lengths below this use the cached headers; never above the limit.
         self._short = min(_CACHED, size_limit + 1)
         self._vocab_tokens: dict[bytes, bytes] = (
@@ -172,14 +192,20 @@ class Encoder:
     def encode(self, obj: object) -> bytes:
         """The bytes for *obj*; raises :class:`BananaError` and returns nothing on failure."""
         out: list[bytes] = []
-        self._encode(obj, out.append)
-        return b"".join(out)
-
-    def _encode(self, obj: Any, append: Any) -> None:
         if isinstance(obj, (list, tuple)):
-            self._encode_list(obj, append)
+            items = self._encode_list(obj, out.append)
+            if items > self.message_items_limit:
+                raise BananaError(
+                    f"cannot send a message of {items} elements: the limit is {self.message_items_limit}"
+                )
         else:
-            self._encode_atom(obj, append)
+            self._encode_atom(obj, out.append)
+        data = b"".join(out)
+        if len(data) > self.message_size_limit:
+            raise BananaError(
+                f"cannot send a message of {len(data)} bytes: the limit is {self.message_size_limit}"
+            )
+        return data
 
     def _list_header(self, count: int, append: Any) -> None:
         if count < self._short:
@@ -189,17 +215,19 @@ class Encoder:
         else:
             append(int_to_b128(count) + b"\x80")
 
-    def _encode_list(self, root: Sequence[Any], append: Any) -> None:
+    def _encode_list(self, root: Sequence[Any], append: Any) -> int:
+        """Append the elements of *root*; return how many elements it made, itself included."""
         # The hot path, written as a loop over a stack of iterators rather than
         # a recursion: one type() test per element, the common cases first,
         # cached headers for small values, no Python call per nested list.
         # The depth limit is checked here so that nothing the peer would
-        # refuse is sent.
+        # refuse is sent; the elements are counted a list at a time.
         short = self._short
         vocab = self._vocab_tokens
         depth_limit = self.depth_limit
         list_header = self._list_header
         encode_atom = self._encode_atom
+        elements = 1 + len(root)
         list_header(len(root), append)
         stack: list[Any] = []
         items = iter(root)
@@ -228,6 +256,7 @@ class Encoder:
                     else:
                         list_header(count, append)
                     if count:
+                        elements += count
                         if len(stack) + 1 >= depth_limit:
                             raise BananaError(f"cannot send lists nested more than {depth_limit} deep")
                         stack.append(items)
@@ -239,7 +268,7 @@ class Encoder:
                     encode_atom(item, append)
             else:
                 if not stack:
-                    return
+                    return elements
                 items = stack.pop()
 
     def _encode_atom(self, obj: Any, append: Any) -> None:
@@ -330,18 +359,31 @@ class Decoder:
         size_limit: int = SIZE_LIMIT,
         prefix_limit: int = PREFIX_LIMIT,
         depth_limit: int = DEPTH_LIMIT,
+        message_size_limit: int = MESSAGE_SIZE_LIMIT,
+        message_items_limit: int = MESSAGE_ITEMS_LIMIT,
     ) -> None:
         #: The current VOCAB table, or ``None`` before a dialect that has one.
         self.vocabulary = vocabulary
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
         self.depth_limit = depth_limit
+        self.message_size_limit = message_size_limit
+        self.message_items_limit = message_items_limit
+        #: How many elements the last expression returned held, itself included.
+        self.last_message_items = 0
         self._buffer = b""
         self._pos = 0
-        # Chunks received but not yet joined to _buffer, and how many bytes
-        # must be available before parsing can make progress again.
-        self._pending: list[bytes] = []
-        self._pending_size = 0
+        # Where _buffer starts in the stream, and where the expression being
+        # parsed started: the size of a message spans buffers.
+        self._base = 0
+        self._message_start = 0
+        # The elements of the expression being parsed, counted a list at a time.
+        self._message_items = 0
+        # Bytes received but not yet joined to _buffer (one growing buffer,
+        # not a list of reads: a peer sending a byte at a time must not cost
+        # an object per byte), and how many bytes must be available before
+        # parsing can make progress again.
+        self._pending = bytearray()
         self._needed = 1
         # Lists being filled, innermost last: [items still expected, items].
         self._stack: list[tuple[int, list[Any]]] = []
@@ -363,14 +405,12 @@ class Decoder:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes from the stream."""
-        if data:
-            self._pending.append(bytes(data))
-            self._pending_size += len(data)
+        self._pending += data
 
     @property
     def buffered(self) -> int:
         """How many received bytes have not been consumed yet."""
-        return len(self._buffer) - self._pos + self._pending_size
+        return len(self._buffer) - self._pos + len(self._pending)
 
     @property
     def in_expression(self) -> bool:
@@ -390,16 +430,22 @@ class Decoder:
         """The next complete top-level expression, or :data:`NEED_DATA`."""
         available = len(self._buffer) - self._pos
         if self._pending:
-            if available + self._pending_size < self._needed:
+            if available + len(self._pending) < self._needed:
                 return NEED_DATA
-            self._pending.insert(0, self._buffer[self._pos :])
-            self._buffer = b"".join(self._pending)
+            # What is left of the buffer is less than what parsing needed,
+            # so every byte is copied here a bounded number of times.
+            self._base += self._pos
+            self._buffer = self._buffer[self._pos :] + self._pending
             self._pos = 0
-            self._pending.clear()
-            self._pending_size = 0
+            self._pending = bytearray()
         elif available < self._needed:
             return NEED_DATA
         return self._parse()
+
+    def _message_too_large(self, size: int) -> BananaError:
+        return BananaError(
+            f"Security precaution: a message of more than {self.message_size_limit} bytes ({size} at least)"
+        )
 
     def _parse(self) -> Any:
         buf = self._buffer
@@ -408,6 +454,8 @@ class Decoder:
         size_limit = self.size_limit
         two_digits = self.prefix_limit >= 2
         three_digits = self.prefix_limit >= 3
+        items_limit = self.message_items_limit
+        message_items = self._message_items
         # The lists being filled: the innermost in locals (its items, and how
         # many are still expected), the ones around it on the stack.
         stack = self._stack
@@ -448,6 +496,10 @@ class Decoder:
                 if number > size_limit:
                     raise BananaError("Security precaution: String too long.")
                 if body + number > end:
+                    if items is not None:
+                        size = self._base + body + number - self._message_start
+                        if size > self.message_size_limit:
+                            raise self._message_too_large(size)
                     self._needed = body + number - pos
                     break
                 item: Any = buf[body : body + number]
@@ -455,6 +507,14 @@ class Decoder:
             elif kind == 0x80:  # LIST
                 if number > size_limit:
                     raise BananaError("Security precaution: List too long.")
+                if items is None:
+                    # A new top-level expression: one PB message.
+                    self._message_start = self._base + pos
+                    message_items = 1 + number
+                else:
+                    message_items += number
+                if message_items > items_limit:
+                    raise BananaError(f"Security precaution: a message of more than {items_limit} elements")
                 pos = body
                 if number:
                     if items is not None:
@@ -491,6 +551,7 @@ class Decoder:
             if items is None:
                 self._pos = pos
                 self._needed = 1
+                self.last_message_items = 1
                 return item
             items.append(item)
             remaining -= 1
@@ -498,6 +559,10 @@ class Decoder:
                 if not stack:
                     self._pos = pos
                     self._needed = 1
+                    size = self._base + pos - self._message_start
+                    if size > self.message_size_limit:
+                        raise self._message_too_large(size)
+                    self.last_message_items = message_items
                     return items
                 item = items
                 remaining, items = stack.pop()
@@ -507,6 +572,10 @@ class Decoder:
             self._needed = 1
         if items is not None:
             stack.append((remaining, items))
+            size = self._base + pos - self._message_start
+            if size > self.message_size_limit:
+                raise self._message_too_large(size)
+        self._message_items = message_items
         self._pos = pos
         return NEED_DATA
 
@@ -553,6 +622,8 @@ class BananaConnection:
         size_limit: int = SIZE_LIMIT,
         prefix_limit: int = PREFIX_LIMIT,
         depth_limit: int = DEPTH_LIMIT,
+        message_size_limit: int = MESSAGE_SIZE_LIMIT,
+        message_items_limit: int = MESSAGE_ITEMS_LIMIT,
     ) -> None:
         self.is_client = is_client
         self.dialects = tuple(dialects)
@@ -564,8 +635,16 @@ class BananaConnection:
         self.dialect: bytes | None = None
         self.size_limit = size_limit
         self.depth_limit = depth_limit
-        self._decoder = Decoder(size_limit=size_limit, prefix_limit=prefix_limit, depth_limit=depth_limit)
-        self._encoder = Encoder(b"none", size_limit=size_limit, depth_limit=depth_limit)
+        self.message_size_limit = message_size_limit
+        self.message_items_limit = message_items_limit
+        self._decoder = Decoder(
+            size_limit=size_limit,
+            prefix_limit=prefix_limit,
+            depth_limit=depth_limit,
+            message_size_limit=message_size_limit,
+            message_items_limit=message_items_limit,
+        )
+        self._encoder = self._make_encoder(b"none")
         self._outgoing: list[bytes] = []
         if not is_client:
             self._outgoing.append(self._encoder.encode(list(self.dialects)))
@@ -606,7 +685,21 @@ class BananaConnection:
     def _select(self, dialect: bytes) -> None:
         self.dialect = dialect
         self._decoder.vocabulary = DIALECTS[dialect]
-        self._encoder = Encoder(dialect, size_limit=self.size_limit, depth_limit=self.depth_limit)
+        self._encoder = self._make_encoder(dialect)
+
+    def _make_encoder(self, dialect: bytes) -> Encoder:
+        return Encoder(
+            dialect,
+            size_limit=self.size_limit,
+            depth_limit=self.depth_limit,
+            message_size_limit=self.message_size_limit,
+            message_items_limit=self.message_items_limit,
+        )
+
+    @property
+    def last_message_items(self) -> int:
+        """How many elements the last expression received held (the work it is worth)."""
+        return self._decoder.last_message_items
 
     def send(self, expression: object) -> bytes:
         """Encode *expression* in the current dialect; all or nothing."""
