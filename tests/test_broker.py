@@ -679,10 +679,10 @@ async def test_a_peer_that_does_not_read_answers_is_not_read_from_either() -> No
                 await client_stream.send_all(encoder.encode(call))
                 sent += 1
         (server,) = servers
-        queued = server._protocol.bytes_to_send + server._bytes_in_flight
+        queued = server._pending_output()
         # Blocked well before 200 answers of 600 KB (120 MB) were queued.
         assert sent < 199
-        assert queued < broker._SEND_HIGH_WATER + 2_000_000
+        assert queued < broker.SEND_BUFFER + 2_000_000
         nursery.cancel_scope.cancel()
 
 

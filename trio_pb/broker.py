@@ -33,8 +33,8 @@ from typing import Any
 import attrs
 import trio
 
-from .banana import NEED_DATA
-from .conduct import PeerConduct
+from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA
+from .conduct import MAX_VIOLATIONS, PeerConduct
 from .errors import (
     CancelledByCaller,
     DeadReferenceError,
@@ -42,9 +42,11 @@ from .errors import (
     PBConnectionLost,
     PeerUnresponsive,
     ProtocolError,
+    TooManyCalls,
 )
 from .jelly import CopyRegistry, SecurityOptions
 from .protocol import (
+    DECODE_BUDGET,
     MAX_BROKER_REFS,
     Answer,
     CancelRequested,
@@ -58,7 +60,7 @@ from .references import RemoteReference
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["Broker", "open_broker"]
+__all__ = ["MAX_RUNNING_CALLS", "SEND_BUFFER", "Broker", "open_broker"]
 
 log = logging.getLogger("trio_pb")
 
@@ -67,8 +69,10 @@ _RECEIVE_SIZE = 65536
 _MAX_ABANDONED = 10_000
 # Results that are certainly not awaitable, checked before the slower inspect.isawaitable.
 _PLAIN_RESULTS = frozenset({type(None), bool, int, float, bytes, str, list, tuple, dict})
-#: A broker stops reading from its peer while more than this many bytes wait to be sent.
-_SEND_HIGH_WATER = 16 * 1024 * 1024
+#: A broker stops taking in its peer's calls while more than this many bytes wait to be sent.
+SEND_BUFFER = 16 * 1024 * 1024
+#: How many of the peer's calls to ``async def`` methods may run at once on one connection.
+MAX_RUNNING_CALLS = 1000
 #: How long leaving open_broker waits for queued messages to go out.
 _FLUSH_ON_CLOSE_SECONDS = 5.0
 #: The most the writer task hands the stream at once.
@@ -106,6 +110,12 @@ class Broker:
         unsafe_tracebacks: bool = False,
         max_references: int = MAX_BROKER_REFS,
         extensions: bool = True,
+        send_buffer: int = SEND_BUFFER,
+        max_running_calls: int = MAX_RUNNING_CALLS,
+        max_message_size: int = MESSAGE_SIZE_LIMIT,
+        max_message_items: int = MESSAGE_ITEMS_LIMIT,
+        decode_budget: float | None = DECODE_BUDGET,
+        max_violations: int = MAX_VIOLATIONS,
     ) -> None:
         self._stream = stream
         self._nursery = nursery
@@ -119,7 +129,10 @@ class Broker:
             unsafe_tracebacks=unsafe_tracebacks,
             max_references=max_references,
             extensions=extensions,
-            conduct=PeerConduct(self.peer),
+            conduct=PeerConduct(self.peer, max_violations=max_violations),
+            decode_budget=decode_budget,
+            max_message_size=max_message_size,
+            max_message_items=max_message_items,
         )
         if root is not None:
             root_object = getattr(root, "root_object", None)
@@ -130,14 +143,21 @@ class Broker:
         self._writer_wakeup = trio.Event()
         self._closing = False
         self._writer_done = trio.Event()
-        # Backpressure: how many wake-ups were queued, and how many are written.
-        self._queued = 0
-        self._written = 0
+        self._send_buffer = send_buffer
+        self._max_running_calls = max_running_calls
+        # Output taken from the protocol and not yet handed to the stream: a
+        # view that advances as it is written (never a copy of what is left),
+        # and its size.  More output waits in the protocol until this is gone.
+        self._unsent: memoryview | None = None
+        self._unsent_size = 0
+        # Bytes ever taken from the protocol, and ever handed to the stream (for drain()).
+        self._bytes_taken = 0
+        self._bytes_sent = 0
+        # Set (and replaced) whenever bytes go out: backpressure waits on it.
         self._write_progress = trio.Event()
-        self._bytes_in_flight = 0
         self._draining = 0
-        # Bytes a direct write left over, which the writer sends first.
-        self._unsent = b""
+        # Whether complete messages wait in the decoder because answers are backed up.
+        self._input_held = False
         # Where direct writes may go: a plain TCP or unix socket (not TLS, not memory).
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) and os.name == "posix" else None
         self._pending: dict[int, _PendingCall] = {}
@@ -224,10 +244,14 @@ class Broker:
         Use it for backpressure when sending many no-answer calls (paging does).
         Raises :class:`~trio_pb.errors.DeadReferenceError` if the connection is lost first.
         """
-        target = self._queued
+        self._flush()
+        target = self._bytes_taken + self._protocol.bytes_to_send
+        if self._bytes_sent >= target:
+            await trio.lowlevel.checkpoint()
+            return
         self._draining += 1
         try:
-            while self._written < target:
+            while self._bytes_sent < target:
                 if self._lost.is_set():
                     raise DeadReferenceError("the connection was lost before the data was sent")
                 await self._write_progress.wait()
@@ -397,10 +421,13 @@ class Broker:
                     await self._park_reader()
                     continue
                 # Backpressure: while too much waits to go out (a peer that
-                # sends calls but does not read the answers), stop reading.
-                while self._pending_output() > _SEND_HIGH_WATER and not self._lost.is_set():
-                    await self._write_progress.wait()
+                # sends calls but does not read the answers), take in nothing.
+                await self._wait_for_room()
                 if self._leading or self._lost.is_set():
+                    continue
+                if self._input_held:
+                    # Messages that arrived while answers were backed up come first.
+                    self._context.run(self._resume_input)
                     continue
                 self._reader_on_socket = True
                 try:
@@ -441,7 +468,8 @@ class Broker:
             and not self._leading
             and not self._reader_on_socket
             and self._reader is not None
-            and self._pending_output() <= _SEND_HIGH_WATER
+            and not self._input_held
+            and self._pending_output() <= self._send_buffer
             # Not from an except block: the peer's plain methods would run
             # with the caller's exception as their context.
             and sys.exc_info()[1] is None
@@ -459,7 +487,9 @@ class Broker:
         run = self._context.run
         self._leading = True
         try:
-            while not pending.settled and self._pending_output() <= _SEND_HIGH_WATER:
+            while (
+                not pending.settled and not self._input_held and self._pending_output() <= self._send_buffer
+            ):
                 # Only waiting belongs to the caller (its cancellation); what
                 # happens to the connection is the broker's, as in the reader.
                 try:
@@ -492,6 +522,16 @@ class Broker:
         self._protocol.receive_data(data)  # the decoder keeps its own copy
         self._handle_events()
 
+    def _resume_input(self) -> None:
+        """Handle the messages that waited in the decoder while answers were backed up."""
+        self._input_held = False
+        self._handle_events()
+
+    async def _wait_for_room(self) -> None:
+        """Wait while more than the send buffer's worth of output waits to go out."""
+        while self._pending_output() > self._send_buffer and not self._lost.is_set():
+            await self._write_progress.wait()
+
     async def _receive(self) -> bytes | bytearray | None:
         """The next bytes from the peer: empty at end of file, None if there were none after all."""
         if self._socket is None:
@@ -513,28 +553,33 @@ class Broker:
             raise trio.BrokenResourceError from exc
 
     async def _write(self) -> None:
+        protocol = self._protocol
         try:
             while True:
                 await self._writer_wakeup.wait()
                 self._writer_wakeup = trio.Event()
-                queued = self._queued
-                data = self._unsent + self._protocol.data_to_send()
-                self._unsent = b""
-                if data:
+                while True:
+                    view = self._unsent
+                    if view is None:
+                        if not protocol.bytes_to_send:
+                            break
+                        data = protocol.data_to_send()
+                        self._bytes_taken += len(data)
+                        view = self._unsent = memoryview(data)
+                        self._unsent_size = len(data)
                     # In pieces: a backlog moving out means the peer takes it,
                     # a sign of life for keepalive even while it says nothing.
                     # (Not the last piece: bytes that fit into a buffer with
                     # room, a ping say, prove nothing.)
-                    view = memoryview(data)
-                    for start in range(0, len(data), _WRITE_CHUNK):
-                        self._bytes_in_flight = len(data) - start
-                        await self._stream.send_all(view[start : start + _WRITE_CHUNK])
-                        if start + _WRITE_CHUNK < len(data):
-                            self._signs_of_life += 1
-                    self._bytes_in_flight = 0
-                self._written = queued
-                self._write_progress.set()
-                self._write_progress = trio.Event()
+                    piece = view[:_WRITE_CHUNK]
+                    await self._stream.send_all(piece)
+                    rest = view[len(piece) :]
+                    self._unsent = rest if rest else None
+                    self._unsent_size = len(rest)
+                    self._bytes_sent += len(piece)
+                    if rest:
+                        self._signs_of_life += 1
+                    self._progress()
                 if self._closing:
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -543,13 +588,16 @@ class Broker:
             self._writer_done.set()
             self._write_progress.set()
 
+    def _progress(self) -> None:
+        self._write_progress.set()
+        self._write_progress = trio.Event()
+
     def _broke_protocol(self, exc: ProtocolError) -> None:
         log.error("closing the connection: the peer broke the protocol: %s", exc)
         self.error = exc
         self._connection_lost()
 
     def _wake_writer(self) -> None:
-        self._queued += 1
         self._writer_wakeup.set()
 
     def _flush(self) -> None:
@@ -564,26 +612,27 @@ class Broker:
         if not protocol.bytes_to_send:
             return
         socket = self._socket
-        if socket is not None and not self._bytes_in_flight and not self._unsent:
+        if socket is not None and self._unsent is None:
             fd = socket.fileno()
             if fd >= 0 and not self._lost.is_set():
-                self._queued += 1
                 data = protocol.data_to_send()
+                self._bytes_taken += len(data)
                 try:
                     sent = os.write(fd, data)
                 except OSError:
                     sent = 0  # full (BlockingIOError) or broken: the writer finds out which
+                self._bytes_sent += sent
                 if sent == len(data):
-                    self._written = self._queued
                     if self._draining:
-                        self._write_progress.set()
-                        self._write_progress = trio.Event()
+                        self._progress()
                     return
-                self._unsent = data[sent:]
+                self._unsent = memoryview(data)[sent:]
+                self._unsent_size = len(data) - sent
         self._wake_writer()
 
     def _pending_output(self) -> int:
-        return self._protocol.bytes_to_send + self._bytes_in_flight + len(self._unsent)
+        """How many bytes wait to be handed to the stream."""
+        return self._protocol.bytes_to_send + self._unsent_size
 
     def _handle_events(self) -> None:
         protocol = self._protocol
@@ -593,6 +642,11 @@ class Broker:
                 break
             if isinstance(event, IncomingCall):
                 self._run_call(event)
+                if self._pending_output() > self._send_buffer:
+                    # Answers are backed up: take in no more calls until they
+                    # drain (the rest waits in the decoder, unparsed).
+                    self._input_held = True
+                    break
             elif isinstance(event, (Answer, Failed)):
                 self._settle(event)
             elif isinstance(event, CancelRequested):
@@ -633,6 +687,15 @@ class Broker:
             self._fail_call(call, exc)
             return
         if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
+            if len(self._call_scopes) >= self._max_running_calls:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()  # a coroutine that never started: none of its code ran
+                self._fail_call(
+                    call,
+                    TooManyCalls(f"{self._max_running_calls} calls are running on this connection already"),
+                )
+                return
             # The scope exists from now on, so that a cancel or a reused
             # request id arriving before the task starts finds it.
             scope = trio.CancelScope()
@@ -654,6 +717,9 @@ class Broker:
         with scope:
             try:
                 result = await awaitable
+                if call.answer_required:
+                    # Answers finishing together must not pile up past the send buffer.
+                    await self._wait_for_room()
             except Exception as exc:
                 self._fail_call(call, exc)
             else:
@@ -769,6 +835,12 @@ async def open_broker(
     extensions: bool = True,
     handshake_timeout: float = math.inf,
     keepalive: float | None = None,
+    send_buffer: int = SEND_BUFFER,
+    max_running_calls: int = MAX_RUNNING_CALLS,
+    max_message_size: int = MESSAGE_SIZE_LIMIT,
+    max_message_items: int = MESSAGE_ITEMS_LIMIT,
+    decode_budget: float | None = DECODE_BUDGET,
+    max_violations: int = MAX_VIOLATIONS,
 ) -> AsyncIterator[Broker]:
     """Run a PB broker over *stream* and yield it once the handshake is done.
 
@@ -796,6 +868,17 @@ async def open_broker(
     instead of waiting for TCP to give up (which can take hours, or never
     happen).  :attr:`Broker.error` is then a
     :class:`~trio_pb.errors.PeerUnresponsive`.
+
+    The remaining options bound what the peer can make this connection hold
+    (docs/internals.rst, "Limits", says what the peer sees past each):
+    *send_buffer* bytes of output queued before the peer's calls stop being
+    taken in; *max_running_calls* of its calls to ``async def`` methods at
+    once (more are refused with :class:`~trio_pb.errors.TooManyCalls`);
+    *max_message_size* bytes and *max_message_items* banana elements in one
+    message, either way; *decode_budget* seconds of work to unjelly one
+    message (plus a microsecond per element; ``None``: no limit); and
+    *max_violations* protocol violations (stray releases, unknown
+    commands ...) before the connection is closed.
     """
     if keepalive is not None and not keepalive > 0:
         raise ValueError(f"keepalive must be a positive number of seconds, not {keepalive!r}")
@@ -811,6 +894,12 @@ async def open_broker(
                 unsafe_tracebacks=unsafe_tracebacks,
                 max_references=max_references,
                 extensions=extensions,
+                send_buffer=send_buffer,
+                max_running_calls=max_running_calls,
+                max_message_size=max_message_size,
+                max_message_items=max_message_items,
+                decode_budget=decode_budget,
+                max_violations=max_violations,
             )
             nursery.start_soon(broker._read)
             nursery.start_soon(broker._write)

@@ -11,6 +11,7 @@ __all__ = [
     "BananaError",
     "CancelledByCaller",
     "DeadReferenceError",
+    "DecodeBudgetExceeded",
     "Error",
     "InsecureJelly",
     "JellyError",
@@ -20,6 +21,7 @@ __all__ = [
     "PeerUnresponsive",
     "ProtocolError",
     "RemoteError",
+    "TooManyCalls",
     "UnauthorizedLogin",
     "UnhandledCredentials",
 ]
@@ -47,6 +49,14 @@ class JellyError(ProtocolError):
 
 class InsecureJelly(JellyError):
     """Unjellying would create something the security options do not allow."""
+
+
+class DecodeBudgetExceeded(ProtocolError):
+    """A message took more work to decode than its size allows: an attack, so the connection is closed.
+
+    Not a :class:`JellyError`: a message that fails to unjelly costs one call,
+    but a peer that makes us spend time on purpose loses its connection.
+    """
 
 
 class DeadReferenceError(ProtocolError):
@@ -105,6 +115,13 @@ class RemoteError(Exception):
 
 class CancelledByCaller(Error):
     """The caller stopped waiting for this call (sent to a caller that already gave up)."""
+
+
+class TooManyCalls(Error):
+    """The peer refused a call because too many of this connection's calls are running already.
+
+    Nothing of the call ran; it may be sent again once earlier calls are answered.
+    """
 
 
 class LoginFailed(Error):

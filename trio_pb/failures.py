@@ -33,6 +33,8 @@ _WIRE_NAMES: dict[type[BaseException], str] = {
     errors.LoginFailed: "twisted.cred.error.LoginFailed",
     errors.UnauthorizedLogin: "twisted.cred.error.UnauthorizedLogin",
     errors.UnhandledCredentials: "twisted.cred.error.UnhandledCredentials",
+    # trio_pb's own, under their own names: a trio_pb caller can catch them.
+    errors.TooManyCalls: "trio_pb.errors.TooManyCalls",
 }
 # Wire name -> local class, for errors the caller can catch by their own class.
 _LOCAL_CLASSES: dict[str, type[BaseException]] = {name: cls for cls, name in _WIRE_NAMES.items()}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import importlib
+import time
 import types
 import warnings
 from collections.abc import Callable, Iterable
@@ -30,7 +31,7 @@ from functools import partial
 from typing import Any, Final, Protocol
 
 from .banana import DEPTH_LIMIT
-from .errors import InsecureJelly, JellyError
+from .errors import DecodeBudgetExceeded, InsecureJelly, JellyError
 
 __all__ = [
     "PB_REFERENCE_TAGS",
@@ -609,8 +610,19 @@ def _when_all_ready(items: list[Any], build: Callable[[list[Any]], Any]) -> Any:
     return result
 
 
+#: How many tagged nodes (or set items, or dict entries) are unjellied between two looks at the clock.
+_CHECK_EVERY: Final = 256
+
+
 class Unjellier:
-    """One top-level unjelly operation: its own space of reference ids."""
+    """One top-level unjelly operation: its own space of reference ids.
+
+    With a *deadline* (a :func:`time.perf_counter` value), the work is
+    stopped with :class:`~trio_pb.errors.DecodeBudgetExceeded` once the clock
+    passes it.  Size limits cannot bound everything: a set or dict of values
+    whose hashes collide costs quadratic time in its size, and the clock is
+    what notices.
+    """
 
     def __init__(
         self,
@@ -619,12 +631,16 @@ class Unjellier:
         invoker: Invoker | None = None,
         persistent_load: Callable[[Any, Unjellier], Any] | None = None,
         depth_limit: int = DEPTH_LIMIT,
+        deadline: float | None = None,
     ) -> None:
         self.security = security
         self.registry = registry
         self.invoker = invoker
         self.persistent_load = persistent_load
         self.depth_limit = depth_limit
+        self.deadline = deadline
+        # Counts down to the next look at the clock; never reaches 0 without a deadline.
+        self._countdown = _CHECK_EVERY if deadline is not None else -1
         self._depth = 0
         self._references: dict[int, Any] = {}
         self._forward: dict[int, _Pending] = {}
@@ -677,10 +693,31 @@ class Unjellier:
         self._depth += 1
         if self._depth > self.depth_limit:
             raise JellyError(f"jelly is nested more than {self.depth_limit} deep")
+        self._countdown -= 1
+        if not self._countdown:
+            self._check_clock()
         # No try/finally: an exception abandons the whole operation.
         result = handler(self, sexp)
         self._depth -= 1
         return result
+
+    def _check_clock(self) -> None:
+        self._countdown = _CHECK_EVERY
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise DecodeBudgetExceeded("the message costs more work to decode than it is allowed")
+
+    def _hashed(self, items: list[Any]) -> set[Any]:
+        """``set(items)``, looking at the clock as it grows if the set is large."""
+        if len(items) <= _CHECK_EVERY or self.deadline is None:
+            return set(items)
+        result: set[Any] = set()
+        for start in range(0, len(items), _CHECK_EVERY):
+            result.update(items[start : start + _CHECK_EVERY])
+            self._check_clock()
+        return result
+
+    def _frozen(self, items: list[Any]) -> frozenset[Any]:
+        return frozenset(self._hashed(items))
 
     def _handler_for(self, tag: bytes) -> Callable[[Unjellier, list[Any]], Any]:
         """How to unjelly *tag*, decided once per operation (security, then registries, then built-ins)."""
@@ -804,43 +841,47 @@ class Unjellier:
         return _when_all_ready(self._unjelly_items(sexp), tuple)
 
     def _set(self, sexp: list[Any]) -> Any:
-        return _when_all_ready(self._unjelly_items(sexp), set)
+        return _when_all_ready(self._unjelly_items(sexp), self._hashed)
 
     def _frozenset(self, sexp: list[Any]) -> Any:
-        return _when_all_ready(self._unjelly_items(sexp), frozenset)
+        return _when_all_ready(self._unjelly_items(sexp), self._frozen)
 
     def _dictionary(self, sexp: list[Any]) -> Any:
         result: dict[Any, Any] = {}
         unjelly = self.unjelly
         # str keys are decoded inline, unless a registry took over the unicode tag.
         inline_str = self._handlers.get(b"unicode") is Unjellier._unicode
-        for pair in sexp[1:]:
-            if type(pair) is not list or len(pair) != 2:
-                raise JellyError(f"dictionary entry is not a [key, value] pair: {pair!r:.100}")
-            key = pair[0]
-            if (
-                inline_str
-                and type(key) is list
-                and len(key) == 2
-                and key[0] == b"unicode"
-                and type(key[1]) is bytes
-            ):
-                # Bad UTF-8 raises UnicodeDecodeError: unjelly_top makes it a JellyError.
-                key = key[1].decode("utf-8")
-            else:
-                key = unjelly(key)
-            value = pair[1]
-            if type(value) is list:
-                if inline_str and len(value) == 2 and value[0] == b"unicode" and type(value[1]) is bytes:
-                    value = value[1].decode("utf-8")
+        # A large dict looks at the clock as it grows (colliding hashes, see the class).
+        for start in range(1, len(sexp), _CHECK_EVERY):
+            if start > 1:
+                self._check_clock()
+            for pair in sexp[start : start + _CHECK_EVERY]:
+                if type(pair) is not list or len(pair) != 2:
+                    raise JellyError(f"dictionary entry is not a [key, value] pair: {pair!r:.100}")
+                key = pair[0]
+                if (
+                    inline_str
+                    and type(key) is list
+                    and len(key) == 2
+                    and key[0] == b"unicode"
+                    and type(key[1]) is bytes
+                ):
+                    # Bad UTF-8 raises UnicodeDecodeError: unjelly_top makes it a JellyError.
+                    key = key[1].decode("utf-8")
                 else:
-                    value = unjelly(value)
-            if isinstance(key, _Pending) or isinstance(value, _Pending):
-                if not isinstance(key, _Pending):
-                    result[key] = None  # holds the key's place in the sender's order
-                _when_all_ready([key, value], partial(_insert_pair, result))
-            else:
-                result[key] = value
+                    key = unjelly(key)
+                value = pair[1]
+                if type(value) is list:
+                    if inline_str and len(value) == 2 and value[0] == b"unicode" and type(value[1]) is bytes:
+                        value = value[1].decode("utf-8")
+                    else:
+                        value = unjelly(value)
+                if isinstance(key, _Pending) or isinstance(value, _Pending):
+                    if not isinstance(key, _Pending):
+                        result[key] = None  # holds the key's place in the sender's order
+                    _when_all_ready([key, value], partial(_insert_pair, result))
+                else:
+                    result[key] = value
         return result
 
     def _none(self, sexp: list[Any]) -> None:
@@ -1004,11 +1045,13 @@ def unjelly(
     invoker: Invoker | None = None,
     persistent_load: Callable[[Any, Unjellier], Any] | None = None,
     depth_limit: int = DEPTH_LIMIT,
+    budget: float | None = None,
 ) -> Any:
     """The Python value for *sexp*, created only as far as *security* allows.
 
     *security* defaults to :data:`global_security` and *registry* to the
-    process-wide :data:`copy_registry`.
+    process-wide :data:`copy_registry`.  With a *budget* (seconds), work
+    beyond it raises :class:`~trio_pb.errors.DecodeBudgetExceeded`.
     """
     unjellier = Unjellier(
         security if security is not None else global_security,
@@ -1016,5 +1059,6 @@ def unjelly(
         invoker,
         persistent_load,
         depth_limit,
+        None if budget is None else time.perf_counter() + budget,
     )
     return unjellier.unjelly_top(sexp)

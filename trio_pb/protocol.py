@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -25,13 +26,22 @@ from typing import Any, Final
 import attrs
 
 from . import failures
-from .banana import NEED_DATA, BananaConnection, DialectSelected
+from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA, BananaConnection, DialectSelected
 from .conduct import PeerConduct
-from .errors import BananaError, DeadReferenceError, Error, JellyError, ProtocolError
+from .errors import (
+    BananaError,
+    DeadReferenceError,
+    DecodeBudgetExceeded,
+    Error,
+    JellyError,
+    ProtocolError,
+)
 from .jelly import CopyRegistry, SecurityOptions, Unjellier, copy_registry, global_security, jelly
 from .references import RemoteReference
 
 __all__ = [
+    "DECODE_BUDGET",
+    "DECODE_BUDGET_PER_ITEM",
     "MAX_BROKER_REFS",
     "EXTENSION_DIALECT",
     "PROTOCOL_VERSION",
@@ -52,6 +62,12 @@ PROTOCOL_VERSION: Final = 6
 EXTENSION_DIALECT: Final = b"trio-pb-1"
 #: How many objects the peer may hold references to (Twisted's MAX_BROKER_REFS).
 MAX_BROKER_REFS: Final = 1024
+#: Seconds of work unjellying one message may take, plus DECODE_BUDGET_PER_ITEM for
+#: each of its banana elements: far more than any honest message needs (about a
+#: microsecond per element here), far less than a message built to be slow.
+DECODE_BUDGET: Final = 0.1
+#: What each banana element of a message adds to its decode budget, in seconds.
+DECODE_BUDGET_PER_ITEM: Final = 1e-6
 
 
 @attrs.define
@@ -139,6 +155,9 @@ class PBProtocol:
         unsafe_tracebacks: bool = False,
         max_references: int = MAX_BROKER_REFS,
         conduct: PeerConduct | None = None,
+        decode_budget: float | None = DECODE_BUDGET,
+        max_message_size: int = MESSAGE_SIZE_LIMIT,
+        max_message_items: int = MESSAGE_ITEMS_LIMIT,
     ) -> None:
         self.owner = owner
         #: The peer's misbehaviour so far: bounded logging, and when to give up.
@@ -149,13 +168,20 @@ class PBProtocol:
         failures.install(self.registry)
         self.unsafe_tracebacks = unsafe_tracebacks
         self.max_references = max_references
+        #: Seconds of work one message may cost to unjelly (plus a little per element); None: no limit.
+        self.decode_budget = decode_budget
         # A trio_pb server offers its extension dialect first: a Twisted
         # client does not know it and picks pb, a trio_pb client picks it.
         dialects = (EXTENSION_DIALECT, b"pb", b"none") if extensions else (b"pb", b"none")
-        self._banana = BananaConnection(is_client=is_client, dialects=dialects)
+        self._banana = BananaConnection(
+            is_client=is_client,
+            dialects=dialects,
+            message_size_limit=max_message_size,
+            message_items_limit=max_message_items,
+        )
         #: Whether the peer speaks trio_pb's extensions (known after the handshake).
         self.extended = False
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[bytes | bytearray] = []
         #: How many bytes are queued for the peer and not yet taken by data_to_send().
         self.bytes_to_send = 0
         self._queue(self._banana.data_to_send())
@@ -228,8 +254,21 @@ class PBProtocol:
         self._queue(self._banana.send(expression))
 
     def _queue(self, data: bytes) -> None:
-        self._outgoing.append(data)
+        # Small messages are packed together, so that a backlog of many tiny
+        # ones (answers a peer does not read) costs its bytes, not an object
+        # each; the first one stays as it is (nothing to copy in the common case).
         self.bytes_to_send += len(data)
+        outgoing = self._outgoing
+        if outgoing and len(data) < _PACK_BELOW:
+            last = outgoing[-1]
+            if type(last) is bytearray:
+                if len(last) < _PACK_UP_TO:
+                    last += data
+                    return
+            elif len(last) < _PACK_BELOW:
+                outgoing[-1] = bytearray(last) + data
+                return
+        outgoing.append(data)
 
     # -- incoming expressions -----------------------------------------------
 
@@ -305,6 +344,8 @@ class PBProtocol:
                     k.decode("utf-8") if type(k) is bytes else k: v for k, v in call_kwargs.items()
                 }
             method = obj.resolve_remote_method(method_name)
+        except DecodeBudgetExceeded:
+            raise
         except (Error, ProtocolError, AttributeError) as exc:
             if wants_answer:
                 self.send_error(request_id, exc)
@@ -595,8 +636,12 @@ class PBProtocol:
         until the connection ends.
         """
         self._made = []
+        deadline = None
+        if self.decode_budget is not None:
+            items = self._banana.last_message_items
+            deadline = time.perf_counter() + self.decode_budget + items * DECODE_BUDGET_PER_ITEM
         try:
-            return Unjellier(self.security, self.registry, self).unjelly_top(sexp)
+            return Unjellier(self.security, self.registry, self, deadline=deadline).unjelly_top(sexp)
         except JellyError:
             for made in self._made:
                 made.disown()
@@ -774,6 +819,10 @@ def _simple_args(args: Any) -> tuple[Any, ...] | None:
         return tuple(args[1:])
     return None
 
+
+# Messages shorter than this are packed into one buffer of up to _PACK_UP_TO bytes.
+_PACK_BELOW: Final = 4096
+_PACK_UP_TO: Final = 65536
 
 # Values jelly sends as they are.
 _ATOMS: Final = frozenset({bytes, int, float})
