@@ -743,7 +743,13 @@ class Broker:
 
     def _fail_call(self, call: IncomingCall, exc: Exception) -> None:
         if not isinstance(exc, Error):
-            log.error("remote call %r raised; the peer receives the error", call.method, exc_info=exc)
+            self._protocol.conduct.warning(
+                "method raised",
+                "remote call %r raised; the peer receives the error",
+                call.method,
+                level=logging.ERROR,
+                exc_info=exc,
+            )
         if call.answer_required and not self._lost.is_set():
             self._protocol.send_error(call.request_id, exc)
 
@@ -754,6 +760,7 @@ class Broker:
         self._ready.set()
         self._write_progress.set()
         self._protocol.connection_lost()
+        self._protocol.conduct.summary()
         pending, self._pending = self._pending, {}
         for call in pending.values():
             error = PBConnectionLost("the connection was lost before the answer came")

@@ -52,12 +52,19 @@ class PeerConduct:
         # kind -> how many messages of that kind were reported.
         self._counts: dict[str, int] = {}
 
-    def warning(self, kind: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
+    def warning(
+        self,
+        kind: str,
+        message: str,
+        *args: Any,
+        level: int = logging.WARNING,
+        exc_info: BaseException | None = None,
+    ) -> None:
         """Log *message* (``%`` formatted with *args*) unless *kind* was logged too often already."""
         count = self._counts.get(kind, 0) + 1
         self._counts[kind] = count
         if count <= self.log_limit:
-            log.log(level, "%s: " + message, self.peer, *args)
+            log.log(level, "%s: " + message, self.peer, *args, exc_info=exc_info)
         elif count == self.log_limit + 1:
             log.log(level, "%s: further %s messages from this peer are counted, not logged", self.peer, kind)
 

@@ -280,8 +280,10 @@ class PBProtocol:
         if entry is None and self.extended:
             entry = _EXTENSION_COMMANDS.get(command)
         if entry is None:
-            log.warning("peer sent unknown command %r; answering didNotUnderstand", command)
             self._send([b"didNotUnderstand", command])
+            self.conduct.violation(
+                "unknown command", "sent the unknown command %r; answered didNotUnderstand", command[:100]
+            )
             return None
         handler, arity = entry
         if len(expression) - 1 != arity:
@@ -350,7 +352,7 @@ class PBProtocol:
             if wants_answer:
                 self.send_error(request_id, exc)
             else:
-                log.warning("call with no answer failed: %r", exc)
+                self.conduct.warning("failed call", "a call with no answer failed: %r", exc)
             return None
         perspective = getattr(obj, "answer_perspective", None)
         return IncomingCall(
@@ -399,8 +401,8 @@ class PBProtocol:
     def _decref(self, luid: Any) -> None:
         local = self.local_objects.get(luid) if type(luid) is int else None
         if local is None:
-            # Twisted drops the connection here; a stray decref harms nobody else.
-            log.warning("peer released unknown reference %r", luid)
+            # Twisted drops the connection at once; a few stray decrefs harm nobody.
+            self.conduct.violation("stray release", "released an unknown reference %r", _short(luid))
             return
         local.refcount -= 1
         if local.refcount <= 0:
@@ -409,7 +411,7 @@ class PBProtocol:
     def _decache(self, luid: Any) -> None:
         entry = self.remotely_cached.get(luid) if type(luid) is int else None
         if entry is None:
-            log.warning("peer released unknown cached object %r", luid)
+            self.conduct.violation("stray release", "released an unknown cached object %r", _short(luid))
             return
         entry.count -= 1
         if entry.count <= 0:
@@ -420,7 +422,7 @@ class PBProtocol:
         if type(luid) is not int:
             raise ProtocolError(f"uncache of a luid that is not an int: {luid!r:.20}")
         if self.locally_cached.pop(luid, None) is None and luid not in self._unwanted_uncaches:
-            log.warning("peer uncached unknown cached object %r", luid)
+            self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
         self._unwanted_uncaches.discard(luid)
         for listener in self._cache_listeners.pop(luid, ()):
             listener._close()
@@ -461,7 +463,7 @@ class PBProtocol:
             self._send([b"cancel", request_id])
 
     def _did_not_understand(self, command: Any) -> None:
-        log.warning("peer did not understand our command %r", command)
+        self.conduct.warning("not understood", "did not understand our command %r", _short(command))
 
     # -- references ------------------------------------------------------------
 
@@ -547,6 +549,8 @@ class PBProtocol:
         luid = sexp[1]
         if type(luid) is not int or luid in self.locally_cached:
             raise JellyError(f"a cached object with a bad or reused luid: {luid!r:.20}")
+        if len(self.locally_cached) >= self.max_references:
+            raise JellyError(f"the peer sent more than {self.max_references} cached objects")
         master = cls.__new__(cls)
         self.locally_cached[luid] = master
         self._dropped_masters.append(luid)
@@ -670,7 +674,12 @@ class PBProtocol:
             elif (
                 len(node) == 3 and type(tag) is bytes and type(node[1]) is int and tag not in _NOT_CACHE_TAGS
             ):
-                # [tag, luid, state]: the first copy of a Cacheable.
+                # [tag, luid, state]: the first copy of a Cacheable.  An honest
+                # peer answers each decache with an uncache soon; one that
+                # lets them pile up is refused rather than remembered.
+                if len(self._unwanted_uncaches) >= self.max_references:
+                    outstanding = len(self._unwanted_uncaches)
+                    raise ProtocolError(f"the peer leaves {outstanding} of our decaches unanswered")
                 self._unwanted_uncaches.add(node[1])
                 self._send([b"decache", node[1]])
                 stack.append(node[2])
@@ -763,12 +772,16 @@ class PBProtocol:
         except ProtocolError as exc:
             if not isinstance(exc, (JellyError, BananaError)):
                 raise
-            log.warning("cannot send the answer to request %d: %s", request_id, exc)
+            self.conduct.warning(
+                "unsendable answer", "cannot send the answer to request %d: %s", request_id, exc
+            )
             self.send_error(request_id, exc)
             return
         except Exception as exc:
             # A Copyable's state hook failed, a quota was hit...: the caller gets the error.
-            log.warning("cannot send the answer to request %d: %r", request_id, exc)
+            self.conduct.warning(
+                "unsendable answer", "cannot send the answer to request %d: %r", request_id, exc
+            )
             self.send_error(request_id, exc)
             return
         self._queue(data)
@@ -811,6 +824,15 @@ class PBProtocol:
             for listener in listeners:
                 listener._close(DeadReferenceError("the connection was lost"))
         self._cache_listeners.clear()
+
+
+def _short(value: Any) -> Any:
+    """*value*, cut short if it is a long bytes or int (for log lines about the peer's input)."""
+    if type(value) is bytes and len(value) > 100:
+        return value[:100] + b"..."
+    if type(value) is int and value.bit_length() > 200:
+        return f"<int of {value.bit_length()} bits>"
+    return value
 
 
 def _simple_args(args: Any) -> tuple[Any, ...] | None:
