@@ -18,16 +18,20 @@ aliases here for people porting code.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import inspect
+import ipaddress
 import logging
+import math
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
 import trio
 
-from .errors import UnauthorizedLogin, UnhandledCredentials
+from .errors import LoginThrottled, UnauthorizedLogin, UnhandledCredentials
 from .flavors import TwistedHooks
 
 if TYPE_CHECKING:
@@ -53,6 +57,7 @@ __all__ = [
     "InMemoryPasswordChecker",
     "InMemoryUsernamePasswordDatabase",
     "InMemoryUsernamePasswordDatabaseDontUse",
+    "LoginLimiter",
     "Logout",
     "MD5PasswordCredentials",
     "Portal",
@@ -67,6 +72,15 @@ ANONYMOUS: Final[tuple[()]] = ()
 
 #: What a realm returns besides the avatar: called once when the session ends.
 Logout = Callable[[], object]
+
+#: Failed logins on one connection before each further attempt on it is delayed.
+SLOW_AFTER_FAILURES: Final = 3
+#: Failed logins on one connection after which it is closed.
+CLOSE_AFTER_FAILURES: Final = 10
+#: The delay of the first slowed attempt on a connection, in seconds; it doubles per failure.
+FAILURE_DELAY: Final = 0.25
+#: The longest delay of one attempt, in seconds.
+MAX_FAILURE_DELAY: Final = 8.0
 
 
 def _as_bytes(value: object) -> bytes:
@@ -341,6 +355,182 @@ class AllowAnonymousAccess(Checker):
         return ANONYMOUS
 
 
+# -- the login limiter ------------------------------------------------------------------
+
+
+class _Bucket:
+    """What a limiter remembers of one username or address: attempts left, and since when."""
+
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class _Budget:
+    """Token buckets of one kind (usernames or addresses), the least recently used forgotten first."""
+
+    def __init__(self, capacity: int, period: float, max_entries: int) -> None:
+        self.capacity = capacity
+        self.rate = capacity / period
+        self.max_entries = max_entries
+        self.buckets: OrderedDict[bytes, _Bucket] = OrderedDict()
+
+    def left(self, key: bytes, now: float) -> float:
+        """How many attempts *key* has left now (refilled since it was last seen)."""
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            return self.capacity
+        return min(self.capacity, bucket.tokens + (now - bucket.stamp) * self.rate)
+
+    def take(self, key: bytes, now: float) -> None:
+        tokens = self.left(key, now) - 1
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            if len(self.buckets) >= self.max_entries:
+                self.buckets.popitem(last=False)
+            self.buckets[key] = _Bucket(tokens, now)
+        else:
+            bucket.tokens, bucket.stamp = tokens, now
+            self.buckets.move_to_end(key)
+
+    def give_back(self, key: bytes, now: float) -> None:
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            return
+        tokens = self.left(key, now) + 1
+        if tokens >= self.capacity:
+            # A full bucket says nothing a missing one does not.
+            del self.buckets[key]
+        else:
+            bucket.tokens, bucket.stamp = tokens, now
+
+    def wait(self, key: bytes, now: float) -> float:
+        """Seconds until *key* has an attempt again (0 if it has one)."""
+        return max(0.0, (1 - self.left(key, now)) / self.rate)
+
+
+def _digest(data: bytes) -> bytes:
+    # Usernames come from the peer and may be long: the limiter keeps 16 bytes per name.
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _username_key(username: object) -> bytes:
+    if isinstance(username, (bytes, str)):
+        return _digest(b"name:" + _as_bytes(username))
+    # Not a name any checker accepts: all such "usernames" of one type share a budget.
+    return _digest(b"type:" + type(username).__qualname__.encode("utf-8", "replace"))
+
+
+def _address_key(address: str) -> bytes:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return _digest(address.encode("utf-8", "replace"))
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        else:
+            # One IPv6 host usually has a whole /64 to pick addresses from.
+            return _digest(str(ipaddress.IPv6Network((ip, 64), strict=False)).encode())
+    return _digest(str(ip).encode())
+
+
+class LoginLimiter:
+    """Budgets of login attempts per username and per address, shared by every connection of a portal.
+
+    Each username has a budget of *per_username* attempts, and each address
+    one of *per_address*; spent attempts come back steadily, a whole budget
+    in *period* seconds (a token bucket), and an attempt that succeeds is
+    given back at once, so in effect only failures count.  While a budget is
+    empty, :meth:`attempt` raises :class:`~trio_pb.errors.LoginThrottled`
+    and the portal refuses the login without asking its checker, even if the
+    password is right.  None for a budget turns it off.
+
+    IPv6 addresses share the budget of their /64 network, and IPv4-mapped
+    ones that of the IPv4 address.  The limiter remembers at most
+    *max_entries* usernames and as many addresses, forgetting the least
+    recently seen first.  Time is trio's clock (:func:`trio.current_time`),
+    so the methods must be called inside ``trio.run``.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_username: int | None = 10,
+        per_address: int | None = 100,
+        period: float = 60.0,
+        max_entries: int = 10_000,
+    ) -> None:
+        for name, value in (("per_username", per_username), ("per_address", per_address)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, or None for no limit, not {value!r}")
+        if not period > 0:
+            raise ValueError(f"period must be a positive number of seconds, not {period!r}")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, not {max_entries!r}")
+        self.per_username = per_username
+        self.per_address = per_address
+        self.period = period
+        self.max_entries = max_entries
+        self._usernames = _Budget(per_username, period, max_entries) if per_username else None
+        self._addresses = _Budget(per_address, period, max_entries) if per_address else None
+
+    def _keys(self, username: object, address: str | None) -> list[tuple[_Budget, bytes, str]]:
+        keys = []
+        if self._usernames is not None and username is not None:
+            keys.append((self._usernames, _username_key(username), "for this username"))
+        if self._addresses is not None and address is not None:
+            keys.append((self._addresses, _address_key(address), "from this address"))
+        return keys
+
+    def attempt(self, username: object, address: str | None = None) -> None:
+        """Spend one attempt of *username* and of *address* (either may be None), or raise.
+
+        Raises :class:`~trio_pb.errors.LoginThrottled`, spending nothing, if
+        either budget is empty.  Call :meth:`succeeded` if the login works.
+        """
+        now = trio.current_time()
+        keys = self._keys(username, address)
+        for budget, key, whose in keys:
+            wait = budget.wait(key, now)
+            if wait > 0:
+                raise LoginThrottled(
+                    f"too many failed logins {whose}; try again in {math.ceil(round(wait, 3))} s",
+                    retry_after=wait,
+                )
+        for budget, key, _ in keys:
+            budget.take(key, now)
+
+    def succeeded(self, username: object, address: str | None = None) -> None:
+        """Give back the attempt :meth:`attempt` spent: the login worked."""
+        now = trio.current_time()
+        for budget, key, _ in self._keys(username, address):
+            budget.give_back(key, now)
+
+    def throttled(self, username: object = None, address: str | None = None) -> bool:
+        """Whether an attempt for *username* or from *address* would be refused now."""
+        now = trio.current_time()
+        return any(budget.wait(key, now) > 0 for budget, key, _ in self._keys(username, address))
+
+    def clear(self) -> None:
+        """Forget every username and address (to let everyone in again at once)."""
+        for budget in (self._usernames, self._addresses):
+            if budget is not None:
+                budget.buckets.clear()
+
+    def __len__(self) -> int:
+        """How many usernames and addresses the limiter remembers."""
+        return sum(len(budget.buckets) for budget in (self._usernames, self._addresses) if budget is not None)
+
+    def __repr__(self) -> str:
+        return (
+            f"LoginLimiter(per_username={self.per_username!r}, per_address={self.per_address!r}, "
+            f"period={self.period!r}, max_entries={self.max_entries!r})"
+        )
+
+
 # -- realms and the portal -------------------------------------------------------------------
 
 
@@ -387,14 +577,53 @@ class Portal:
     (``open_broker(stream, server=True, root=portal)``) to let PB clients
     log in: each connection gets its own login root
     (:class:`trio_pb.login.PortalRoot`).
+
+    Guessing passwords is limited in two ways.  On one connection, after
+    *slow_after_failures* failed logins each further attempt waits
+    *failure_delay* seconds, twice as long per failure up to
+    *max_failure_delay*, and after *close_after_failures* the connection is
+    closed (None turns either off).  Across connections, *limiter* (by
+    default a fresh :class:`LoginLimiter` with its default budgets; None for
+    none) refuses attempts for a username or from an address that failed too
+    often.  Anonymous logins are not limited.
     """
 
-    def __init__(self, realm: Any, checkers: Iterable[Any] = ()) -> None:
+    def __init__(
+        self,
+        realm: Any,
+        checkers: Iterable[Any] = (),
+        *,
+        limiter: LoginLimiter | Literal["default"] | None = "default",
+        slow_after_failures: int | None = SLOW_AFTER_FAILURES,
+        close_after_failures: int | None = CLOSE_AFTER_FAILURES,
+        failure_delay: float = FAILURE_DELAY,
+        max_failure_delay: float = MAX_FAILURE_DELAY,
+    ) -> None:
+        if slow_after_failures is not None and slow_after_failures < 0:
+            raise ValueError(f"slow_after_failures must not be negative, not {slow_after_failures!r}")
+        if close_after_failures is not None and close_after_failures < 1:
+            raise ValueError(f"close_after_failures must be at least 1, not {close_after_failures!r}")
+        if not 0 <= failure_delay <= max_failure_delay:
+            raise ValueError("the delays must satisfy 0 <= failure_delay <= max_failure_delay")
         self.realm = realm
         #: Credentials class -> the checker that verifies it.
         self.checkers: dict[type, Any] = {}
         for checker in checkers:
             self.register_checker(checker)
+        #: The budgets of failed logins shared by all connections (None: no limit).
+        self.limiter: LoginLimiter | None = LoginLimiter() if isinstance(limiter, str) else limiter
+        self.slow_after_failures = slow_after_failures
+        self.close_after_failures = close_after_failures
+        self.failure_delay = failure_delay
+        self.max_failure_delay = max_failure_delay
+
+    def delay_after(self, failures: int) -> float:
+        """How long, in seconds, a login attempt waits on a connection that saw *failures* failed ones."""
+        if self.slow_after_failures is None or failures < self.slow_after_failures:
+            return 0.0
+        # The exponent is capped so that a huge count cannot overflow a float.
+        doublings = min(failures - self.slow_after_failures, 64)
+        return min(self.failure_delay * 2.0**doublings, self.max_failure_delay)
 
     def register_checker(self, checker: Any, *credential_interfaces: type) -> None:
         """Let *checker* verify the given credentials classes (by default, those it lists)."""
@@ -425,17 +654,27 @@ class Portal:
                 return checker
         raise UnhandledCredentials(f"no checker for {type(credentials).__name__} credentials")
 
-    async def login(self, credentials: Any, mind: Any) -> tuple[Any, Logout]:
+    async def login(self, credentials: Any, mind: Any, *, address: str | None = None) -> tuple[Any, Logout]:
         """Check *credentials* and return ``(avatar, logout)`` from the realm.
 
         Raises :class:`~trio_pb.errors.UnhandledCredentials` if no checker
         handles this kind of credentials, and
-        :class:`~trio_pb.errors.UnauthorizedLogin` if they are wrong.  The
-        caller must call *logout* once when the session ends.
+        :class:`~trio_pb.errors.UnauthorizedLogin` if they are wrong, or
+        :class:`~trio_pb.errors.LoginThrottled` (without asking the checker)
+        if the limiter has no attempt left for their username or for
+        *address* (the client's IP address, when known).  The caller must
+        call *logout* once when the session ends.
         """
         checker = self._checker_for(credentials)
         request_avatar_id = getattr(checker, "request_avatar_id", None) or checker.requestAvatarId
-        avatar_id = await _resolve(request_avatar_id(credentials))
+        limiter = None if isinstance(credentials, Anonymous) else self.limiter
+        if limiter is None:
+            avatar_id = await _resolve(request_avatar_id(credentials))
+        else:
+            username = getattr(credentials, "username", None)
+            limiter.attempt(username, address)
+            avatar_id = await _resolve(request_avatar_id(credentials))
+            limiter.succeeded(username, address)
         request_avatar = getattr(self.realm, "request_avatar", None)
         if request_avatar is not None:
             result = await _resolve(request_avatar(avatar_id, mind))

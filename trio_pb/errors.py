@@ -16,6 +16,7 @@ __all__ = [
     "InsecureJelly",
     "JellyError",
     "LoginFailed",
+    "LoginThrottled",
     "NoSuchMethod",
     "PBConnectionLost",
     "PeerUnresponsive",
@@ -130,6 +131,20 @@ class LoginFailed(Error):
 
 class UnauthorizedLogin(LoginFailed):
     """The credentials were wrong: unknown user or bad password."""
+
+
+class LoginThrottled(UnauthorizedLogin):
+    """Too many failed logins for this username or from this address: refused without checking.
+
+    Raised by :meth:`Portal.login <trio_pb.cred.Portal.login>` when its
+    :class:`~trio_pb.cred.LoginLimiter` has no budget left; *retry_after* is
+    how many seconds until it has.  Over PB the client receives a plain
+    :class:`UnauthorizedLogin` with this message, exactly as Twisted sends one.
+    """
+
+    def __init__(self, message: str = "too many failed logins", retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UnhandledCredentials(LoginFailed):

@@ -8,6 +8,9 @@ portal checks it (:class:`ChallengeResponse` is the credentials object) and
 the avatar goes back by reference.  ``loginAnonymous(mind)`` skips the
 challenge.  The session's logout runs exactly once: when the client has
 released every reference to the avatar, or when the connection is lost.
+Failed password logins are logged (a bounded number per connection), slow
+down and finally close the connection, and count against the portal's
+:class:`~trio_pb.cred.LoginLimiter`, as the portal's options say.
 
 Client: ``await login(broker, credentials, mind)`` runs the exchange and
 returns a :class:`~trio_pb.references.RemoteReference` to the avatar.
@@ -22,6 +25,8 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any, Final, cast
 
+import trio
+
 from .cred import (
     Anonymous,
     HashedPasswordCredentials,
@@ -30,13 +35,14 @@ from .cred import (
     Portal,
     UsernamePassword,
 )
-from .errors import LoginFailed, ProtocolError, UnauthorizedLogin, UnhandledCredentials
+from .errors import LoginFailed, LoginThrottled, ProtocolError, UnauthorizedLogin, UnhandledCredentials
 from .flavors import Referenceable
 from .jelly import Jellier, Jellyable
 from .references import RemoteReference
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .conduct import PeerConduct
     from .protocol import PBProtocol
 
 __all__ = ["CHALLENGE_SIZE", "ChallengeResponse", "PortalRoot", "login", "make_challenge", "respond"]
@@ -45,6 +51,9 @@ log = logging.getLogger("trio_pb")
 
 #: Length of a login challenge in bytes (Twisted sends an MD5 digest).
 CHALLENGE_SIZE: Final = 16
+
+# How much of a username a log line shows; the peer chooses its length.
+_USERNAME_SHOWN: Final = 64
 
 
 def make_challenge() -> bytes:
@@ -168,11 +177,24 @@ class PortalRoot(Referenceable):
     ``perspective_*`` methods.  If the realm hands one object to several
     logins on a connection, their logouts run when the client has released
     every reference to it.
+
+    It also keeps the connection's count of failed password logins, which
+    delays further attempts and closes the connection as the portal's
+    options say.
     """
 
     def __init__(self, portal: Portal, broker: Broker) -> None:
         self.portal = portal
         self.broker = broker
+        #: The peer's IP address, for the portal's limiter (None if it has none).
+        self.address = _peer_address(broker)
+        #: Failed password logins on this connection.
+        self.failures = 0
+        # Attempts under way count as failures for the delay, so that
+        # answering many challenges at once gains nothing; the lock makes
+        # delayed attempts wait one after another, not side by side.
+        self._checking = 0
+        self._turn = trio.Lock()
 
     def remote_login(self, username: Any) -> tuple[bytes, _Challenger]:
         """Start a password login: ``(challenge, challenger)``; answer with ``challenger.respond``."""
@@ -185,11 +207,17 @@ class PortalRoot(Referenceable):
 
     async def _log_in(self, credentials: Any, mind: Any) -> _AvatarHandoff | None:
         """Run the portal's login; return what sends the avatar to the client."""
-        try:
-            avatar, logout = await self.portal.login(credentials, mind)
-        except LoginFailed as exc:
-            log.info("login refused (%s): %s", type(exc).__name__, exc)
-            raise
+        if isinstance(credentials, Anonymous):
+            try:
+                avatar, logout = await self.portal.login(credentials, mind, address=self.address)
+            except LoginFailed as exc:
+                # Nothing secret to guess: informative, not a warning.
+                self._conduct.warning(
+                    "refused login", "login refused (%s): %s", type(exc).__name__, exc, level=logging.INFO
+                )
+                raise
+        else:
+            avatar, logout = await self._log_in_counted(credentials, mind)
         session = _Session(self.broker, logout)
         if not session.active:
             # The connection was lost while the realm worked: nobody is left to answer.
@@ -198,6 +226,71 @@ class PortalRoot(Referenceable):
         if not isinstance(avatar, Referenceable):
             avatar = _PerspectiveAdapter(avatar)
         return _AvatarHandoff(avatar, session)
+
+    @property
+    def _conduct(self) -> PeerConduct:
+        return self.broker._protocol.conduct
+
+    async def _log_in_counted(self, credentials: Any, mind: Any) -> tuple[Any, Logout]:
+        """A password login: it waits its turn (delayed after failures), and a failure counts."""
+        async with self._turn:
+            delay = self.portal.delay_after(self.failures + self._checking)
+            if delay > 0:
+                await trio.sleep(delay)
+        self._checking += 1
+        try:
+            return await self.portal.login(credentials, mind, address=self.address)
+        except UnhandledCredentials as exc:
+            # Not a guess: the client cannot log in this way at all.
+            self._conduct.warning(
+                "refused login", "login refused (%s): %s", type(exc).__name__, exc, level=logging.INFO
+            )
+            raise
+        except UnauthorizedLogin as exc:
+            self.failures += 1
+            self._conduct.warning(
+                "failed login",
+                "login refused (%s) for username %s: %s",
+                type(exc).__name__,
+                _show_username(getattr(credentials, "username", None)),
+                exc,
+            )
+            limit = self.portal.close_after_failures
+            if limit is not None and self.failures >= limit:
+                log.warning(
+                    "%s: closing the connection after %d failed logins", self.broker.peer, self.failures
+                )
+                await self.broker.aclose()
+            if isinstance(exc, LoginThrottled):
+                # On the wire exactly what Twisted sends for a wrong password.
+                raise UnauthorizedLogin(*exc.args) from None
+            raise
+        finally:
+            self._checking -= 1
+
+
+def _show_username(username: object) -> str:
+    """The username for a log line: its repr, cut short (the peer chooses it)."""
+    if isinstance(username, (bytes, str)):
+        shown = repr(username[:_USERNAME_SHOWN])
+        return shown + "..." if len(username) > _USERNAME_SHOWN else shown
+    return f"<{type(username).__name__}>"
+
+
+def _peer_address(broker: Broker) -> str | None:
+    """The IP address of the broker's peer, or None (a unix socket, a stream in memory)."""
+    stream = broker._stream
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    try:
+        name = stream.socket.getpeername()
+    except OSError:
+        return None
+    if isinstance(name, tuple) and isinstance(name[0], str):
+        return name[0]
+    return None
 
 
 class _Challenger(Referenceable):
