@@ -27,7 +27,7 @@ import attrs
 
 from . import failures
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA, BananaConnection, DialectSelected
-from .conduct import PeerConduct
+from .conduct import PeerConduct, TooManyViolations
 from .errors import (
     BananaError,
     DeadReferenceError,
@@ -43,6 +43,7 @@ __all__ = [
     "DECODE_BUDGET",
     "DECODE_BUDGET_PER_ITEM",
     "MAX_BROKER_REFS",
+    "MAX_UNANSWERED_DECACHES",
     "EXTENSION_DIALECT",
     "PROTOCOL_VERSION",
     "CancelRequested",
@@ -62,6 +63,8 @@ PROTOCOL_VERSION: Final = 6
 EXTENSION_DIALECT: Final = b"trio-pb-1"
 #: How many objects the peer may hold references to (Twisted's MAX_BROKER_REFS).
 MAX_BROKER_REFS: Final = 1024
+#: How many refused cached objects may wait for the peer's ``uncache`` at once.
+MAX_UNANSWERED_DECACHES: Final = 4096
 #: Seconds of work unjellying one message may take, plus DECODE_BUDGET_PER_ITEM for
 #: each of its banana elements: far more than any honest message needs (about a
 #: microsecond per element here), far less than a message built to be slow.
@@ -346,8 +349,8 @@ class PBProtocol:
                     k.decode("utf-8") if type(k) is bytes else k: v for k, v in call_kwargs.items()
                 }
             method = obj.resolve_remote_method(method_name)
-        except DecodeBudgetExceeded:
-            raise
+        except (DecodeBudgetExceeded, TooManyViolations):
+            raise  # the connection ends: not one call's problem
         except (Error, ProtocolError, AttributeError) as exc:
             if wants_answer:
                 self.send_error(request_id, exc)
@@ -675,13 +678,12 @@ class PBProtocol:
                 len(node) == 3 and type(tag) is bytes and type(node[1]) is int and tag not in _NOT_CACHE_TAGS
             ):
                 # [tag, luid, state]: the first copy of a Cacheable.  An honest
-                # peer answers each decache with an uncache soon; one that
-                # lets them pile up is refused rather than remembered.
-                if len(self._unwanted_uncaches) >= self.max_references:
-                    outstanding = len(self._unwanted_uncaches)
-                    raise ProtocolError(f"the peer leaves {outstanding} of our decaches unanswered")
-                self._unwanted_uncaches.add(node[1])
-                self._send([b"decache", node[1]])
+                # peer answers each decache with an uncache soon; past the
+                # bound (a peer that lets them pile up) a copy is neither
+                # given back nor remembered: the peer keeps it until the end.
+                if len(self._unwanted_uncaches) < MAX_UNANSWERED_DECACHES:
+                    self._unwanted_uncaches.add(node[1])
+                    self._send([b"decache", node[1]])
                 stack.append(node[2])
             else:
                 stack.extend(node[1:])
