@@ -10,8 +10,8 @@ import pytest
 from trio_pb import banana, protocol
 from trio_pb.banana import NEED_DATA
 from trio_pb.cache import RemoteCache
-from trio_pb.conduct import LOG_LIMIT, MAX_VIOLATIONS, PeerConduct, TooManyViolations
-from trio_pb.errors import JellyError, ProtocolError
+from trio_pb.conduct import LOG_LIMIT, MAX_VIOLATIONS, PeerConduct
+from trio_pb.errors import JellyError, ProtocolError, TooManyViolations
 from trio_pb.jelly import CopyRegistry
 from trio_pb.protocol import MAX_UNANSWERED_DECACHES, Failed, PBProtocol
 

@@ -22,6 +22,7 @@ from .cred import (
 from .errors import (
     BananaError,
     DeadReferenceError,
+    DecodeBudgetExceeded,
     Error,
     InsecureJelly,
     JellyError,
@@ -32,6 +33,8 @@ from .errors import (
     PeerUnresponsive,
     ProtocolError,
     RemoteError,
+    TooManyCalls,
+    TooManyViolations,
     UnauthorizedLogin,
     UnhandledCredentials,
 )
@@ -63,6 +66,7 @@ __all__ = [
     "CopyRegistry",
     "Copyable",
     "DeadReferenceError",
+    "DecodeBudgetExceeded",
     "Error",
     "FilePasswordChecker",
     "InMemoryPasswordChecker",
@@ -84,6 +88,8 @@ __all__ = [
     "RemoteCacheObserver",
     "RemoteCopy",
     "RemoteError",
+    "TooManyCalls",
+    "TooManyViolations",
     "RemoteMethod",
     "RemoteReference",
     "Root",

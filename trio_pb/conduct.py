@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from .errors import ProtocolError
+from .errors import TooManyViolations
 
 __all__ = ["LOG_LIMIT", "MAX_VIOLATIONS", "PeerConduct", "TooManyViolations"]
 
@@ -23,10 +23,6 @@ LOG_LIMIT: Final = 10
 MAX_VIOLATIONS: Final = 100
 
 log = logging.getLogger("trio_pb")
-
-
-class TooManyViolations(ProtocolError):
-    """The peer broke the protocol more often than the connection allows; it is closed."""
 
 
 class PeerConduct:

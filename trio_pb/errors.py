@@ -23,6 +23,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "TooManyCalls",
+    "TooManyViolations",
     "UnauthorizedLogin",
     "UnhandledCredentials",
 ]
@@ -58,6 +59,10 @@ class DecodeBudgetExceeded(ProtocolError):
     Not a :class:`JellyError`: a message that fails to unjelly costs one call,
     but a peer that makes us spend time on purpose loses its connection.
     """
+
+
+class TooManyViolations(ProtocolError):
+    """The peer broke the protocol more often than its connection allows; the connection is closed."""
 
 
 class DeadReferenceError(ProtocolError):
