@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -90,6 +90,12 @@ class _PendingCall:
     error: BaseException | None = None
     #: What the caller waits on when another task reads for it.
     waiter: trio.Event | None = None
+
+    def take_error(self) -> BaseException:
+        """The error, no longer held here: raised by a frame that holds this object, it would be a cycle."""
+        error, self.error = self.error, None
+        assert error is not None
+        return error
 
 
 class Broker:
@@ -369,7 +375,7 @@ class Broker:
                 self._wakes_due -= 1
                 self._release_reader()
         if pending.error is not None:
-            raise pending.error
+            raise pending.take_error()
         return pending.value
 
     def _abandon(self, request_id: int) -> None:
@@ -594,7 +600,7 @@ class Broker:
 
     def _broke_protocol(self, exc: ProtocolError) -> None:
         log.error("closing the connection: the peer broke the protocol: %s", exc)
-        self.error = exc
+        self.error = _without_tracebacks(exc)
         self._connection_lost()
 
     def _wake_writer(self) -> None:
@@ -779,6 +785,41 @@ class Broker:
                 _run_callback(ref_callback, reference)
         self._reference_disconnect_callbacks.clear()
 
+    def _break_cycles(self) -> None:
+        """Drop what makes a closed broker part of a reference cycle, so that it is freed at once.
+
+        Called when :func:`open_broker` is done with it.  Without this, a
+        closed connection would wait for a full run of the garbage collector.
+        """
+        # Nothing the peer sends can arrive any more: no new RemoteReference needs us.
+        self._protocol.owner = None
+        # A kept exception: its traceback holds the frames of our methods, which hold us.
+        # (self.error has none: see _broke_protocol.)
+        self._crash = None
+        # Called at the disconnect, and often holding us.
+        self._disconnect_callbacks.clear()
+
+
+def _without_tracebacks(error: BaseException) -> BaseException:
+    """*error*, once it has been caught for good, without the tracebacks that hold the frames it went through.
+
+    Kept on a broker, a traceback would keep the frames of the broker's own
+    methods, and so the broker itself, in a reference cycle.  The
+    exceptions it caused or interrupted lose theirs too.
+    """
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [error]
+    while chain:
+        exc = chain.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        chain += [exc.__cause__, exc.__context__]
+        if isinstance(exc, BaseExceptionGroup):
+            chain += exc.exceptions
+    return error
+
 
 def peer_name(stream: trio.abc.Stream) -> str:
     """The peer's address as ``host:port`` (or a unix socket's path), for log lines."""
@@ -802,30 +843,54 @@ def _run_callback(callback: Callable[..., Any], *args: Any) -> None:
         log.exception("disconnect callback %r failed", callback)
 
 
-@contextlib.contextmanager
-def plain_errors() -> Iterator[None]:
+class _BreakingCycles:
+    """Once its block is done (with the broker's nursery), break the reference cycles of :attr:`broker`."""
+
+    broker: Broker | None = None
+
+    def __enter__(self) -> _BreakingCycles:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        broker, self.broker = self.broker, None
+        if broker is not None:
+            broker._break_cycles()
+
+
+class plain_errors:  # noqa: N801 (named as the function it is used as: with plain_errors(): ...)
     """Let a lone exception out of a nursery as itself rather than in an ExceptionGroup."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, group: BaseException | None, tb: Any) -> None:
+        if not isinstance(group, BaseExceptionGroup):
+            return
         single = _unwrap_single(group)
         if single is None:
-            raise
-        raise single from None
+            return
+        # Without a cycle (as trio does for its groups): the exception keeps
+        # its own context, not the group that contains it, and this frame,
+        # which its traceback holds, no longer refers to either of them.
+        context = single.__context__
+        del exc_type, group, tb
+        try:
+            raise single
+        finally:
+            single.__context__ = context
+            del single, context
 
 
 def _unwrap_single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The one exception inside nested groups, or None if there are several."""
     leaves: list[BaseException] = []
-
-    def collect(exc: BaseException) -> None:
+    nested: list[BaseException] = [group]
+    while nested:
+        exc = nested.pop()
         if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                collect(inner)
+            nested += exc.exceptions
         else:
             leaves.append(exc)
-
-    collect(group)
     return leaves[0] if len(leaves) == 1 else None
 
 
@@ -889,9 +954,9 @@ async def open_broker(
     """
     if keepalive is not None and not keepalive > 0:
         raise ValueError(f"keepalive must be a positive number of seconds, not {keepalive!r}")
-    with plain_errors():
+    with plain_errors(), _BreakingCycles() as cycles:
         async with trio.open_nursery() as nursery:
-            broker = Broker(
+            broker = cycles.broker = Broker(
                 stream,
                 nursery,
                 is_client=not server,
@@ -923,3 +988,7 @@ async def open_broker(
                 with trio.CancelScope(shield=True):
                     await broker.aclose()
                 nursery.cancel_scope.cancel()
+                # This frame is in the traceback of an exception leaving
+                # here (a failed handshake raises broker.error): it must not
+                # hold the broker.  _BreakingCycles has it.
+                del broker

@@ -403,10 +403,16 @@ async def get_all_pages(ref: RemoteReference, method_name: str, /, *args: Any, *
             except Exception as exc:
                 failure = exc
                 nursery.cancel_scope.cancel()
-    if call_errors:
-        raise call_errors[0]
-    if failure is not None:
-        raise failure
+    # An exception raised from here must not stay in this frame (or in the
+    # list ``call`` shares): its traceback holds the frame, a cycle.
+    error = call_errors[0] if call_errors else failure
+    call_errors.clear()
+    del failure
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error
     return pages
 
 
