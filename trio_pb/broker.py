@@ -345,6 +345,14 @@ class Broker:
                 self._wakes_due -= 1
                 self._release_reader()
         if pending.error is not None:
+            if isinstance(pending.error, CancelledByCaller):
+                # The peer stopped at our deadline (our cancel it only gets
+                # once nobody waits).  If the deadline passed here too, or our
+                # scope was cancelled, the answer may have been read in the
+                # very turn the cancellation took effect, too late to
+                # interrupt the wait: the call was cancelled, and this
+                # checkpoint says so.  Otherwise the peer's word is raised.
+                await trio.lowlevel.checkpoint()
             raise pending.error
         return pending.value
 
