@@ -1,12 +1,15 @@
-"""How a call ends for its caller: cancelled, or failed.
+"""How a call ends for its caller: cancelled, answered late, or answered twice.
 
 A cancelled caller sees :class:`trio.Cancelled`, even when the peer's
 "cancelled by caller" answer is already in hand as its cancellation takes
-effect.
+effect.  Late answers to calls nobody waits for any more are dropped without
+a warning, however many there are; an answer to a call that was answered
+already is reported, as the peer's violation of the protocol.
 """
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 from collections.abc import AsyncIterator
@@ -17,9 +20,10 @@ import pytest
 import trio
 import trio.testing
 
-from trio_pb import errors
+from trio_pb import broker, errors
 from trio_pb.banana import NEED_DATA
 from trio_pb.broker import Broker, open_broker
+from trio_pb.conduct import MAX_VIOLATIONS, TooManyViolations
 from trio_pb.flavors import Root
 from trio_pb.protocol import IncomingCall, PBProtocol
 from trio_pb.testing import assert_no_leaks, open_broker_pair
@@ -261,3 +265,111 @@ async def test_cancelled_by_caller_reaches_a_caller_still_waiting_as_itself(
                     await root.call_remote("sleep")
         assert not scope.cancelled_caught
         await assert_no_leaks(client, server)
+
+
+# -- Late answers are dropped quietly, repeated answers reported -----------------------------
+
+
+async def cancel_calls(root: Any, count: int) -> None:
+    """Make *count* calls to ``wait`` and stop waiting for each at once."""
+    for value in range(count):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await root.call_remote("wait", value)
+
+
+async def until_answered(client: Broker) -> None:
+    with trio.fail_after(60):
+        while client._abandoned:
+            await trio.sleep(0.01)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_late_answers_to_many_cancelled_calls_raise_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Without the extension dialect (as with a Twisted server) nothing tells
+    # the server: it answers every call, long after the caller gave up.
+    # (Over memory streams only, to save time: which task reads does not
+    # matter here, and the next test covers both transports.)
+    server_root = Sleeper()
+    async with open_broker_pair(server_root, extensions=False) as (client, server):
+        root = await client.root_object()
+        count = broker._MAX_ABANDONED + 5_000
+        await cancel_calls(root, count)
+        with trio.fail_after(60):
+            while server_root.waiting < count:
+                await trio.sleep(0.01)
+        assert len(client._abandoned) <= broker._MAX_ABANDONED
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="trio_pb"):
+            server_root.gate.set()
+            await until_answered(client)
+        warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
+        assert not warnings, [record.getMessage() for record in warnings]
+        assert client._protocol.conduct.violations == 0
+        assert client.connected
+        await assert_no_leaks(client, server)
+
+
+async def test_a_peer_that_never_answers_cancelled_calls_is_given_up_on(
+    each_transport: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker, "_MAX_ABANDONED", 5)
+    server_root = Sleeper()
+    async with open_broker_pair(server_root, extensions=False) as (client, server):
+        root = await client.root_object()
+        with caplog.at_level(logging.DEBUG, logger="trio_pb"):
+            await cancel_calls(root, 8)
+            # Memory stays bounded: the oldest calls are given up, and that is said once.
+            assert len(client._abandoned) == 5
+            given_up = [r for r in caplog.records if "given up" in r.getMessage()]
+            assert [r.levelno for r in given_up] == [logging.WARNING]
+            assert client.peer in given_up[0].getMessage()
+            caplog.clear()
+            # Should the answers come after all, none is taken for a repeated one.
+            server_root.gate.set()
+            await until_answered(client)
+        late = [r for r in caplog.records if "given up" in r.getMessage()]
+        assert len(late) == 3
+        assert all(r.levelno == logging.DEBUG for r in caplog.records)
+        assert client._protocol.conduct.violations == 0
+        # A repeated answer to a call of after that is still found out.
+        assert await root.call_remote("add", 1) == 1
+        request_id = client._protocol._next_request_id - 1
+        server._protocol.send_answer(request_id, 1)
+        server._flush()
+        await trio.testing.wait_all_tasks_blocked()
+        assert client._protocol.conduct.count("answered twice") == 1
+
+
+async def test_an_answer_to_a_call_answered_already_is_a_violation(
+    each_transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_broker_pair(Sleeper()) as (client, server):
+        root = await client.root_object()
+        assert await root.call_remote("add", 1) == 1
+        request_id = client._protocol._next_request_id - 1
+        server._protocol.send_answer(request_id, 1)
+        server._flush()
+        await trio.testing.wait_all_tasks_blocked()
+        assert client._protocol.conduct.count("answered twice") == 1
+        assert client._protocol.conduct.violations == 1
+        (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert f"request {request_id}" in record.getMessage()
+        assert client.peer in record.getMessage()
+        # One violation is not the end of the connection.
+        assert await root.call_remote("add", 2) == 2
+
+
+async def test_a_peer_that_keeps_answering_twice_is_disconnected(each_transport: str) -> None:
+    async with open_broker_pair(Sleeper()) as (client, server):
+        root = await client.root_object()
+        assert await root.call_remote("add", 1) == 1
+        request_id = client._protocol._next_request_id - 1
+        for _ in range(MAX_VIOLATIONS + 1):
+            server._protocol.send_answer(request_id, 1)
+        server._flush()
+        with trio.fail_after(5):
+            await client.wait_closed()
+        assert isinstance(client.error, TooManyViolations)
