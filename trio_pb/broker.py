@@ -65,7 +65,7 @@ __all__ = ["MAX_RUNNING_CALLS", "SEND_BUFFER", "Broker", "open_broker"]
 log = logging.getLogger("trio_pb")
 
 _RECEIVE_SIZE = 65536
-#: How many abandoned request ids are remembered, to drop their late answers quietly.
+#: How many calls we stopped waiting for may go unanswered before the oldest is given up.
 _MAX_ABANDONED = 10_000
 # Results that are certainly not awaitable, checked before the slower inspect.isawaitable.
 _PLAIN_RESULTS = frozenset({type(None), bool, int, float, bytes, str, list, tuple, dict})
@@ -184,8 +184,15 @@ class Broker:
         # Signs of life from the peer, counted for keepalive: bytes from it,
         # or our backlog going out (which needs it to acknowledge).
         self._signs_of_life = 0
-        # Request ids we stopped waiting for, oldest first (a dict as an ordered set).
-        self._abandoned: dict[int, None] = {}
+        # Every request id below the protocol's next one is in _pending
+        # (someone waits for its answer), in _abandoned (nobody waits, its
+        # answer is still due) or finished (answered, or sent wanting no
+        # answer), except that one up to _given_up_to may have been given up
+        # instead (see _abandon).  So above _given_up_to, an answer to an id
+        # in neither table is a repeated one; and memory is bounded by the
+        # waiting tasks and _MAX_ABANDONED, whatever the peer does.
+        self._abandoned: dict[int, None] = {}  # oldest first (a dict as an ordered set)
+        self._given_up_to = 0
         # The scopes of the async methods running for the peer, by request id.
         self._call_scopes: dict[int, trio.CancelScope] = {}
         self._disconnect_callbacks: list[Callable[[], Any]] = []
@@ -375,16 +382,36 @@ class Broker:
                 self._wakes_due -= 1
                 self._release_reader()
         if pending.error is not None:
+            if isinstance(pending.error, CancelledByCaller):
+                # The peer stopped at our deadline (our cancel it only gets
+                # once nobody waits).  If the deadline passed here too, or our
+                # scope was cancelled, the answer may have been read in the
+                # very turn the cancellation took effect, too late to
+                # interrupt the wait: the call was cancelled, and this
+                # checkpoint says so.  Otherwise the peer's word is raised.
+                await trio.lowlevel.checkpoint()
             raise pending.take_error()
         return pending.value
 
     def _abandon(self, request_id: int) -> None:
         """Drop the answer to *request_id* quietly when it comes."""
-        self._abandoned[request_id] = None
-        if len(self._abandoned) > _MAX_ABANDONED:
-            # A peer that never answers (a Deferred that never fires)
-            # must not grow this forever: forget the oldest.
-            del self._abandoned[next(iter(self._abandoned))]
+        abandoned = self._abandoned
+        abandoned[request_id] = None
+        if len(abandoned) > _MAX_ABANDONED:
+            # A peer that never answers (a Deferred that never fires) must
+            # not grow this forever: the oldest is given up.  From now on an
+            # answer to an id up to the highest given up cannot be told from
+            # a repeated answer, and is dropped with a debug line either way.
+            oldest = next(iter(abandoned))
+            del abandoned[oldest]
+            if not self._given_up_to:
+                self._protocol.conduct.warning(
+                    "given up",
+                    "%d calls that were cancelled here are still unanswered; the oldest are given up, "
+                    "and their answers, should they come, are dropped",
+                    _MAX_ABANDONED,
+                )
+            self._given_up_to = max(self._given_up_to, oldest)
 
     def _call_no_answer(
         self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
@@ -666,10 +693,24 @@ class Broker:
     def _settle(self, event: Answer | Failed) -> None:
         pending = self._pending.pop(event.request_id, None)
         if pending is None:
-            if event.request_id in self._abandoned:
-                del self._abandoned[event.request_id]
+            request_id = event.request_id
+            if request_id in self._abandoned:
+                del self._abandoned[request_id]  # the late answer to a call we stopped waiting for
+            elif self._lost.is_set():
+                pass  # our calls were failed already
+            elif request_id <= self._given_up_to:
+                self._protocol.conduct.warning(
+                    "late answer",
+                    "dropped the answer to request %d, given up (or answered already)",
+                    request_id,
+                    level=logging.DEBUG,
+                )
             else:
-                log.warning("peer answered request %d twice", event.request_id)
+                self._protocol.conduct.violation(
+                    "answered twice",
+                    "the peer answered request %d, which was answered already or wanted no answer",
+                    request_id,
+                )
             return
         if isinstance(event, Answer):
             self._settle_pending(pending, event.value, None)

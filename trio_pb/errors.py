@@ -120,7 +120,16 @@ class RemoteError(Exception):
 
 
 class CancelledByCaller(Error):
-    """The caller stopped waiting for this call (sent to a caller that already gave up)."""
+    """A call's ``async def`` method was cancelled because its caller stopped waiting or its deadline passed.
+
+    A trio_pb server answers with it so that both sides are done with the
+    request id.  A caller that gave up drops it, and one whose deadline
+    passed (or whose scope was cancelled) as it arrived sees
+    :class:`trio.Cancelled` instead.  So it is raised in a caller only when
+    the peer saw the deadline pass first (its clock ran ahead, or the
+    caller moved its deadline later after calling), or when a method raised
+    it itself.
+    """
 
 
 class TooManyCalls(Error):

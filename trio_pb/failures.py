@@ -38,6 +38,8 @@ _WIRE_NAMES: dict[type[BaseException], str] = {
 }
 # Wire name -> local class, for errors the caller can catch by their own class.
 _LOCAL_CLASSES: dict[str, type[BaseException]] = {name: cls for cls, name in _WIRE_NAMES.items()}
+# trio_pb's own errors that a trio_pb peer sends, under their own names.
+_LOCAL_CLASSES.update({f"{cls.__module__}.{cls.__name__}": cls for cls in (errors.CancelledByCaller,)})
 
 
 def register_error(cls: type[BaseException], wire_name: str | None = None) -> None:
