@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox -s demo``, ``tests``, ``lint``, ``typecheck``, ``docs``, ``bench``."""
+"""Developer tasks: ``nox -s demo``, ``tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``stress``."""
 
 from __future__ import annotations
 
@@ -50,3 +50,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: trio_pb against Twisted PB (and a raw trio socket) in one run."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session
+def stress(session: nox.Session) -> None:
+    """Attacks on a real server process, its memory measured from outside (stress/, a few minutes)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "stress", *(session.posargs or ["-q"]))
