@@ -61,7 +61,8 @@ class RawPB:
             raise RuntimeError(f"the server offered {offer!r}, not {dialect!r}")
         self.send(Encoder(b"none").encode(dialect))
         self.decoder.vocabulary = DIALECTS[dialect]
-        self.encoder = Encoder(dialect)
+        # A hostile peer is not bound by our own limits on what it sends.
+        self.encoder = Encoder(dialect, message_size_limit=2**40, message_items_limit=2**40)
         self.send(self.encode([b"version", 6]))
         version = self.read_expression()
         if version != [b"version", 6]:
