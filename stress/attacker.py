@@ -190,17 +190,13 @@ class RawPB:
         self.disconnected = disconnected
 
 
-# -- the modes: each returns what it saw ------------------------------------------------
+# -- the modes: each returns what it saw -----------------------------------------------------------
 
 
 def nonreader(args: argparse.Namespace) -> dict[str, Any]:
-    """Send *calls* calls in one write and never read the answers; hold for *hold* seconds."""
+    """Send *calls* calls of ``big(size)`` in one write, never read the answers, hold for *hold* seconds."""
     pb = RawPB(args.port, rcvbuf=65536)
-    if args.method == "big":
-        messages = [pb.message(i, b"big", args.size) for i in range(1, args.calls + 1)]
-    else:
-        messages = [pb.message(i, b"add", 1, 2) for i in range(1, args.calls + 1)]
-    data = b"".join(messages)
+    data = b"".join(pb.message(i, b"big", args.size) for i in range(1, args.calls + 1))
     sent = pb.send_for([data], args.hold)
     time.sleep(max(0.0, args.hold))
     result = {"bytes_sent": sent, "calls": args.calls, "message_bytes": len(data)}
@@ -470,7 +466,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=sorted(MODES))
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--method", default="big", choices=["big", "add"])
     parser.add_argument("--size", type=int, default=600_000, help="nonreader: bytes per big answer")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument(

@@ -162,8 +162,8 @@ class Measurement:
     def summary(self) -> str:
         honest = self.honest
         return (
-            f"server RSS {self.rss_before / MB:.1f} MB, peak +{self.growth / MB:.1f} MB, "
-            f"after +{(self.rss_after - self.rss_before) / MB:.1f} MB; "
+            f"server RSS {self.rss_before / MB:.1f} MB, peak {self.growth / MB:+.1f} MB, "
+            f"after {(self.rss_after - self.rss_before) / MB:+.1f} MB; "
             f"honest calls {len(honest.latencies)}, worst {honest.worst * 1000:.0f} ms, "
             f"p99 {honest.p99 * 1000:.0f} ms{', error ' + repr(honest.error) if honest.error else ''}; "
             f"log lines {len(self.log)}; server alive {self.server_alive}; attacker {self.attacker}"

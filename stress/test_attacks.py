@@ -38,7 +38,7 @@ def assert_finished(m: Measurement) -> None:
     assert not m.attacker.get("timed_out"), f"the attacker did not finish in time: {m.summary()}"
 
 
-# -- 1. output backpressure ------------------------------------------------------------
+# -- 1. output backpressure ------------------------------------------------------------------------
 
 
 async def test_big_answers_to_a_peer_that_does_not_read_stay_near_the_send_limit(
@@ -65,7 +65,7 @@ async def test_tiny_answers_to_a_peer_that_does_not_read_cost_their_size(server:
     assert_served(m)
 
 
-# -- 2. one message ----------------------------------------------------------------------
+# -- 2. one message --------------------------------------------------------------------------------
 
 
 async def test_a_set_of_colliding_hashes_is_cut_short_by_the_decode_budget(server: ServerProcess) -> None:
@@ -99,7 +99,7 @@ async def test_calls_beyond_the_running_limit_are_refused(server: ServerProcess)
     assert_served(m)
 
 
-# -- 4. closed connections ----------------------------------------------------------------
+# -- 4. closed connections -------------------------------------------------------------------------
 
 
 async def test_closed_connections_are_freed_without_the_garbage_collector(
@@ -119,7 +119,7 @@ async def test_closed_connections_are_freed_without_the_garbage_collector(
     assert_served(m)
 
 
-# -- 5. a message that arrives slowly ----------------------------------------------------
+# -- 5. a message that arrives slowly --------------------------------------------------------------
 
 
 async def test_a_string_dripped_one_byte_per_write_costs_its_size(server: ServerProcess) -> None:
@@ -146,7 +146,7 @@ async def test_a_string_dripped_one_byte_per_write_costs_its_size(server: Server
     assert_served(m)
 
 
-# -- 6. cache tokens that fail to unjelly ------------------------------------------------
+# -- 6. cache tokens that fail to unjelly ----------------------------------------------------------
 
 
 async def test_refused_cache_tokens_leave_bounded_tables_and_answers(server: ServerProcess) -> None:
@@ -162,7 +162,7 @@ async def test_refused_cache_tokens_leave_bounded_tables_and_answers(server: Ser
     assert_served(m)
 
 
-# -- 7. log amplification -----------------------------------------------------------------
+# -- 7. log amplification --------------------------------------------------------------------------
 
 
 async def test_stray_decrefs_are_logged_boundedly_and_end_the_connection(server: ServerProcess) -> None:
@@ -189,7 +189,7 @@ async def test_unknown_commands_are_logged_boundedly_and_end_the_connection(serv
     assert_served(m)
 
 
-# -- 9. login ---------------------------------------------------------------------------
+# -- 9. login --------------------------------------------------------------------------------------
 
 
 #: Wrong passwords until the connection is closed, for at most 30 s or 2,000 failures.
@@ -207,24 +207,28 @@ async def test_wrong_passwords_on_one_connection_are_slowed_logged_and_cut_off(s
     [failures] = m.attacker["failures"]
     assert m.attacker["closed"] == [True], f"the connection was not closed: {m.summary()}"
     assert failures <= 100, f"{failures} wrong passwords before the connection was closed: {m.summary()}"
+    assert m.attacker["failures_per_second"] < 200, f"failures were not slowed down: {m.summary()}"
     assert _login_warnings(m), f"no WARNING naming the user and the peer: {m.summary()}"
     assert len(m.log) <= 30, f"{len(m.log)} log lines for one connection: {m.summary()}"
     assert_served(m)
 
 
-async def test_wrong_passwords_on_eight_connections_are_each_cut_off(server: ServerProcess) -> None:
-    """Eight connections guessing at once: each is closed after a few failures, and the log stays short."""
+async def test_wrong_passwords_on_eight_connections_are_each_slowed_and_cut_off(
+    server: ServerProcess,
+) -> None:
+    """Eight connections guessing at once: each is slowed and closed after a few, the log stays short."""
     m = await run_attack(server, *LOGIN_FLOOD, "--connections", "8", port=server.login_port, timeout=60)
     assert_finished(m)
     failures = m.attacker["failures"]
     assert all(m.attacker["closed"]), f"connections were not closed: {m.summary()}"
     assert max(failures) <= 100, f"up to {max(failures)} wrong passwords on one connection: {m.summary()}"
+    assert m.attacker["failures_per_second"] < 400, f"failures were not slowed down: {m.summary()}"
     assert _login_warnings(m), f"no WARNING naming the user and the peer: {m.summary()}"
     assert len(m.log) <= 8 * 30, f"{len(m.log)} log lines for eight connections: {m.summary()}"
     assert_served(m)
 
 
-# -- the harness ---------------------------------------------------------------------------
+# -- the harness -----------------------------------------------------------------------------------
 
 
 async def test_without_an_attack_the_server_is_well_inside_every_bound(server: ServerProcess) -> None:
