@@ -42,7 +42,7 @@ class Producer(trio_pb.Root):
 
 def test_defaults() -> None:
     assert SEND_BUFFER == 16 * 1024 * 1024
-    assert MAX_RUNNING_CALLS == 1000
+    assert MAX_RUNNING_CALLS == 100
 
 
 async def _raw_client(stream: trio.abc.Stream) -> banana.Encoder:

@@ -405,7 +405,14 @@ class Decoder:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes from the stream."""
-        self._pending += data
+        if not self._pending and self._pos == len(self._buffer):
+            # Everything before was consumed (an element cut short would have
+            # left its start unconsumed): the new bytes are the buffer, uncopied.
+            self._base += self._pos
+            self._buffer = bytes(data)
+            self._pos = 0
+        else:
+            self._pending += data
 
     @property
     def buffered(self) -> int:

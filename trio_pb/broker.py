@@ -48,6 +48,7 @@ from .jelly import CopyRegistry, SecurityOptions
 from .protocol import (
     DECODE_BUDGET,
     MAX_BROKER_REFS,
+    PAUSED,
     Answer,
     CancelRequested,
     Failed,
@@ -72,11 +73,15 @@ _PLAIN_RESULTS = frozenset({type(None), bool, int, float, bytes, str, list, tupl
 #: A broker stops taking in its peer's calls while more than this many bytes wait to be sent.
 SEND_BUFFER = 16 * 1024 * 1024
 #: How many of the peer's calls to ``async def`` methods may run at once on one connection.
-MAX_RUNNING_CALLS = 1000
+#: Each holds its answer until there is room to send it, so this times the size of
+#: your largest answer is what the peer's calls can make a connection hold.
+MAX_RUNNING_CALLS = 100
 #: How long leaving open_broker waits for queued messages to go out.
 _FLUSH_ON_CLOSE_SECONDS = 5.0
 #: The most the writer task hands the stream at once.
 _WRITE_CHUNK = 65536
+#: About how much the writer takes from the protocol at once (what it holds until sent).
+_WRITE_TAKE = 1024 * 1024
 #: What ping() calls on a peer without the extension dialect: a name nobody registers.
 _PING_TARGET = b"trio_pb.ping"
 
@@ -153,7 +158,8 @@ class Broker:
         self._max_running_calls = max_running_calls
         # Output taken from the protocol and not yet handed to the stream: a
         # view that advances as it is written (never a copy of what is left),
-        # and its size.  More output waits in the protocol until this is gone.
+        # and the size of the chunk it views, which stays in memory until the
+        # view is done.  More output waits in the protocol until then.
         self._unsent: memoryview | None = None
         self._unsent_size = 0
         # Bytes ever taken from the protocol, and ever handed to the stream (for drain()).
@@ -596,7 +602,7 @@ class Broker:
                     if view is None:
                         if not protocol.bytes_to_send:
                             break
-                        data = protocol.data_to_send()
+                        data = protocol.data_to_send(_WRITE_TAKE)
                         self._bytes_taken += len(data)
                         view = self._unsent = memoryview(data)
                         self._unsent_size = len(data)
@@ -607,8 +613,12 @@ class Broker:
                     piece = view[:_WRITE_CHUNK]
                     await self._stream.send_all(piece)
                     rest = view[len(piece) :]
-                    self._unsent = rest if rest else None
-                    self._unsent_size = len(rest)
+                    if rest:
+                        self._unsent = rest
+                    else:
+                        # The whole chunk counted until now: it was held until now.
+                        self._unsent = None
+                        self._unsent_size = 0
                     self._bytes_sent += len(piece)
                     if rest:
                         self._signs_of_life += 1
@@ -660,7 +670,7 @@ class Broker:
                         self._progress()
                     return
                 self._unsent = memoryview(data)[sent:]
-                self._unsent_size = len(data) - sent
+                self._unsent_size = len(data)
         self._wake_writer()
 
     def _pending_output(self) -> int:
@@ -669,17 +679,20 @@ class Broker:
 
     def _handle_events(self) -> None:
         protocol = self._protocol
+        # Whatever a message makes us queue (an answer, an error, a pong ...),
+        # the next one waits while more than the send buffer is queued.
+        protocol.pause_above = self._send_buffer - self._unsent_size
         while True:
             event = protocol.next_event()
             if event is NEED_DATA:
                 break
+            if event is PAUSED:
+                # Take in nothing more until output drains (the rest waits in
+                # the decoder, unparsed, and then in TCP).
+                self._input_held = True
+                break
             if isinstance(event, IncomingCall):
                 self._run_call(event)
-                if self._pending_output() > self._send_buffer:
-                    # Answers are backed up: take in no more calls until they
-                    # drain (the rest waits in the decoder, unparsed).
-                    self._input_held = True
-                    break
             elif isinstance(event, (Answer, Failed)):
                 self._settle(event)
             elif isinstance(event, CancelRequested):

@@ -610,18 +610,26 @@ def _when_all_ready(items: list[Any], build: Callable[[list[Any]], Any]) -> Any:
     return result
 
 
-#: How many tagged nodes (or set items, or dict entries) are unjellied between two looks at the clock.
-_CHECK_EVERY: Final = 256
+#: Sets and dicts are built this many items at a time, each piece timed.
+_HASH_CHUNK: Final = 256
+#: Sets and dicts smaller than this are built untimed (colliding, they cost a few comparisons per item).
+_UNTIMED_BELOW: Final = 8
+#: The widest reference id accepted: ints this narrow hash to themselves, so ids cannot collide.
+_REFERENCE_ID_BITS: Final = 60
 
 
 class Unjellier:
     """One top-level unjelly operation: its own space of reference ids.
 
-    With a *deadline* (a :func:`time.perf_counter` value), the work is
-    stopped with :class:`~trio_pb.errors.DecodeBudgetExceeded` once the clock
-    passes it.  Size limits cannot bound everything: a set or dict of values
-    whose hashes collide costs quadratic time in its size, and the clock is
-    what notices.
+    With a *hash_budget* (seconds), building the sets and dicts of the
+    operation may cost at most that much CPU time (:func:`time.thread_time`,
+    which other processes' load does not disturb); past it,
+    :class:`~trio_pb.errors.DecodeBudgetExceeded` is raised.  Size limits
+    cannot bound this: a set or dict of values whose hashes collide costs
+    quadratic time in its size.  Only the hashing is timed, a piece of
+    :data:`_HASH_CHUNK` items at a time, because honest hashing is cheap (a
+    few microseconds per piece) whatever else a large message costs, and an
+    attack is all hashing.
     """
 
     def __init__(
@@ -631,16 +639,15 @@ class Unjellier:
         invoker: Invoker | None = None,
         persistent_load: Callable[[Any, Unjellier], Any] | None = None,
         depth_limit: int = DEPTH_LIMIT,
-        deadline: float | None = None,
+        hash_budget: float | None = None,
     ) -> None:
         self.security = security
         self.registry = registry
         self.invoker = invoker
         self.persistent_load = persistent_load
         self.depth_limit = depth_limit
-        self.deadline = deadline
-        # Counts down to the next look at the clock; never reaches 0 without a deadline.
-        self._countdown = _CHECK_EVERY if deadline is not None else -1
+        #: CPU seconds that building sets and dicts may still take (None: no limit).
+        self.hash_budget = hash_budget
         self._depth = 0
         self._references: dict[int, Any] = {}
         self._forward: dict[int, _Pending] = {}
@@ -693,31 +700,39 @@ class Unjellier:
         self._depth += 1
         if self._depth > self.depth_limit:
             raise JellyError(f"jelly is nested more than {self.depth_limit} deep")
-        self._countdown -= 1
-        if not self._countdown:
-            self._check_clock()
         # No try/finally: an exception abandons the whole operation.
         result = handler(self, sexp)
         self._depth -= 1
         return result
 
-    def _check_clock(self) -> None:
-        self._countdown = _CHECK_EVERY
-        if self.deadline is not None and time.perf_counter() > self.deadline:
+    def _spend(self, seconds: float) -> None:
+        """Charge *seconds* of hashing to the budget; raise once it is spent."""
+        assert self.hash_budget is not None
+        self.hash_budget -= seconds
+        if self.hash_budget < 0:
             raise DecodeBudgetExceeded("the message costs more work to decode than it is allowed")
 
     def _hashed(self, items: list[Any]) -> set[Any]:
-        """``set(items)``, looking at the clock as it grows if the set is large."""
-        if len(items) <= _CHECK_EVERY or self.deadline is None:
+        """``set(items)``, a timed piece at a time (see the class docstring)."""
+        if len(items) < _UNTIMED_BELOW or self.hash_budget is None:
             return set(items)
+        clock = time.thread_time
         result: set[Any] = set()
-        for start in range(0, len(items), _CHECK_EVERY):
-            result.update(items[start : start + _CHECK_EVERY])
-            self._check_clock()
+        for start in range(0, len(items), _HASH_CHUNK):
+            began = clock()
+            result.update(items[start : start + _HASH_CHUNK])
+            self._spend(clock() - began)
         return result
 
     def _frozen(self, items: list[Any]) -> frozenset[Any]:
-        return frozenset(self._hashed(items))
+        result = self._hashed(items)
+        if len(items) < _UNTIMED_BELOW or self.hash_budget is None:
+            return frozenset(result)
+        # Copying the hashed set rehashes nothing, but its table probes collide as much.
+        began = time.thread_time()
+        frozen = frozenset(result)
+        self._spend(time.thread_time() - began)
+        return frozen
 
     def _handler_for(self, tag: bytes) -> Callable[[Unjellier, list[Any]], Any]:
         """How to unjelly *tag*, decided once per operation (security, then registries, then built-ins)."""
@@ -851,11 +866,13 @@ class Unjellier:
         unjelly = self.unjelly
         # str keys are decoded inline, unless a registry took over the unicode tag.
         inline_str = self._handlers.get(b"unicode") is Unjellier._unicode
-        # A large dict looks at the clock as it grows (colliding hashes, see the class).
-        for start in range(1, len(sexp), _CHECK_EVERY):
-            if start > 1:
-                self._check_clock()
-            for pair in sexp[start : start + _CHECK_EVERY]:
+        # Built a piece at a time: the keys and values of a piece are unjellied
+        # first, then inserted, and only the insertion is timed (see the class).
+        timed = len(sexp) > _UNTIMED_BELOW and self.hash_budget is not None
+        clock = time.thread_time
+        for start in range(1, len(sexp), _HASH_CHUNK):
+            entries = []
+            for pair in sexp[start : start + _HASH_CHUNK]:
                 if type(pair) is not list or len(pair) != 2:
                     raise JellyError(f"dictionary entry is not a [key, value] pair: {pair!r:.100}")
                 key = pair[0]
@@ -876,12 +893,17 @@ class Unjellier:
                         value = value[1].decode("utf-8")
                     else:
                         value = unjelly(value)
+                entries.append((key, value))
+            began = clock() if timed else 0.0
+            for key, value in entries:
                 if isinstance(key, _Pending) or isinstance(value, _Pending):
                     if not isinstance(key, _Pending):
                         result[key] = None  # holds the key's place in the sender's order
                     _when_all_ready([key, value], partial(_insert_pair, result))
                 else:
                     result[key] = value
+            if timed:
+                self._spend(clock() - began)
         return result
 
     def _none(self, sexp: list[Any]) -> None:
@@ -937,6 +959,9 @@ class Unjellier:
         if len(sexp) != 3 or type(sexp[1]) is not int:
             raise JellyError(f"reference takes an id and a value: {sexp!r:.100}")
         ref = sexp[1]
+        if ref.bit_length() > _REFERENCE_ID_BITS:
+            # Twisted numbers them from 1; wider ones could be chosen to collide in _references.
+            raise JellyError(f"reference id of more than {_REFERENCE_ID_BITS} bits")
         if ref in self._references:
             raise JellyError(f"reference id {ref} is defined twice")
         value = self.unjelly(sexp[2])
@@ -955,6 +980,8 @@ class Unjellier:
 
     def _dereference(self, sexp: list[Any]) -> Any:
         ref = self._atom(sexp, int)
+        if ref.bit_length() > _REFERENCE_ID_BITS:
+            raise JellyError(f"dereference id of more than {_REFERENCE_ID_BITS} bits")
         if ref in self._references:
             return self._references[ref]
         forward = self._forward.get(ref)
@@ -1050,8 +1077,9 @@ def unjelly(
     """The Python value for *sexp*, created only as far as *security* allows.
 
     *security* defaults to :data:`global_security` and *registry* to the
-    process-wide :data:`copy_registry`.  With a *budget* (seconds), work
-    beyond it raises :class:`~trio_pb.errors.DecodeBudgetExceeded`.
+    process-wide :data:`copy_registry`.  With a *budget* (CPU seconds),
+    building sets and dicts beyond it raises
+    :class:`~trio_pb.errors.DecodeBudgetExceeded` (see :class:`Unjellier`).
     """
     unjellier = Unjellier(
         security if security is not None else global_security,
@@ -1059,6 +1087,6 @@ def unjelly(
         invoker,
         persistent_load,
         depth_limit,
-        None if budget is None else time.perf_counter() + budget,
+        budget,
     )
     return unjellier.unjelly_top(sexp)

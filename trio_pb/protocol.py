@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -41,10 +40,10 @@ from .references import RemoteReference
 
 __all__ = [
     "DECODE_BUDGET",
-    "DECODE_BUDGET_PER_ITEM",
     "MAX_BROKER_REFS",
     "MAX_UNANSWERED_DECACHES",
     "EXTENSION_DIALECT",
+    "PAUSED",
     "PROTOCOL_VERSION",
     "CancelRequested",
     "Answer",
@@ -65,12 +64,19 @@ EXTENSION_DIALECT: Final = b"trio-pb-1"
 MAX_BROKER_REFS: Final = 1024
 #: How many refused cached objects may wait for the peer's ``uncache`` at once.
 MAX_UNANSWERED_DECACHES: Final = 4096
-#: Seconds of work unjellying one message may take, plus DECODE_BUDGET_PER_ITEM for
-#: each of its banana elements: far more than any honest message needs (about a
-#: microsecond per element here), far less than a message built to be slow.
+#: CPU seconds that building the sets and dicts of one message may take: far more
+#: than any honest message needs (hashing a million items takes a few
+#: hundredths of a second), far less than a message built to be slow.
 DECODE_BUDGET: Final = 0.1
-#: What each banana element of a message adds to its decode budget, in seconds.
-DECODE_BUDGET_PER_ITEM: Final = 1e-6
+
+
+class _Paused:
+    def __repr__(self) -> str:
+        return "PAUSED"
+
+
+#: Returned by :meth:`PBProtocol.next_event` while too much output is queued.
+PAUSED: Final[Any] = _Paused()
 
 
 @attrs.define
@@ -171,7 +177,7 @@ class PBProtocol:
         failures.install(self.registry)
         self.unsafe_tracebacks = unsafe_tracebacks
         self.max_references = max_references
-        #: Seconds of work one message may cost to unjelly (plus a little per element); None: no limit.
+        #: CPU seconds the sets and dicts of one message may cost to build; None: no limit.
         self.decode_budget = decode_budget
         # A trio_pb server offers its extension dialect first: a Twisted
         # client does not know it and picks pb, a trio_pb client picks it.
@@ -187,6 +193,8 @@ class PBProtocol:
         self._outgoing: list[bytes | bytearray] = []
         #: How many bytes are queued for the peer and not yet taken by data_to_send().
         self.bytes_to_send = 0
+        #: next_event() returns PAUSED while more than this many bytes are queued (set by the driver).
+        self.pause_above: float = math.inf
         self._queue(self._banana.data_to_send())
         self.ready = False
         self.closed = False
@@ -222,10 +230,20 @@ class PBProtocol:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._banana.receive_data(data)
 
-    def data_to_send(self) -> bytes:
-        data = b"".join(self._outgoing)
-        self._outgoing.clear()
-        self.bytes_to_send = 0
+    def data_to_send(self, max_bytes: int | None = None) -> bytes:
+        """The bytes queued for the peer, all of them or about *max_bytes* (whole messages, at least one)."""
+        outgoing = self._outgoing
+        if max_bytes is None or self.bytes_to_send <= max_bytes:
+            data = b"".join(outgoing)
+            outgoing.clear()
+        else:
+            count = taken = 0
+            while taken < max_bytes:
+                taken += len(outgoing[count])
+                count += 1
+            data = b"".join(outgoing[:count])
+            del outgoing[:count]
+        self.bytes_to_send -= len(data)
         return data
 
     @property
@@ -234,12 +252,19 @@ class PBProtocol:
         return self._banana.in_expression
 
     def next_event(self) -> Any:
-        """The next event, or :data:`~trio_pb.banana.NEED_DATA`.
+        """The next event, :data:`~trio_pb.banana.NEED_DATA`, or :data:`PAUSED`.
+
+        :data:`PAUSED` (as in h11) means that more than :attr:`pause_above`
+        bytes wait to be sent: the peer's messages are left unread until
+        :meth:`data_to_send` has taken enough, so that a peer cannot make us
+        queue answers faster than it reads them.
 
         Raises :class:`~trio_pb.errors.ProtocolError` when the peer broke the
         protocol; the connection must then be closed.
         """
         while True:
+            if self.bytes_to_send > self.pause_above:
+                return PAUSED
             expression = self._banana.next_event()
             if expression is NEED_DATA:
                 return NEED_DATA
@@ -643,12 +668,9 @@ class PBProtocol:
         until the connection ends.
         """
         self._made = []
-        deadline = None
-        if self.decode_budget is not None:
-            items = self._banana.last_message_items
-            deadline = time.perf_counter() + self.decode_budget + items * DECODE_BUDGET_PER_ITEM
         try:
-            return Unjellier(self.security, self.registry, self, deadline=deadline).unjelly_top(sexp)
+            unjellier = Unjellier(self.security, self.registry, self, hash_budget=self.decode_budget)
+            return unjellier.unjelly_top(sexp)
         except JellyError:
             for made in self._made:
                 made.disown()
