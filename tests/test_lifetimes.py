@@ -31,6 +31,7 @@ from trio_pb.cred import InMemoryPasswordChecker, Portal, UsernamePassword
 from trio_pb.flavors import Avatar, Copyable, Referenceable, RemoteCopy, Root
 from trio_pb.jelly import CopyRegistry
 from trio_pb.paging import get_all_pages, send_pages
+from trio_pb.protocol import PBProtocol
 from trio_pb.references import RemoteReference
 from trio_pb.testing import open_broker_pair
 
@@ -469,6 +470,33 @@ async def test_a_broker_whose_handshake_failed_is_freed_by_reference_counting() 
         pytest.fail("the handshake did not fail")
     del client_stream
     assert_freed(found)
+
+
+async def test_a_broker_whose_peer_vanished_while_it_wrote_is_freed_by_reference_counting() -> None:
+    # trio's SocketStream turns the OSError of a send into its own error
+    # inside a @contextmanager, which on Python 3.12 and later leaves the
+    # OSError in a reference cycle holding the writer's frames (CPython
+    # gh-129280): the broker must not be caught up in it.
+    found: dict[str, weakref.ref[Any]] = {}
+    client_socket, server_socket = trio.socket.socketpair()
+    peer = trio.SocketStream(server_socket)
+    await peer.send_all(PBProtocol(None, is_client=False).data_to_send())  # a server's offer, then silence
+    async with open_broker(trio.SocketStream(client_socket), server=False) as client:
+        watch(client, "client", found)
+        async with trio.open_nursery() as nursery:
+            # More than the socket's buffer: the writer waits for a peer that does not read ...
+            nursery.start_soon(call_and_lose_the_connection, await client.root_object())
+            await trio.testing.wait_all_tasks_blocked()
+            assert client._unsent is not None
+            # ... and the peer goes away: the writer's send fails.
+            await peer.aclose()
+    del client, client_socket, server_socket, peer
+    assert_freed(found)
+
+
+async def call_and_lose_the_connection(root: RemoteReference) -> None:
+    with pytest.raises(errors.PBConnectionLost):
+        await root.call_remote("take", [b"x" * 500_000] * 8)
 
 
 @asynccontextmanager

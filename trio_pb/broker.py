@@ -625,7 +625,15 @@ class Broker:
                     self._progress()
                 if self._closing:
                     break
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # On Python 3.12 and later, the OSError that trio's SocketStream
+            # turned into this error (in a @contextmanager) is left in a
+            # reference cycle (CPython gh-129280): its traceback holds the
+            # generator's frame, whose f_back is contextlib's __exit__ frame,
+            # whose local `value` is the OSError.  Through f_back the cycle
+            # holds the frames of send_all (the stream) and of this method
+            # (the broker).  Without the tracebacks nothing holds the frames.
+            _without_tracebacks(exc)
             self._connection_lost()
         finally:
             self._writer_done.set()
