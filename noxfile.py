@@ -16,7 +16,12 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/chat/demo.py")
 
 
-@nox.session
+#: The Pythons the package supports; ``nox -s tests`` runs on each one found, and skips the others.
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+nox.options.error_on_missing_interpreters = False
+
+
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole test suite, including the tests against real Twisted."""
     session.install("-e", ".[test]")

@@ -476,8 +476,8 @@ class Broker:
                 self._context.run(self._take_in, data)
             if self._crash is not None:
                 raise self._crash
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            _without_tracebacks(exc)  # as in _write: a cycle on Python 3.12+
         except ProtocolError as exc:
             self._broke_protocol(exc)
         finally:
@@ -533,7 +533,8 @@ class Broker:
                 # happens to the connection is the broker's, as in the reader.
                 try:
                     data = await self._receive()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    _without_tracebacks(exc)  # as in _write: a cycle on Python 3.12+
                     run(self._connection_lost)
                     break
                 try:
