@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 from typing import Any
 
@@ -14,7 +15,7 @@ from trio_pb import banana
 from trio_pb.banana import NEED_DATA
 from trio_pb.broker import MAX_RUNNING_CALLS, SEND_BUFFER, Broker, open_broker
 from trio_pb.errors import TooManyCalls
-from trio_pb.protocol import PBProtocol
+from trio_pb.protocol import PAUSED, PBProtocol
 from trio_pb.testing import open_broker_pair
 
 ANSWER_SIZE = 200_000
@@ -210,3 +211,69 @@ async def test_a_zero_limit_refuses_every_async_call() -> None:
         with pytest.raises(TooManyCalls):
             await root.call_remote("wait")
         assert await root.call_remote("tiny") == 1
+
+
+async def test_errors_for_calls_that_fail_early_are_held_back_too() -> None:
+    # Calls to an object that does not exist are answered with an error by the
+    # protocol itself, with no event for the broker: they must pause all the same.
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    servers: list[Broker] = []
+    small = 100_000
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _serve(server_stream, Producer(), servers, send_buffer=small))
+        encoder = await _raw_client(client_stream)
+        calls = b"".join(
+            encoder.encode([b"message", i, b"nowhere", b"x", 1, [b"tuple"], [b"dictionary"]])
+            for i in range(1, 3001)
+        )
+        nursery.start_soon(client_stream.send_all, calls)
+        await trio.testing.wait_all_tasks_blocked()
+        (server,) = servers
+        assert 0 < server._pending_output() <= small + 2000
+        errors = await _read_answers(client_stream, 3000)
+        assert [e[1] for e in errors] == list(range(1, 3001))
+        nursery.cancel_scope.cancel()
+
+
+def test_the_protocol_pauses_before_a_message_while_too_much_is_queued() -> None:
+    server = PBProtocol(None, is_client=False)
+    client = PBProtocol(None, is_client=True)
+    client.receive_data(server.data_to_send())
+    assert client.next_event() is not NEED_DATA
+    server.receive_data(client.data_to_send())
+    encoder = banana.Encoder(b"trio-pb-1")
+    server.receive_data(b"".join(encoder.encode([b"ping", i]) for i in range(1, 101)))
+    server.pause_above = 50
+    events = []
+    while (event := server.next_event()) not in (NEED_DATA, PAUSED):
+        events.append(event)
+    assert event is PAUSED
+    queued = server.bytes_to_send
+    assert 50 < queued < 50 + 20  # a pong or two past the mark, not a hundred
+    server.data_to_send()
+    server.pause_above = math.inf
+    while server.next_event() is not NEED_DATA:
+        pass
+    decoder = banana.Decoder(vocabulary=banana.PB_VOCABULARY)
+    decoder.receive_data(server.data_to_send())
+    pongs = [e for e in decoder if e[0] == b"pong"]
+    assert pongs[-1] == [b"pong", 100]
+
+
+def test_data_to_send_takes_whole_messages_up_to_about_a_size() -> None:
+    protocol = PBProtocol(None, is_client=False)
+    protocol.data_to_send()
+    for luid in range(1, 3):
+        protocol.send_decref(luid)  # small: packed
+    big = b"x" * 10_000
+    protocol._queue(big)
+    protocol._queue(big)
+    total = protocol.bytes_to_send
+    first = protocol.data_to_send(5)
+    assert protocol.bytes_to_send == total - len(first)
+    assert first == banana.encode([b"decref", 1], dialect=b"none") + banana.encode(
+        [b"decref", 2], dialect=b"none"
+    )
+    assert protocol.data_to_send(1) == big
+    assert protocol.data_to_send() == big
+    assert protocol.bytes_to_send == 0
