@@ -1010,8 +1010,8 @@ async def open_broker(
     taken in; *max_running_calls* of its calls to ``async def`` methods at
     once (more are refused with :class:`~trio_pb.errors.TooManyCalls`);
     *max_message_size* bytes and *max_message_items* banana elements in one
-    message, either way; *decode_budget* seconds of work to unjelly one
-    message (plus a microsecond per element; ``None``: no limit); and
+    message, either way; *decode_budget* CPU seconds to build the sets and
+    dicts of one message (``None``: no limit); and
     *max_violations* protocol violations (stray releases, unknown
     commands ...) before the connection is closed.
     """
