@@ -148,7 +148,8 @@ def test_tiny_messages_queued_for_a_peer_are_packed() -> None:
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(protocol._outgoing) < 10
+    # Every queued object but the last few hundred holds at least 4 KiB.
+    assert len([chunk for chunk in protocol._outgoing if len(chunk) < 4096]) <= 256
     assert held < 2 * protocol.bytes_to_send + 10_000
     data = protocol.data_to_send()
     expected = (banana.encode([b"decache", luid + 1], dialect=b"none") for luid in range(20_000))
@@ -264,16 +265,15 @@ def test_data_to_send_takes_whole_messages_up_to_about_a_size() -> None:
     protocol = PBProtocol(None, is_client=False)
     protocol.data_to_send()
     for luid in range(1, 3):
-        protocol.send_decref(luid)  # small: packed
+        protocol.send_decref(luid)
     big = b"x" * 10_000
     protocol._queue(big)
     protocol._queue(big)
     total = protocol.bytes_to_send
     first = protocol.data_to_send(5)
     assert protocol.bytes_to_send == total - len(first)
-    assert first == banana.encode([b"decref", 1], dialect=b"none") + banana.encode(
-        [b"decref", 2], dialect=b"none"
-    )
-    assert protocol.data_to_send(1) == big
+    assert first == banana.encode([b"decref", 1], dialect=b"none")
+    second = banana.encode([b"decref", 2], dialect=b"none")
+    assert protocol.data_to_send(len(second) + 1) == second + big
     assert protocol.data_to_send() == big
     assert protocol.bytes_to_send == 0

@@ -190,7 +190,7 @@ class PBProtocol:
         )
         #: Whether the peer speaks trio_pb's extensions (known after the handshake).
         self.extended = False
-        self._outgoing: list[bytes | bytearray] = []
+        self._outgoing: list[bytes] = []
         #: How many bytes are queued for the peer and not yet taken by data_to_send().
         self.bytes_to_send = 0
         #: next_event() returns PAUSED while more than this many bytes are queued (set by the driver).
@@ -282,21 +282,18 @@ class PBProtocol:
         self._queue(self._banana.send(expression))
 
     def _queue(self, data: bytes) -> None:
-        # Small messages are packed together, so that a backlog of many tiny
-        # ones (answers a peer does not read) costs its bytes, not an object
-        # each; the first one stays as it is (nothing to copy in the common case).
         self.bytes_to_send += len(data)
         outgoing = self._outgoing
-        if outgoing and len(data) < _PACK_BELOW:
-            last = outgoing[-1]
-            if type(last) is bytearray:
-                if len(last) < _PACK_UP_TO:
-                    last += data
-                    return
-            elif len(last) < _PACK_BELOW:
-                outgoing[-1] = bytearray(last) + data
-                return
         outgoing.append(data)
+        if len(outgoing) >= _PACK_AT:
+            # A backlog of many small messages (answers a peer does not read)
+            # must cost its bytes, not an object each: the small ones at the
+            # end are joined into one.  Only a backlog ever gets this long.
+            start = len(outgoing)
+            while start and len(outgoing[start - 1]) < _PACK_BELOW:
+                start -= 1
+            if len(outgoing) - start > 1:
+                outgoing[start:] = [b"".join(outgoing[start:])]
 
     # -- incoming expressions -----------------------------------------------
 
@@ -866,9 +863,9 @@ def _simple_args(args: Any) -> tuple[Any, ...] | None:
     return None
 
 
-# Messages shorter than this are packed into one buffer of up to _PACK_UP_TO bytes.
+# Once this many messages are queued, the small ones (shorter than _PACK_BELOW) at the end are joined.
+_PACK_AT: Final = 256
 _PACK_BELOW: Final = 4096
-_PACK_UP_TO: Final = 65536
 
 # Values jelly sends as they are.
 _ATOMS: Final = frozenset({bytes, int, float})
