@@ -171,7 +171,6 @@ class PBProtocol:
         self.owner = owner
         #: The peer's misbehaviour so far: bounded logging, and when to give up.
         self.conduct = conduct if conduct is not None else PeerConduct()
-        self.is_client = is_client
         self.security = security if security is not None else global_security
         self.registry = CopyRegistry(parent=registry if registry is not None else copy_registry)
         failures.install(self.registry)
@@ -196,7 +195,6 @@ class PBProtocol:
         #: next_event() returns PAUSED while more than this many bytes are queued (set by the driver).
         self.pause_above: float = math.inf
         self._queue(self._banana.data_to_send())
-        self.ready = False
         self.closed = False
         #: The perspective Viewables are jellied for at this moment.
         self.serializing_perspective: Any = None
@@ -210,7 +208,6 @@ class PBProtocol:
         # (is_cache, luid) registered by the jelly in progress, undone if sending fails.
         self._registered: list[tuple[bool, int]] | None = None
         self._release_callbacks: dict[Any, list[Any]] = {}
-        self._violations = 0
         #: Cacheables the peer holds copies of, by luid.
         self.remotely_cached: dict[int, _CacheEntry] = {}
         self._cache_luids: dict[int, int] = {}
@@ -247,6 +244,14 @@ class PBProtocol:
         return data
 
     @property
+    def is_client(self) -> bool:
+        """Whether this is the end that connected (the server speaks first)."""
+        return self._banana.is_client
+
+    # Every attribute of this class costs on the hot path once there are more
+    # than CPython shares cheaply (about 30): keep what can be derived derived.
+
+    @property
     def in_expression(self) -> bool:
         """Whether part of an expression has arrived without the rest."""
         return self._banana.in_expression
@@ -271,7 +276,6 @@ class PBProtocol:
             if isinstance(expression, DialectSelected):
                 self._queue(self._banana.data_to_send())
                 self._send([b"version", PROTOCOL_VERSION])
-                self.ready = True
                 self.extended = expression.dialect == EXTENSION_DIALECT
                 return Ready(expression.dialect)
             event = self._dispatch(expression)
@@ -524,8 +528,9 @@ class PBProtocol:
             # Only the peer's requests count towards the goodbye; our own
             # calls just fail.
             if self.serializing_answer:
-                self._violations += 1
-                if self._violations > 3:
+                limit = self.max_references
+                self.conduct.warning("reference quota", "asked for references past the limit of %d", limit)
+                if self.conduct.count("reference quota") > 3:
                     raise ProtocolError("the peer keeps asking for more references than allowed: goodbye")
             raise Error("Maximum PB reference count exceeded.")
 
