@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import sys
 import tracemalloc
 from typing import Any
 
@@ -252,7 +252,7 @@ def test_the_protocol_pauses_before_a_message_while_too_much_is_queued() -> None
     queued = server.bytes_to_send
     assert 50 < queued < 50 + 20  # a pong or two past the mark, not a hundred
     server.data_to_send()
-    server.pause_above = math.inf
+    server.pause_above = sys.maxsize
     while server.next_event() is not NEED_DATA:
         pass
     decoder = banana.Decoder(vocabulary=banana.PB_VOCABULARY)

@@ -228,7 +228,7 @@ class Encoder:
         list_header = self._list_header
         encode_atom = self._encode_atom
         elements = 1 + len(root)
-        list_header(len(root), append)
+        list_header(elements - 1, append)
         stack: list[Any] = []
         items = iter(root)
         while True:

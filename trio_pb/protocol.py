@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -193,7 +194,7 @@ class PBProtocol:
         #: How many bytes are queued for the peer and not yet taken by data_to_send().
         self.bytes_to_send = 0
         #: next_event() returns PAUSED while more than this many bytes are queued (set by the driver).
-        self.pause_above: float = math.inf
+        self.pause_above = sys.maxsize
         self._queue(self._banana.data_to_send())
         self.closed = False
         #: The perspective Viewables are jellied for at this moment.
