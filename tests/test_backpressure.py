@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sys
 import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -46,11 +49,34 @@ def test_defaults() -> None:
     assert MAX_RUNNING_CALLS == 100
 
 
-async def _raw_client(stream: trio.abc.Stream) -> banana.Encoder:
-    """Do a raw client's half of the handshake (dialect pb) and return its encoder."""
-    await stream.receive_some()
-    await stream.send_all(b"\x02\x82pb")
-    return banana.Encoder(b"pb")
+@attrs.define
+class RawClient:
+    """A hand-driven client (pb dialect) of a real server broker, over a stream that never buffers."""
+
+    stream: trio.abc.Stream
+    encoder: banana.Encoder
+    server: Broker
+    nursery: trio.Nursery
+
+
+@asynccontextmanager
+async def raw_client_of(root: Any, **options: Any) -> AsyncIterator[RawClient]:
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    servers: list[Broker] = []
+    async with trio.open_nursery() as nursery:
+
+        async def serve() -> None:
+            async with open_broker(server_stream, server=True, root=root, **options) as server:
+                servers.append(server)
+                await server.wait_closed()
+
+        nursery.start_soon(serve)
+        await client_stream.receive_some()  # the dialect offer
+        await client_stream.send_all(b"\x02\x82pb")
+        await trio.testing.wait_all_tasks_blocked()
+        (server,) = servers
+        yield RawClient(client_stream, banana.Encoder(b"pb"), server, nursery)
+        nursery.cancel_scope.cancel()
 
 
 def _calls(encoder: banana.Encoder, method: bytes, ids: range) -> bytes:
@@ -70,71 +96,46 @@ async def _read_answers(stream: trio.abc.Stream, count: int) -> list[Any]:
     return answers
 
 
-async def _serve(stream: trio.abc.Stream, root: Any, servers: list[Broker], **options: Any) -> None:
-    async with open_broker(stream, server=True, root=root, **options) as server:
-        servers.append(server)
-        await server.wait_closed()
-
-
 async def test_one_write_of_many_calls_queues_at_most_the_buffer_and_one_answer() -> None:
     # 50 calls of 200 KB answers arrive in one write: without a check per
     # message they would all be answered at once (10 MB queued).
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    servers: list[Broker] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: _serve(server_stream, Producer(), servers, send_buffer=BUFFER))
-        encoder = await _raw_client(client_stream)
-        calls = _calls(encoder, b"big", range(1, 51))
-        nursery.start_soon(client_stream.send_all, calls)
+    async with raw_client_of(Producer(), send_buffer=BUFFER) as peer:
+        peer.nursery.start_soon(peer.stream.send_all, _calls(peer.encoder, b"big", range(1, 51)))
         await trio.testing.wait_all_tasks_blocked()
-        (server,) = servers
-        assert 0 < server._pending_output() <= BUFFER + ANSWER_SIZE + 1000
+        assert 0 < peer.server._pending_output() <= BUFFER + ANSWER_SIZE + 1000
         # Nothing is lost: once the client reads, every answer comes, in order.
-        answers = await _read_answers(client_stream, 50)
+        answers = await _read_answers(peer.stream, 50)
         assert [a[1] for a in answers] == list(range(1, 51))
         assert all(a[0] == b"answer" and len(a[2]) == ANSWER_SIZE for a in answers)
-        nursery.cancel_scope.cancel()
 
 
 async def test_the_queue_stays_bounded_while_the_peer_reads_slowly() -> None:
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    servers: list[Broker] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: _serve(server_stream, Producer(), servers, send_buffer=BUFFER))
-        encoder = await _raw_client(client_stream)
-        nursery.start_soon(client_stream.send_all, _calls(encoder, b"big", range(1, 31)))
+    async with raw_client_of(Producer(), send_buffer=BUFFER) as peer:
+        peer.nursery.start_soon(peer.stream.send_all, _calls(peer.encoder, b"big", range(1, 31)))
         await trio.testing.wait_all_tasks_blocked()
-        (server,) = servers
         decoder = banana.Decoder(vocabulary=banana.PB_VOCABULARY)
         answers = 0
         peak = 0
         while answers < 30:
-            decoder.receive_data(await client_stream.receive_some(16384))
+            decoder.receive_data(await peer.stream.receive_some(16384))
             while (expression := decoder.next_expression()) is not NEED_DATA:
                 answers += expression[0] == b"answer"
             await trio.testing.wait_all_tasks_blocked()
-            peak = max(peak, server._pending_output())
+            peak = max(peak, peer.server._pending_output())
         assert peak <= BUFFER + ANSWER_SIZE + 1000
-        nursery.cancel_scope.cancel()
 
 
 async def test_answers_of_async_calls_finishing_together_wait_for_room() -> None:
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    servers: list[Broker] = []
     producer = Producer()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: _serve(server_stream, producer, servers, send_buffer=BUFFER))
-        encoder = await _raw_client(client_stream)
-        nursery.start_soon(client_stream.send_all, _calls(encoder, b"big_later", range(1, 21)))
+    async with raw_client_of(producer, send_buffer=BUFFER) as peer:
+        peer.nursery.start_soon(peer.stream.send_all, _calls(peer.encoder, b"big_later", range(1, 21)))
         await trio.testing.wait_all_tasks_blocked()
-        (server,) = servers
-        assert len(server._call_scopes) == 20
+        assert len(peer.server._call_scopes) == 20
         producer.release.set()
         await trio.testing.wait_all_tasks_blocked()
-        assert server._pending_output() <= BUFFER + ANSWER_SIZE + 1000
-        answers = await _read_answers(client_stream, 20)
+        assert peer.server._pending_output() <= BUFFER + ANSWER_SIZE + 1000
+        answers = await _read_answers(peer.stream, 20)
         assert sorted(a[1] for a in answers) == list(range(1, 21))
-        nursery.cancel_scope.cancel()
 
 
 def test_tiny_messages_queued_for_a_peer_are_packed() -> None:
@@ -217,23 +218,17 @@ async def test_a_zero_limit_refuses_every_async_call() -> None:
 async def test_errors_for_calls_that_fail_early_are_held_back_too() -> None:
     # Calls to an object that does not exist are answered with an error by the
     # protocol itself, with no event for the broker: they must pause all the same.
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    servers: list[Broker] = []
     small = 100_000
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: _serve(server_stream, Producer(), servers, send_buffer=small))
-        encoder = await _raw_client(client_stream)
+    async with raw_client_of(Producer(), send_buffer=small) as peer:
         calls = b"".join(
-            encoder.encode([b"message", i, b"nowhere", b"x", 1, [b"tuple"], [b"dictionary"]])
+            peer.encoder.encode([b"message", i, b"nowhere", b"x", 1, [b"tuple"], [b"dictionary"]])
             for i in range(1, 3001)
         )
-        nursery.start_soon(client_stream.send_all, calls)
+        peer.nursery.start_soon(peer.stream.send_all, calls)
         await trio.testing.wait_all_tasks_blocked()
-        (server,) = servers
-        assert 0 < server._pending_output() <= small + 2000
-        errors = await _read_answers(client_stream, 3000)
+        assert 0 < peer.server._pending_output() <= small + 2000
+        errors = await _read_answers(peer.stream, 3000)
         assert [e[1] for e in errors] == list(range(1, 3001))
-        nursery.cancel_scope.cancel()
 
 
 def test_the_protocol_pauses_before_a_message_while_too_much_is_queued() -> None:

@@ -336,12 +336,18 @@ async def test_a_peer_that_never_answers_cancelled_calls_is_given_up_on(
         assert all(r.levelno == logging.DEBUG for r in caplog.records)
         assert client._protocol.conduct.violations == 0
         # A repeated answer to a call of after that is still found out.
-        assert await root.call_remote("add", 1) == 1
-        request_id = client._protocol._next_request_id - 1
-        server._protocol.send_answer(request_id, 1)
-        server._flush()
-        await trio.testing.wait_all_tasks_blocked()
+        await answer_twice(root, server)
         assert client._protocol.conduct.count("answered twice") == 1
+
+
+async def answer_twice(root: Any, server: Broker) -> int:
+    """Make a call, then have the server answer it a second time; return its request id."""
+    assert await root.call_remote("add", 1) == 1
+    request_id: int = root.broker._protocol._next_request_id - 1
+    server._protocol.send_answer(request_id, 1)
+    server._flush()
+    await trio.testing.wait_all_tasks_blocked()
+    return request_id
 
 
 async def test_an_answer_to_a_call_answered_already_is_a_violation(
@@ -349,11 +355,7 @@ async def test_an_answer_to_a_call_answered_already_is_a_violation(
 ) -> None:
     async with open_broker_pair(Sleeper()) as (client, server):
         root = await client.root_object()
-        assert await root.call_remote("add", 1) == 1
-        request_id = client._protocol._next_request_id - 1
-        server._protocol.send_answer(request_id, 1)
-        server._flush()
-        await trio.testing.wait_all_tasks_blocked()
+        request_id = await answer_twice(root, server)
         assert client._protocol.conduct.count("answered twice") == 1
         assert client._protocol.conduct.violations == 1
         (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
