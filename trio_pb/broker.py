@@ -223,15 +223,15 @@ class Broker:
 
     getRootObject = root_object
 
-    def set_name_for_local(self, name: bytes, obj: Any) -> None:
-        """Let the peer call *obj* by *name* without a reference (like ``b"root"``)."""
+    def set_name_for_local(self, name: bytes | str, obj: Any) -> None:
+        """Let the peer call *obj* by *name* without a reference (like ``b"root"``; a str means its UTF-8)."""
         self._protocol.set_name_for_local(name, obj)
 
     setNameForLocal = set_name_for_local
 
-    def remote_for_name(self, name: bytes) -> RemoteReference:
-        """A reference to the object the peer registered under *name*."""
-        return RemoteReference(self, name, counted=False)
+    def remote_for_name(self, name: bytes | str) -> RemoteReference:
+        """A reference to the object the peer registered under *name* (a str means its UTF-8)."""
+        return RemoteReference(self, name.encode("utf-8") if isinstance(name, str) else name, counted=False)
 
     remoteForName = remote_for_name
 

@@ -497,9 +497,9 @@ class PBProtocol:
 
     # -- references ------------------------------------------------------------
 
-    def set_name_for_local(self, name: bytes, obj: Any) -> None:
-        """Make *obj* callable by the peer under *name* (``b"root"`` for the root)."""
-        self.local_objects[name] = _Local(obj, 0, None)
+    def set_name_for_local(self, name: bytes | str, obj: Any) -> None:
+        """Make *obj* callable by the peer under *name* (``b"root"`` for the root; a str is sent as UTF-8)."""
+        self.local_objects[name.encode("utf-8") if isinstance(name, str) else name] = _Local(obj, 0, None)
 
     def register_reference(self, obj: Any) -> int:
         """The luid of *obj* for one more ``remote`` token (jelly's hook for Referenceables)."""
@@ -639,6 +639,11 @@ class PBProtocol:
         """Jelly's hook for ``remote`` and ``local`` tokens."""
         tag = sexp[0]
         if len(sexp) != 2 or type(sexp[1]) is not int:
+            if tag == b"local" and len(sexp) == 2 and type(sexp[1]) is bytes:
+                # A reference the peer got by name (the root, remote_for_name)
+                # comes back under that name; names are never counted.
+                named = self.local_objects.get(sexp[1])
+                return named.obj if named is not None else None
             raise JellyError(f"{tag.decode()} takes one int luid: {sexp!r:.100}")
         luid = sexp[1]
         if tag == b"remote":
