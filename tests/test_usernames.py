@@ -104,4 +104,3 @@ async def test_the_limiter_counts_str_and_bytes_names_as_one(autojump_clock: tri
             await login(client, UsernamePassword(b"alice", b"secret"))
         with pytest.raises(errors.UnauthorizedLogin, match="too many failed logins"):
             await login(client, UsernamePassword("alice", b"secret"))
-
