@@ -165,7 +165,7 @@ def test_challenge_response_checks_plain_and_md5_passwords() -> None:
 
 def test_username_password_credentials() -> None:
     creds = UsernamePassword("alice", "s\xe9cret")
-    assert (creds.username, creds.password) == (b"alice", "s\xe9cret".encode())
+    assert (creds.username, creds.password) == ("alice", "s\xe9cret".encode())
     assert creds.check_password("s\xe9cret".encode())
     assert not creds.check_password(b"other")
     assert "cret" not in repr(creds)

@@ -38,8 +38,19 @@ from .errors import (
     UnauthorizedLogin,
     UnhandledCredentials,
 )
-from .failures import register_error
-from .flavors import Avatar, Copyable, Referenceable, RemoteCopy, Root, Viewable, ViewPoint
+from .failures import CopyableFailure, failure2Copyable, register_error
+from .flavors import (
+    AsReferenceable,
+    Avatar,
+    Copyable,
+    IPBRoot,
+    Referenceable,
+    RemoteCopy,
+    Root,
+    Serializable,
+    Viewable,
+    ViewPoint,
+)
 from .jelly import (
     CopyRegistry,
     SecurityOptions,
@@ -49,6 +60,7 @@ from .jelly import (
     setUnjellyableFactoryForClass,
     setUnjellyableForClass,
 )
+from .login import challenge, respond
 from .paging import PageCollector, PagingError, get_all_pages, send_pages
 from .references import RemoteMethod, RemoteReference
 
@@ -57,6 +69,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AllowAnonymousAccess",
     "Anonymous",
+    "AsReferenceable",
     "Avatar",
     "BananaError",
     "Broker",
@@ -65,10 +78,12 @@ __all__ = [
     "Cacheable",
     "CopyRegistry",
     "Copyable",
+    "CopyableFailure",
     "DeadReferenceError",
     "DecodeBudgetExceeded",
     "Error",
     "FilePasswordChecker",
+    "IPBRoot",
     "InMemoryPasswordChecker",
     "InsecureJelly",
     "JellyError",
@@ -94,17 +109,21 @@ __all__ = [
     "RemoteReference",
     "Root",
     "SecurityOptions",
+    "Serializable",
     "UnauthorizedLogin",
     "UnhandledCredentials",
     "UsernamePassword",
     "ViewPoint",
     "Viewable",
+    "challenge",
+    "failure2Copyable",
     "get_all_pages",
     "global_security",
     "open_broker",
     "open_tcp_broker",
     "open_unix_broker",
     "register_error",
+    "respond",
     "send_pages",
     "serve_tcp",
     "serve_unix",

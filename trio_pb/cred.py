@@ -84,7 +84,7 @@ MAX_FAILURE_DELAY: Final = 8.0
 
 
 def _as_bytes(value: object) -> bytes:
-    """Usernames and passwords are bytes on the wire; a str is taken as UTF-8."""
+    """A username or password as bytes, a str taken as UTF-8: how checkers compare names."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
@@ -108,7 +108,8 @@ class HashedPasswordCredentials(TwistedHooks, Credentials):
 
     _twisted_aliases: ClassVar[dict[str, str]] = {"check_password": "checkPassword"}
 
-    username: bytes
+    #: As the client gave it: str or bytes (over PB, whatever the peer sent).
+    username: Any
 
     def check_password(self, password: bytes) -> bool:
         """Whether *password* (the plain password the server stores) is the right one."""
@@ -126,7 +127,8 @@ class MD5PasswordCredentials(TwistedHooks, Credentials):
 
     _twisted_aliases: ClassVar[dict[str, str]] = {"check_md5_password": "checkMD5Password"}
 
-    username: bytes
+    #: As the client gave it: str or bytes (over PB, whatever the peer sent).
+    username: Any
 
     def check_md5_password(self, digest: bytes) -> bool:
         """Whether *digest* is the MD5 digest of the right password."""
@@ -138,14 +140,21 @@ class MD5PasswordCredentials(TwistedHooks, Credentials):
 class UsernamePassword(HashedPasswordCredentials):
     """A username and a plain password: what a client logs in with.
 
-    Both are bytes (a str is encoded as UTF-8).  Over PB the password itself
-    never leaves the client: :func:`trio_pb.login.login` answers the server's
+    The username keeps the type it is given, as in Twisted: over PB a str is
+    sent as a str and bytes as bytes, and a server's checker may tell them
+    apart (Twisted's in-memory checker does; trio_pb's do not).  The
+    password is kept as bytes (a str is encoded as UTF-8); over PB it never
+    leaves the client: :func:`trio_pb.login.login` answers the server's
     challenge with it.  Used directly with :meth:`Portal.login`, it is checked
     against the stored password.
     """
 
+    username: bytes | str
+
     def __init__(self, username: bytes | str, password: bytes | str) -> None:
-        self.username = _as_bytes(username)
+        if not isinstance(username, (bytes, str)):
+            raise TypeError(f"a username is str or bytes, not {type(username).__name__}")
+        self.username = username
         self.password = _as_bytes(password)
 
     def check_password(self, password: bytes) -> bool:
@@ -227,10 +236,13 @@ def _username_of(credentials: Any) -> bytes:
 
 
 class InMemoryPasswordChecker(Checker):
-    """Usernames and plain passwords kept in a dict; the avatar id is the username.
+    """Usernames and plain passwords kept in a dict; the avatar id is the username, as bytes.
 
     Meant for tests and examples: the passwords sit in memory unhashed.  It
     verifies a PB login (challenge/response) and a :class:`UsernamePassword`.
+    Usernames are kept as UTF-8 bytes, so a str and a bytes spelling of a
+    name are the same user, whichever was added and whichever the client
+    sends (unlike Twisted's checker, which tells them apart).
     """
 
     credential_interfaces: Sequence[type] = (HashedPasswordCredentials,)

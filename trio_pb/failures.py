@@ -14,10 +14,18 @@ import traceback
 from typing import Any, Final
 
 from . import errors
-from .flavors import RemoteCopy
+from .flavors import Copyable, RemoteCopy
 from .jelly import CopyRegistry
 
-__all__ = ["COPYABLE_FAILURE_TAG", "CopiedFailure", "failure_state", "register_error", "to_exception"]
+__all__ = [
+    "COPYABLE_FAILURE_TAG",
+    "CopiedFailure",
+    "CopyableFailure",
+    "failure2Copyable",
+    "failure_state",
+    "register_error",
+    "to_exception",
+]
 
 COPYABLE_FAILURE_TAG: Final = b"twisted.spread.pb.CopyableFailure"
 
@@ -79,6 +87,43 @@ def failure_state(exc: BaseException, *, unsafe_tracebacks: bool = False) -> dic
         "stack": [],
         "traceback": text,
     }
+
+
+class CopyableFailure(Copyable):
+    """An exception to send by copy, in the shape of Twisted's ``pb.CopyableFailure``.
+
+    The broker sends errors in this shape by itself; this is for sending an
+    exception as a *value* (an argument, or inside an answer).  It goes out
+    as :func:`failure_state` of :attr:`value` under
+    :data:`COPYABLE_FAILURE_TAG`, and arrives as a :class:`CopiedFailure`
+    (in Twisted, as a ``CopiedFailure`` too), which :func:`to_exception`
+    turns into the exception to raise.
+    """
+
+    def __init__(self, exc: BaseException, *, unsafe_tracebacks: bool = False) -> None:
+        #: The exception sent.
+        self.value = exc
+        #: Its class.
+        self.type = type(exc)
+        #: Whether the traceback text is sent (Twisted's ``unsafeTracebacks``).
+        self.unsafe_tracebacks = unsafe_tracebacks
+
+    def get_type_to_copy(self) -> bytes:
+        return COPYABLE_FAILURE_TAG
+
+    def get_state_to_copy(self) -> dict[str, Any]:
+        return failure_state(self.value, unsafe_tracebacks=self.unsafe_tracebacks)
+
+    def __repr__(self) -> str:
+        return f"CopyableFailure({self.value!r})"
+
+
+def failure2Copyable(fail: BaseException, unsafe_tracebacks: bool | int = False) -> CopyableFailure:
+    """Twisted's ``pb.failure2Copyable``: a :class:`CopyableFailure` for the exception *fail*.
+
+    trio_pb has no Failure objects, so *fail* is the exception itself.
+    """
+    return CopyableFailure(fail, unsafe_tracebacks=bool(unsafe_tracebacks))
 
 
 class CopiedFailure(RemoteCopy):

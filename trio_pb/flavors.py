@@ -9,21 +9,29 @@ follow, so code ported from Twisted keeps working unchanged.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .errors import JellyError, NoSuchMethod
 from .jelly import Jellier, Jellyable, Unjellier, Unjellyable, qual
 
 __all__ = [
+    "AsReferenceable",
     "Avatar",
     "Copyable",
+    "IPBRoot",
     "Referenceable",
     "RemoteCopy",
     "Root",
+    "Serializable",
     "TwistedHooks",
     "ViewPoint",
     "Viewable",
 ]
+
+#: Twisted's ``flavors.Serializable``, the base of every kind of object PB
+#: sends: here that base is :class:`~trio_pb.jelly.Jellyable`.  Subclass one of
+#: the flavours (Copyable, Referenceable, Cacheable ...) rather than this.
+Serializable = Jellyable
 
 
 class TwistedHooks:
@@ -152,6 +160,45 @@ class Referenceable(TwistedHooks, Jellyable):
         if jellier.invoker is None:
             raise JellyError(f"a {type(self).__name__} can only be sent through a broker")
         return [b"remote", jellier.invoker.register_reference(self)]
+
+
+@runtime_checkable
+class IPBRoot(Protocol):
+    """What a server broker's *root* may be: an object that makes the root for each connection.
+
+    Twisted's ``IPBRoot``.  :class:`Root` and :class:`~trio_pb.cred.Portal`
+    are such objects; the broker calls ``root_object(broker)`` once per
+    connection and serves what it returns.  A root without the method is
+    served as it is.
+    """
+
+    def root_object(self, broker: Any) -> Any: ...
+
+
+class AsReferenceable(Referenceable):
+    """A Referenceable standing for another object: calling ``name`` runs ``obj.<prefix>_<name>``.
+
+    Twisted's ``AsReferenceable(obj, messageType)``.  With the default
+    prefix ``"remote"``, *obj* answers like a Referenceable without being
+    one (an unknown name fails with NoSuchMethod); with ``"perspective"`` its
+    ``perspective_*`` methods are called, and so on.  Answers are jellied
+    with *obj*'s ``answer_perspective``, if it has one (an Avatar's is
+    itself).  Each AsReferenceable is a reference of its own.
+    """
+
+    def __init__(self, obj: Any, prefix: str = "remote") -> None:
+        self.obj = obj
+        self.prefix = prefix
+        self.answer_perspective = getattr(obj, "answer_perspective", None)
+
+    def resolve_remote_method(self, name: str) -> Any:
+        # The errors Twisted's dispatchers give: NoSuchMethod for remote_*, AttributeError
+        # (as Avatar and ViewPoint do) for the other prefixes.
+        no_such: type[Exception] = NoSuchMethod if self.prefix == "remote" else AttributeError
+        return _method_named(self.obj, self.prefix + "_", name, no_such=no_such)
+
+    def __repr__(self) -> str:
+        return f"AsReferenceable({self.obj!r}, {self.prefix!r})"
 
 
 class Root(Referenceable):

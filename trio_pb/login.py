@@ -45,7 +45,15 @@ if TYPE_CHECKING:
     from .conduct import PeerConduct
     from .protocol import PBProtocol
 
-__all__ = ["CHALLENGE_SIZE", "ChallengeResponse", "PortalRoot", "login", "make_challenge", "respond"]
+__all__ = [
+    "CHALLENGE_SIZE",
+    "ChallengeResponse",
+    "PortalRoot",
+    "challenge",
+    "login",
+    "make_challenge",
+    "respond",
+]
 
 log = logging.getLogger("trio_pb")
 
@@ -59,6 +67,11 @@ _USERNAME_SHOWN: Final = 64
 def make_challenge() -> bytes:
     """A fresh random challenge; clients treat it as opaque bytes."""
     return secrets.token_bytes(CHALLENGE_SIZE)
+
+
+def challenge() -> bytes:
+    """A fresh random challenge, as :func:`make_challenge` makes (Twisted's ``pb.challenge``)."""
+    return make_challenge()
 
 
 def respond(challenge: bytes, password: bytes) -> bytes:
