@@ -36,7 +36,7 @@ from .errors import (
     JellyError,
     ProtocolError,
 )
-from .jelly import CopyRegistry, SecurityOptions, Unjellier, copy_registry, global_security, jelly
+from .jelly import CopyRegistry, Jellyable, SecurityOptions, Unjellier, copy_registry, global_security, jelly
 from .references import RemoteReference
 
 __all__ = [
@@ -814,7 +814,29 @@ class PBProtocol:
         self._queue(data)
 
     def send_error(self, request_id: int, exc: BaseException) -> None:
-        """Queue an error answer in Twisted's CopyableFailure shape."""
+        """Queue an error answer: *exc* itself when it can cross as itself, else its CopyableFailure state.
+
+        As in Twisted, an exception that is :class:`~trio_pb.jelly.Jellyable`
+        (a Copyable error, say) or whose class the security options allow is
+        jellied as it is, so that the peer can rebuild that class.  If that
+        fails, the caller still gets an answer: the CopyableFailure.
+        """
+        if isinstance(exc, Jellyable) or self.security.is_class_allowed(type(exc)):
+            try:
+                with self._sending():
+                    data = self._banana.send(
+                        [b"error", request_id, jelly(exc, security=self.security, invoker=self)]
+                    )
+            except Exception as problem:
+                self.conduct.warning(
+                    "unsendable error",
+                    "cannot send %r as itself (%r); sending it as a CopyableFailure",
+                    exc,
+                    problem,
+                )
+            else:
+                self._queue(data)
+                return
         state = failures.failure_state(exc, unsafe_tracebacks=self.unsafe_tracebacks)
         payload = [failures.COPYABLE_FAILURE_TAG, jelly(state, security=self.security)]
         self._send([b"error", request_id, payload])
