@@ -14,13 +14,14 @@ import pytest
 import trio
 import trio.testing
 
-from trio_pb import banana, errors
+from trio_pb import banana, errors, failures
 from trio_pb.banana import NEED_DATA
 from trio_pb.broker import open_broker
+from trio_pb.cache import Cacheable
 from trio_pb.failures import COPYABLE_FAILURE_TAG
-from trio_pb.flavors import Copyable, RemoteCopy, Root
-from trio_pb.jelly import CopyRegistry, SecurityOptions, global_security, qual
-from trio_pb.protocol import IncomingCall, PBProtocol
+from trio_pb.flavors import Copyable, Referenceable, RemoteCopy, Root
+from trio_pb.jelly import CopyRegistry, SecurityOptions, global_security, qual, unjelly
+from trio_pb.protocol import IncomingCall, PBProtocol, Ready
 from trio_pb.testing import assert_no_leaks, open_broker_pair
 
 # Every test that uses open_broker_pair runs over memory streams and over real sockets.
@@ -218,3 +219,137 @@ def test_the_wire_shapes() -> None:
     # Not allowed: the CopyableFailure state, as before.
     assert error_payload(None, allowed)[0] == COPYABLE_FAILURE_TAG
     assert error_payload(allowing(AllowedError), plain)[0] == COPYABLE_FAILURE_TAG
+
+
+# -- the reference quota's last word ----------------------------------------------
+
+
+class Thing(Referenceable):
+    def remote_name(self) -> str:
+        return "thing"
+
+
+class Handout(Root):
+    """Hands out a new reference per call, so that the peer soon holds too many."""
+
+    def remote_many(self) -> Thing:
+        return Thing()
+
+    async def remote_many_later(self) -> Thing:
+        await trio.sleep(0)
+        return Thing()
+
+
+@pytest.mark.parametrize("method", ["many", "many_later"])
+async def test_the_reference_quota_answers_goodbye_then_closes(method: str) -> None:
+    async with open_broker_pair(Handout(), max_references=2) as (client, server):
+        root = await client.root_object()
+        # The root is one named object: two more fit.
+        held = [await root.call_remote(method) for _ in range(2)]
+        for _ in range(3):
+            with pytest.raises(errors.Error) as info:
+                await root.call_remote(method)
+            assert str(info.value) == "Maximum PB reference count exceeded."
+        # The fourth time the answer says goodbye, and then the connection closes.
+        with pytest.raises(errors.Error) as info:
+            await root.call_remote(method)
+        assert str(info.value) == "Maximum PB reference count exceeded.  Goodbye."
+        with trio.fail_after(5):
+            await client.wait_closed()
+        assert isinstance(server.error, errors.ProtocolError)
+        assert len(held) == 2
+
+
+class Asker(Root):
+    """Calls the client back, and takes the client's calls while it waits for the answer."""
+
+    async def remote_ask(self, client_root: Any) -> Any:
+        return await client_root.call_remote("go")
+
+
+class GreedyClient(Referenceable):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.held: list[Any] = []
+        self.server_root: Any = None
+
+    async def remote_go(self) -> None:
+        for _ in range(20):
+            try:
+                self.held.append(await self.server_root.call_remote("many"))
+                self.seen.append("reference")
+            except errors.Error as exc:
+                self.seen.append(str(exc))
+            except errors.DeadReferenceError:
+                self.seen.append("lost")
+                return
+
+
+async def test_the_goodbye_goes_out_while_the_server_waits_for_its_own_call() -> None:
+    class Both(Handout, Asker):
+        pass
+
+    greedy = GreedyClient()
+    async with open_broker_pair(Both(), client_root=greedy, max_references=3) as (client, server):
+        root = greedy.server_root = await client.root_object()
+        with pytest.raises(errors.DeadReferenceError):
+            await root.call_remote("ask", greedy)
+        await client.wait_closed()
+    # Beside the root, three references fit.
+    assert greedy.seen == [
+        *["reference"] * 3,
+        *["Maximum PB reference count exceeded."] * 3,
+        "Maximum PB reference count exceeded.  Goodbye.",
+        "lost",
+    ]
+
+
+class Cached(Cacheable):
+    def __init__(self) -> None:
+        self.n = 1
+
+
+def answers(result: Any, count: int, **options: Any) -> tuple[list[Any], list[Exception]]:
+    """The answers a server protocol sends for *count* requests answered with ``result()``.
+
+    Also what ``send_answer`` raised, which makes the driver close the connection.
+    """
+    server = PBProtocol(None, is_client=False, **options)
+    server.set_name_for_local(b"root", object())
+    decoder = banana.Decoder()
+    decoder.receive_data(server.data_to_send())
+    assert list(decoder)  # the dialect offer
+    decoder.vocabulary = banana.PB_VOCABULARY
+    server.receive_data(banana.encode(b"pb", dialect=b"none"))
+    assert isinstance(server.next_event(), Ready)
+    raised: list[Exception] = []
+    for request_id in range(1, count + 1):
+        try:
+            server.send_answer(request_id, result())
+        except errors.ProtocolError as exc:
+            raised.append(exc)
+            break
+    decoder.receive_data(server.data_to_send())
+    registry = CopyRegistry()
+    failures.install(registry)
+    replies = []
+    for reply in decoder:
+        if reply[0] == b"answer":
+            replies.append("answer")
+        elif reply[0] == b"error":
+            assert reply[2][0] == COPYABLE_FAILURE_TAG
+            replies.append(str(failures.to_exception(unjelly(reply[2], registry=registry))))
+    return replies, raised
+
+
+@pytest.mark.parametrize(("result", "what", "fit"), [(Thing, "reference", 1), (Cached, "cache", 2)])
+def test_the_goodbye_is_an_error_answer_in_twisteds_words(result: Any, what: str, fit: int) -> None:
+    # With a limit of 1: the root (a name) counts for references, nothing for caches.
+    replies, raised = answers(result, 10, max_references=1)
+    assert replies == [
+        *["answer"] * fit,
+        *[f"Maximum PB {what} count exceeded."] * 3,
+        f"Maximum PB {what} count exceeded.  Goodbye.",
+    ]
+    (error,) = raised
+    assert isinstance(error, errors.ProtocolError)

@@ -80,6 +80,14 @@ class _Paused:
 PAUSED: Final[Any] = _Paused()
 
 
+class _Goodbye(ProtocolError):
+    """The peer kept asking for more than its quota: its error answer is queued, then the connection closes.
+
+    The driver sends what is queued before it closes the stream, so that the
+    caller sees the error (as with Twisted) rather than a lost connection.
+    """
+
+
 @attrs.define
 class Ready:
     """Event: the handshake is over; calls may be sent."""
@@ -522,7 +530,7 @@ class PBProtocol:
         self._next_luid += 1
         return luid
 
-    def _check_quota(self, size: int) -> None:
+    def _check_quota(self, size: int, what: str = "reference") -> None:
         # Twisted's rule: refuse while more than the maximum are held (names count),
         # and give up on a peer that keeps trying.
         if size > self.max_references:
@@ -532,8 +540,8 @@ class PBProtocol:
                 limit = self.max_references
                 self.conduct.warning("reference quota", "asked for references past the limit of %d", limit)
                 if self.conduct.count("reference quota") > 3:
-                    raise ProtocolError("the peer keeps asking for more references than allowed: goodbye")
-            raise Error("Maximum PB reference count exceeded.")
+                    raise _Goodbye(f"Maximum PB {what} count exceeded.  Goodbye.")
+            raise Error(f"Maximum PB {what} count exceeded.")
 
     def jelly_cacheable(self, cacheable: Any, jellier: Any) -> Any:
         """Jelly's hook for Cacheables: the full state the first time, ``cached`` after."""
@@ -547,7 +555,7 @@ class PBProtocol:
         def first_copy() -> list[Any]:
             from .cache import RemoteCacheObserver
 
-            self._check_quota(len(self.remotely_cached))
+            self._check_quota(len(self.remotely_cached), "cache")
             perspective = self.serializing_perspective
             new_luid = self._new_luid()
             observer = RemoteCacheObserver(self.owner, cacheable, perspective)
@@ -797,6 +805,10 @@ class PBProtocol:
                         [b"answer", request_id, jelly(result, security=self.security, invoker=self)]
                     )
         except ProtocolError as exc:
+            if isinstance(exc, _Goodbye):
+                # Twisted's last word: the caller is told why, then the connection closes.
+                self.send_error(request_id, Error(str(exc)))
+                raise
             if not isinstance(exc, (JellyError, BananaError)):
                 raise
             self.conduct.warning(
