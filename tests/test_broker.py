@@ -589,9 +589,10 @@ async def test_reference_quota_then_goodbye() -> None:
         for _ in range(3):
             with pytest.raises(errors.Error, match="Maximum PB reference count exceeded"):
                 await root.call_remote("many")
-        # The fourth violation closes the connection.
-        with pytest.raises(errors.PBConnectionLost):
+        # The fourth violation is answered once more, as by Twisted, then the connection closes.
+        with pytest.raises(errors.Error, match="Goodbye"):
             await root.call_remote("many")
+        await client.wait_closed()
         assert isinstance(server.error, errors.ProtocolError)
 
 

@@ -55,6 +55,7 @@ from .protocol import (
     IncomingCall,
     PBProtocol,
     Ready,
+    _Goodbye,
 )
 from .references import RemoteReference
 
@@ -153,6 +154,8 @@ class Broker:
         self._lost = trio.Event()
         self._writer_wakeup = trio.Event()
         self._closing = False
+        # Whether the output queued at a goodbye is sent before the stream closes.
+        self._last_words = False
         self._writer_done = trio.Event()
         self._send_buffer = send_buffer
         self._max_running_calls = max_running_calls
@@ -339,10 +342,20 @@ class Broker:
         if not self._closing and not self._lost.is_set():
             self._closing = True
             self._wake_writer()
-            with trio.move_on_after(_FLUSH_ON_CLOSE_SECONDS) as scope:
-                scope.shield = True
-                await self._writer_done.wait()
+            await self._wait_for_writer()
         self._connection_lost()
+        await self._close_stream()
+
+    async def _wait_for_writer(self) -> None:
+        """Wait (a bounded time, whatever cancels the caller) for the writer to send what is queued."""
+        with trio.move_on_after(_FLUSH_ON_CLOSE_SECONDS) as scope:
+            scope.shield = True
+            await self._writer_done.wait()
+
+    async def _close_stream(self) -> None:
+        """Close the stream at once, or after a goodbye's last words are sent."""
+        if self._last_words:
+            await self._wait_for_writer()
         await trio.aclose_forcefully(self._stream)
 
     # -- calls we make -----------------------------------------------------------
@@ -483,7 +496,7 @@ class Broker:
         finally:
             self._connection_lost()
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(self._stream)
+                await self._close_stream()
 
     async def _park_reader(self) -> None:
         def abort(_: Any) -> trio.lowlevel.Abort:
@@ -647,6 +660,11 @@ class Broker:
     def _broke_protocol(self, exc: ProtocolError) -> None:
         log.error("closing the connection: the peer broke the protocol: %s", exc)
         self.error = _without_tracebacks(exc)
+        if isinstance(exc, _Goodbye):
+            # The protocol queued an error that tells the peer why; as in
+            # Twisted, it goes out before the stream closes (_close_stream).
+            self._last_words = self._closing = True
+            self._wake_writer()
         self._connection_lost()
 
     def _wake_writer(self) -> None:
@@ -797,7 +815,7 @@ class Broker:
                         self._call_done(call, result)
                     except ProtocolError as exc:
                         self._broke_protocol(exc)
-                        await trio.aclose_forcefully(self._stream)
+                        await self._close_stream()
             finally:
                 del self._call_scopes[call.request_id]
         if scope.cancelled_caught and call.answer_required and not self._lost.is_set():

@@ -36,7 +36,7 @@ from .errors import (
     JellyError,
     ProtocolError,
 )
-from .jelly import CopyRegistry, SecurityOptions, Unjellier, copy_registry, global_security, jelly
+from .jelly import CopyRegistry, Jellyable, SecurityOptions, Unjellier, copy_registry, global_security, jelly
 from .references import RemoteReference
 
 __all__ = [
@@ -78,6 +78,14 @@ class _Paused:
 
 #: Returned by :meth:`PBProtocol.next_event` while too much output is queued.
 PAUSED: Final[Any] = _Paused()
+
+
+class _Goodbye(ProtocolError):
+    """The peer kept asking for more than its quota: its error answer is queued, then the connection closes.
+
+    The driver sends what is queued before it closes the stream, so that the
+    caller sees the error (as with Twisted) rather than a lost connection.
+    """
 
 
 @attrs.define
@@ -522,7 +530,7 @@ class PBProtocol:
         self._next_luid += 1
         return luid
 
-    def _check_quota(self, size: int) -> None:
+    def _check_quota(self, size: int, what: str = "reference") -> None:
         # Twisted's rule: refuse while more than the maximum are held (names count),
         # and give up on a peer that keeps trying.
         if size > self.max_references:
@@ -532,8 +540,8 @@ class PBProtocol:
                 limit = self.max_references
                 self.conduct.warning("reference quota", "asked for references past the limit of %d", limit)
                 if self.conduct.count("reference quota") > 3:
-                    raise ProtocolError("the peer keeps asking for more references than allowed: goodbye")
-            raise Error("Maximum PB reference count exceeded.")
+                    raise _Goodbye(f"Maximum PB {what} count exceeded.  Goodbye.")
+            raise Error(f"Maximum PB {what} count exceeded.")
 
     def jelly_cacheable(self, cacheable: Any, jellier: Any) -> Any:
         """Jelly's hook for Cacheables: the full state the first time, ``cached`` after."""
@@ -547,7 +555,7 @@ class PBProtocol:
         def first_copy() -> list[Any]:
             from .cache import RemoteCacheObserver
 
-            self._check_quota(len(self.remotely_cached))
+            self._check_quota(len(self.remotely_cached), "cache")
             perspective = self.serializing_perspective
             new_luid = self._new_luid()
             observer = RemoteCacheObserver(self.owner, cacheable, perspective)
@@ -802,6 +810,10 @@ class PBProtocol:
                         [b"answer", request_id, jelly(result, security=self.security, invoker=self)]
                     )
         except ProtocolError as exc:
+            if isinstance(exc, _Goodbye):
+                # Twisted's last word: the caller is told why, then the connection closes.
+                self.send_error(request_id, Error(str(exc)))
+                raise
             if not isinstance(exc, (JellyError, BananaError)):
                 raise
             self.conduct.warning(
@@ -819,7 +831,29 @@ class PBProtocol:
         self._queue(data)
 
     def send_error(self, request_id: int, exc: BaseException) -> None:
-        """Queue an error answer in Twisted's CopyableFailure shape."""
+        """Queue an error answer: *exc* itself when it can cross as itself, else its CopyableFailure state.
+
+        As in Twisted, an exception that is :class:`~trio_pb.jelly.Jellyable`
+        (a Copyable error, say) or whose class the security options allow is
+        jellied as it is, so that the peer can rebuild that class.  If that
+        fails, the caller still gets an answer: the CopyableFailure.
+        """
+        if isinstance(exc, Jellyable) or self.security.is_class_allowed(type(exc)):
+            try:
+                with self._sending():
+                    data = self._banana.send(
+                        [b"error", request_id, jelly(exc, security=self.security, invoker=self)]
+                    )
+            except Exception as problem:
+                self.conduct.warning(
+                    "unsendable error",
+                    "cannot send %r as itself (%r); sending it as a CopyableFailure",
+                    exc,
+                    problem,
+                )
+            else:
+                self._queue(data)
+                return
         state = failures.failure_state(exc, unsafe_tracebacks=self.unsafe_tracebacks)
         payload = [failures.COPYABLE_FAILURE_TAG, jelly(state, security=self.security)]
         self._send([b"error", request_id, payload])
