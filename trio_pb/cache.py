@@ -29,7 +29,20 @@ __all__ = ["CacheUpdate", "CacheUpdates", "Cacheable", "RemoteCache", "RemoteCac
 DEFAULT_UPDATE_BUFFER = 256
 
 
-class Cacheable(Copyable):
+class _CacheSlots:
+    """The per-object fields of both cache flavours, kept out of ``__dict__``.
+
+    Declared in this one base rather than in each flavour: two bases that
+    each add slots cannot be combined, and a class may well be a Cacheable
+    and a RemoteCache at once (sent by one side, mirrored by the other).
+    """
+
+    # _pb_observers: a Cacheable's observers; _pb_token: which decache a
+    # RemoteCache proxy owes (its __dict__ is shared with the other proxies).
+    __slots__ = ("_pb_observers", "_pb_token")
+
+
+class Cacheable(Copyable, _CacheSlots):
     """An object whose copies on the peers are kept up to date through observers.
 
     Override :meth:`get_state_to_cache_and_observe_for` to choose the state
@@ -39,8 +52,7 @@ class Cacheable(Copyable):
     released its last copy or went away.
     """
 
-    # Kept out of __dict__, which is the state sent by default.
-    __slots__ = ("_pb_observers",)
+    # _pb_observers is a slot (_CacheSlots): __dict__ is the state sent by default.
 
     _twisted_aliases: ClassVar[dict[str, str]] = {
         **Copyable._twisted_aliases,
@@ -214,7 +226,7 @@ class _CacheToken:
         self.released = True
 
 
-class RemoteCache(RemoteCopy, Jellyable):
+class RemoteCache(RemoteCopy, Jellyable, _CacheSlots):
     """The holder's copy of a :class:`Cacheable`; register it for the Cacheable's tag.
 
     Every token received becomes its own proxy object; all proxies of one
@@ -223,8 +235,7 @@ class RemoteCache(RemoteCopy, Jellyable):
     fallback).  ``observe_*`` methods apply the owner's updates.
     """
 
-    # Per proxy, not shared: which decache this proxy owes.
-    __slots__ = ("_pb_token",)
+    # _pb_token, per proxy and not shared, is a slot (_CacheSlots).
 
     def set_copyable_state(self, state: Any) -> None:
         # Update in place: every proxy shares this dict with the master copy.

@@ -574,14 +574,36 @@ class PBProtocol:
         """The luid under which the peer holds copies of *cacheable*, if it does."""
         return self._cache_luids.get(id(cacheable))
 
-    def _stop_observing(self, luid: int, entry: _CacheEntry) -> None:
-        del self.remotely_cached[luid]
-        del self._cache_luids[id(entry.cacheable)]
+    def _stop_observing(self, luid: int, entry: _CacheEntry, *, peer_has_it: bool = True) -> None:
+        """Run the Cacheable's ``stopped_observing`` hook and forget the peer's copy.
+
+        As in Twisted, the hook runs while the peer still has its copy, so a
+        last message to the observer goes out (before the ``uncache`` that
+        :meth:`_decache` sends next).  *peer_has_it* is false for a copy that
+        never left: it is forgotten first, so the hook cannot address it.
+        """
+        if not peer_has_it:
+            self._forget_cache(luid, entry)
         entry.cacheable._observer_set().discard(entry.observer)
         try:
             entry.cacheable.stopped_observing(entry.perspective, entry.observer)
+        except DeadReferenceError as exc:
+            if not self.closed:
+                log.exception("stopped_observing of %r failed", entry.cacheable)
+            else:
+                # A goodbye to a peer that is gone: refused, as it must be, and no fault of the hook.
+                log.debug("stopped_observing of %r could not reach the lost peer: %s", entry.cacheable, exc)
         except Exception:
             log.exception("stopped_observing of %r failed", entry.cacheable)
+        if peer_has_it:
+            self._forget_cache(luid, entry)
+
+    def _forget_cache(self, luid: int, entry: _CacheEntry) -> None:
+        # Only this entry's keys: the hook may have run code that touched the tables.
+        if self.remotely_cached.get(luid) is entry:
+            del self.remotely_cached[luid]
+        if self._cache_luids.get(id(entry.cacheable)) == luid:
+            del self._cache_luids[id(entry.cacheable)]
 
     def unjelly_cache(self, cls: Any, unjellier: Unjellier, sexp: list[Any]) -> Any:
         """Jelly's hook for a Cacheable's first copy: ``[tag, luid, state]``."""
@@ -864,7 +886,7 @@ class PBProtocol:
         if entry is not None:
             entry.count -= 1
             if entry.count <= 0:
-                self._stop_observing(luid, entry)
+                self._stop_observing(luid, entry, peer_has_it=False)
 
     def send_decache(self, luid: int) -> None:
         """Queue the release of one copy of a cached object the peer gave us."""
