@@ -44,6 +44,8 @@ async def test_chat_clients_see_each_other_and_a_dropped_client_leaves() -> None
         async def client(name: str, password: str, *steps: str) -> None:
             results[name] = await run_client("chat", *chat(name, password, port, *steps))
 
+        # Bob and Carol join after Alice (who waits to see them join): the
+        # sleeps leave room for a slow start of her process on a busy machine.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 client, "alice", "wonderland",
@@ -52,10 +54,10 @@ async def test_chat_clients_see_each_other_and_a_dropped_client_leaves() -> None
             )  # fmt: skip
             nursery.start_soon(
                 client, "bob", "builder",
-                "sleep 0.2", "join lobby", "wait-for hi both", "wait-for carol is gone", "say bye", "quit",
+                "sleep 0.6", "join lobby", "wait-for hi both", "wait-for carol is gone", "say bye", "quit",
             )  # fmt: skip
             nursery.start_soon(
-                client, "carol", "singer", "sleep 0.4", "join lobby", "wait-for hi both", "vanish"
+                client, "carol", "singer", "sleep 1.2", "join lobby", "wait-for hi both", "vanish"
             )
     alice_code, alice = results["alice"]
     bob_code, bob = results["bob"]
