@@ -11,6 +11,7 @@ cache.updates():`` follows those calls as they are applied.
 from __future__ import annotations
 
 import collections
+import contextlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -37,9 +38,11 @@ class _CacheSlots:
     and a RemoteCache at once (sent by one side, mirrored by the other).
     """
 
-    # _pb_observers: a Cacheable's observers; _pb_token: which decache a
-    # RemoteCache proxy owes (its __dict__ is shared with the other proxies).
-    __slots__ = ("_pb_observers", "_pb_token")
+    # _pb_observers: a Cacheable's observers; _pb_user_observers: what ported
+    # code assigned to ``observers`` (its own bookkeeping, kept apart from
+    # ours); _pb_token: which decache a RemoteCache proxy owes (its __dict__
+    # is shared with the other proxies).
+    __slots__ = ("_pb_observers", "_pb_token", "_pb_user_observers")
 
 
 class Cacheable(Copyable, _CacheSlots):
@@ -71,9 +74,28 @@ class Cacheable(Copyable, _CacheSlots):
     stoppedObserving = stopped_observing
 
     @property
-    def observers(self) -> frozenset[RemoteCacheObserver]:
-        """The observers of every connection that holds a copy now."""
-        return frozenset(self._observer_set())
+    def observers(self) -> Any:
+        """The observers of every connection that holds a copy now.
+
+        Twisted code keeps its own list here (``self.observers = []``, then
+        ``append`` / ``remove``); once assigned, this is that object, as in
+        Twisted.  trio_pb's own bookkeeping, which :meth:`broadcast` uses,
+        is kept apart and unaffected.  ``del cacheable.observers`` goes back
+        to the live frozenset.
+        """
+        try:
+            return self._pb_user_observers
+        except AttributeError:
+            return frozenset(self._observer_set())
+
+    @observers.setter
+    def observers(self, value: Any) -> None:
+        self._pb_user_observers = value
+
+    @observers.deleter
+    def observers(self) -> None:
+        with contextlib.suppress(AttributeError):
+            del self._pb_user_observers
 
     def _observer_set(self) -> set[RemoteCacheObserver]:
         try:
