@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -89,3 +90,36 @@ async def test_twisted_style_observers_list_keeps_working() -> None:
         assert pond.observers == []
         del pond.observers
         assert pond.observers == frozenset()
+
+
+class Recorder(Root):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def remote_echo(self, value: str) -> str:
+        self.calls.append(value)
+        return value
+
+
+async def test_a_never_awaited_call_warns_naming_the_method_and_sends_nothing() -> None:
+    server_root = Recorder()
+    async with open_broker_pair(server_root) as (client, _server):
+        root = await client.root_object()
+        with pytest.warns(RuntimeWarning, match=r"call_remote\('echo'\)' was never awaited"):
+            root.call_remote("echo", "lost")
+            gc.collect()
+        with pytest.warns(RuntimeWarning, match=r"callRemote\('echo'\)' was never awaited"):
+            root.callRemote("echo", "lost too", pbanswer=False)
+            gc.collect()
+        with pytest.warns(RuntimeWarning, match=r"call_remote\('echo'\)' was never awaited"):
+            root.remote_method("echo")("lost as well")
+            gc.collect()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server_root.calls == []
+        # Awaited, the same calls go through.
+        assert await root.call_remote("echo", "a") == "a"
+        assert await root.callRemote("echo", "b") == "b"
+        assert await root.remote_method("echo")("c") == "c"
+        assert await root.callRemote("echo", "d", pbanswer=False) is None
+        await trio.testing.wait_all_tasks_blocked()
+        assert server_root.calls == ["a", "b", "c", "d"]

@@ -9,6 +9,8 @@ broker.
 
 from __future__ import annotations
 
+import types
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .errors import JellyError
@@ -18,6 +20,19 @@ if TYPE_CHECKING:
     from .broker import Broker
 
 __all__ = ["RemoteMethod", "RemoteReference"]
+
+
+def _named_call(coro: Coroutine[Any, Any, Any], spelling: str, name: str) -> Coroutine[Any, Any, Any]:
+    """Name *coro* after the remote method it calls, for Python's "never awaited" warning.
+
+    A call is sent only when awaited; a forgotten ``await`` sends nothing,
+    and the warning Python then emits names the coroutine, so this makes it
+    say which call it was (``RemoteReference.call_remote('echo')``).
+    """
+    if isinstance(coro, types.CoroutineType):
+        coro.__name__ = f"{spelling}({name!r})"
+        coro.__qualname__ = f"RemoteReference.{spelling}({name!r})"
+    return coro
 
 
 class RemoteReference(Jellyable):
@@ -34,15 +49,20 @@ class RemoteReference(Jellyable):
         self._counted = counted
         self._released = not counted
 
-    async def call_remote(self, _name: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Call ``remote_<_name>(*args, **kwargs)`` on the peer and return its result.
+    def call_remote(self, _name: str, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """Call ``remote_<_name>(*args, **kwargs)`` on the peer; await it for the result.
 
-        Raises the remote exception (:class:`~trio_pb.errors.RemoteError`
-        unless its class is registered), or
-        :class:`~trio_pb.errors.DeadReferenceError` if the connection is
-        gone.  Cancelling the caller abandons the call; its answer is dropped.
+        Nothing is sent until the call is awaited (a never-awaited call
+        warns, naming the method).  Raises the remote exception
+        (:class:`~trio_pb.errors.RemoteError` unless its class is
+        registered), or :class:`~trio_pb.errors.DeadReferenceError` if the
+        connection is gone.  Cancelling the caller abandons the call; its
+        answer is dropped.
         """
-        return await self.broker._call(self.luid, _name, args, kwargs)
+        return _named_call(self._call_remote(_name, args, kwargs), "call_remote", _name)
+
+    async def _call_remote(self, name: str, args: Any, kwargs: Any) -> Any:
+        return await self.broker._call(self.luid, name, args, kwargs)
 
     def call_remote_no_answer(self, _name: str, /, *args: Any, **kwargs: Any) -> None:
         """Send a call that wants no answer (Twisted's ``pbanswer=False``).
@@ -51,12 +71,18 @@ class RemoteReference(Jellyable):
         """
         self.broker._call_no_answer(self.luid, _name, args, kwargs)
 
-    async def callRemote(self, _name: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Twisted's spelling of :meth:`call_remote`; ``pbanswer=False`` sends without waiting."""
+    def callRemote(self, _name: str, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """Twisted's spelling of :meth:`call_remote`; ``pbanswer=False`` sends without waiting.
+
+        Either way it must be awaited: nothing is sent before.
+        """
+        return _named_call(self._callRemote(_name, args, kwargs), "callRemote", _name)
+
+    async def _callRemote(self, name: str, args: Any, kwargs: Any) -> Any:
         if kwargs.pop("pbanswer", True) is False:
-            self.call_remote_no_answer(_name, *args, **kwargs)
+            self.call_remote_no_answer(name, *args, **kwargs)
             return None
-        return await self.call_remote(_name, *args, **kwargs)
+        return await self._call_remote(name, args, kwargs)
 
     def remote_method(self, name: str) -> RemoteMethod:
         """A callable that calls *name* on this reference."""
@@ -128,8 +154,9 @@ class RemoteMethod:
         self.reference = reference
         self.name = name
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.reference.call_remote(self.name, *args, **kwargs)
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        # The reference's own coroutine, so a forgotten await names the method.
+        return self.reference.call_remote(self.name, *args, **kwargs)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RemoteMethod):
