@@ -38,6 +38,7 @@ from .errors import (
     UnauthorizedLogin,
     UnhandledCredentials,
 )
+from .factories import PBClientFactory, PBServerFactory
 from .failures import CopyableFailure, failure2Copyable, register_error
 from .flavors import (
     AsReferenceable,
@@ -91,7 +92,9 @@ __all__ = [
     "LoginLimiter",
     "LoginThrottled",
     "NoSuchMethod",
+    "PBClientFactory",
     "PBConnectionLost",
+    "PBServerFactory",
     "PageCollector",
     "PagingError",
     "PeerUnresponsive",

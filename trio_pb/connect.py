@@ -61,6 +61,9 @@ async def serve_tcp(
 ) -> None:
     """Serve *root* on TCP *port* until cancelled, one broker per connection.
 
+    *root* may be a :class:`~trio_pb.factories.PBServerFactory`: its root is
+    served with its broker options.
+
     *host* and *port* are as for :func:`trio.open_tcp_listeners` (port 0
     picks a free port; read it from the listeners).  ``task_status`` is
     given the list of :class:`trio.SocketListener` s once they listen, so
@@ -75,6 +78,7 @@ async def serve_tcp(
     Connections run in this function's nursery, so cancelling it closes them
     all, unless *handler_nursery* is given (as in :func:`trio.serve_listeners`).
     """
+    root, broker_options = _unwrap_factory(root, broker_options)
     listeners = await trio.open_tcp_listeners(port, host=host)
     handler = _connection_handler(root, ssl_context, broker_options)
     with plain_errors():
@@ -99,6 +103,7 @@ async def serve_unix(
     """
     if not hasattr(socket, "AF_UNIX"):
         raise RuntimeError("unix sockets are not supported on this platform")
+    root, broker_options = _unwrap_factory(root, broker_options)
     path = os.fspath(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -122,6 +127,15 @@ async def serve_unix(
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == inode:
                 os.unlink(path)
+
+
+def _unwrap_factory(root: Any, broker_options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The root and broker options of *root*, which may be a :class:`~trio_pb.factories.PBServerFactory`."""
+    from .factories import PBServerFactory
+
+    if isinstance(root, PBServerFactory):
+        return root.root, {**root.options(), **broker_options}
+    return root, broker_options
 
 
 def _connection_handler(

@@ -36,7 +36,7 @@ from .cred import (
     UsernamePassword,
 )
 from .errors import LoginFailed, LoginThrottled, ProtocolError, UnauthorizedLogin, UnhandledCredentials
-from .flavors import Referenceable
+from .flavors import Referenceable, Viewable, ViewPoint
 from .jelly import Jellier, Jellyable
 from .references import RemoteReference
 
@@ -170,13 +170,19 @@ class _AvatarHandoff(Jellyable):
         self.session = session
 
     def jelly_for(self, jellier: Jellier) -> Any:
+        protocol = cast("PBProtocol", jellier.invoker)
+        sent: Referenceable = self.avatar
+        if isinstance(sent, Viewable):
+            # A Viewable goes out as its ViewPoint for the perspective in force
+            # (None here, as in Twisted): that is the reference the client
+            # releases, so the logout must hang on it, not on the Viewable.
+            sent = ViewPoint(protocol.serializing_perspective, sent)
         try:
-            sexp = jellier.jelly(self.avatar)
+            sexp = jellier.jelly(sent)
         except BaseException:
             self.session.logout()
             raise
-        protocol = cast("PBProtocol", jellier.invoker)
-        protocol.on_release(self.avatar, self.session.logout)
+        protocol.on_release(sent, self.session.logout)
         return sexp
 
 
@@ -187,7 +193,9 @@ class PortalRoot(Referenceable):
     ``loginAnonymous(mind)``.  The avatar is sent as is if it is a
     Referenceable (an :class:`~trio_pb.flavors.Avatar` answers with its
     ``perspective_*`` methods), otherwise wrapped so that calls reach its
-    ``perspective_*`` methods.  If the realm hands one object to several
+    ``perspective_*`` methods.  A :class:`~trio_pb.flavors.Viewable` avatar
+    is sent as its ViewPoint, whose ``view_*`` methods get None as the
+    perspective, as in Twisted; releasing it logs out.  If the realm hands one object to several
     logins on a connection, their logouts run when the client has released
     every reference to it.
 
