@@ -30,9 +30,17 @@ def _named_call(coro: Coroutine[Any, Any, Any], spelling: str, name: str) -> Cor
     say which call it was (``RemoteReference.call_remote('echo')``).
     """
     if isinstance(coro, types.CoroutineType):
-        coro.__name__ = f"{spelling}({name!r})"
-        coro.__qualname__ = f"RemoteReference.{spelling}({name!r})"
+        # Names are built once per method: this runs on every call.
+        names = _CALL_NAMES.get((spelling, name))
+        if names is None:
+            names = (f"{spelling}({name!r})", f"RemoteReference.{spelling}({name!r})")
+            if len(_CALL_NAMES) < 4096:
+                _CALL_NAMES[spelling, name] = names
+        coro.__name__, coro.__qualname__ = names
     return coro
+
+
+_CALL_NAMES: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 class RemoteReference(Jellyable):
@@ -59,10 +67,7 @@ class RemoteReference(Jellyable):
         connection is gone.  Cancelling the caller abandons the call; its
         answer is dropped.
         """
-        return _named_call(self._call_remote(_name, args, kwargs), "call_remote", _name)
-
-    async def _call_remote(self, name: str, args: Any, kwargs: Any) -> Any:
-        return await self.broker._call(self.luid, name, args, kwargs)
+        return _named_call(self.broker._call(self.luid, _name, args, kwargs), "call_remote", _name)
 
     def call_remote_no_answer(self, _name: str, /, *args: Any, **kwargs: Any) -> None:
         """Send a call that wants no answer (Twisted's ``pbanswer=False``).
@@ -76,13 +81,15 @@ class RemoteReference(Jellyable):
 
         Either way it must be awaited: nothing is sent before.
         """
-        return _named_call(self._callRemote(_name, args, kwargs), "callRemote", _name)
+        if "pbanswer" in kwargs:
+            return _named_call(self._callRemote(_name, args, kwargs), "callRemote", _name)
+        return _named_call(self.broker._call(self.luid, _name, args, kwargs), "callRemote", _name)
 
     async def _callRemote(self, name: str, args: Any, kwargs: Any) -> Any:
-        if kwargs.pop("pbanswer", True) is False:
+        if kwargs.pop("pbanswer") is False:
             self.call_remote_no_answer(name, *args, **kwargs)
             return None
-        return await self._call_remote(name, args, kwargs)
+        return await self.broker._call(self.luid, name, args, kwargs)
 
     def remote_method(self, name: str) -> RemoteMethod:
         """A callable that calls *name* on this reference."""
