@@ -14,6 +14,7 @@ import sys
 
 from twisted.internet import defer, reactor, task
 from twisted.spread import pb
+from twisted_runner import run_client, serve
 
 HEARD = []
 
@@ -124,19 +125,9 @@ def scenario(port):
 
 def main():
     if sys.argv[1] == "server":
-        port = reactor.listenTCP(0, pb.PBServerFactory(Root()), interface="127.0.0.1")
-        print("PORT", port.getHost().port, flush=True)
-        reactor.run()
+        serve(Root())
     else:
-
-        def failed(failure):
-            print("FAILED", failure.getTraceback(), flush=True)
-
-        def run():
-            scenario(int(sys.argv[2])).addErrback(failed).addBoth(lambda _: reactor.stop())
-
-        reactor.callWhenRunning(run)
-        reactor.run()
+        run_client(scenario, int(sys.argv[2]))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 
 from twisted.internet import defer, reactor
 from twisted.spread import pb
+from twisted_runner import run_client, serve
 
 
 class CopiedError(pb.Error, pb.Copyable, pb.RemoteCopy):
@@ -52,12 +53,6 @@ class Root(pb.Root):
         return Thing()
 
 
-def serve():
-    port = reactor.listenTCP(0, pb.PBServerFactory(Root()), interface="127.0.0.1")
-    print("PORT", port.getHost().port, flush=True)
-    reactor.run()
-
-
 @defer.inlineCallbacks
 def scenario(root):
     try:
@@ -95,18 +90,14 @@ def scenario(root):
         print("then FAILED", type(exc), exc)
 
 
-def run_client(port):
+def client(port):
     factory = pb.PBClientFactory()
     reactor.connectTCP("127.0.0.1", port, factory)
-    d = factory.getRootObject()
-    d.addCallback(scenario)
-    d.addErrback(lambda f: print("FAILED", f.getTraceback()))
-    d.addBoth(lambda _: reactor.stop())
-    reactor.run()
+    return factory.getRootObject().addCallback(scenario)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "server":
-        serve()
+        serve(Root())
     else:
-        run_client(int(sys.argv[2]))
+        run_client(client, int(sys.argv[2]))

@@ -12,6 +12,8 @@ import sys
 
 from twisted.internet import defer, reactor
 from twisted.spread import pb
+from twisted_runner import run_client
+from twisted_runner import serve as serve_root
 
 
 class User(pb.Avatar):
@@ -46,10 +48,7 @@ def serve():
     from twisted.cred import checkers, portal
 
     users = checkers.InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret", bob=b"pw")
-    factory = pb.PBServerFactory(portal.Portal(Realm(), [users]), unsafeTracebacks=True)
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    print("PORT", port.getHost().port, flush=True)
-    reactor.run()
+    serve_root(portal.Portal(Realm(), [users]), unsafeTracebacks=True)
 
 
 @defer.inlineCallbacks
@@ -71,20 +70,8 @@ def scenario(port):
     out("done")
 
 
-def run_client(port):
-    def finish(result):
-        reactor.stop()
-        return result
-
-    def failed(failure):
-        print("FAILED", failure.getTraceback(), flush=True)
-
-    reactor.callWhenRunning(lambda: scenario(port).addErrback(failed).addBoth(finish))
-    reactor.run()
-
-
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve()
     elif sys.argv[1] == "client":
-        run_client(int(sys.argv[2]))
+        run_client(scenario, int(sys.argv[2]))

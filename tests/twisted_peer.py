@@ -13,6 +13,7 @@ import sys
 
 from twisted.internet import defer, reactor, task
 from twisted.spread import flavors, pb
+from twisted_runner import run_client, serve
 
 ALL_TYPES = [
     None,
@@ -108,13 +109,6 @@ class Root(pb.Root):
     def remote_tables(self):
         # Objects our peer holds references to, besides the root.
         return sum(len([k for k in b.localObjects if k != b"root"]) for b in self.brokers)
-
-
-def serve():
-    factory = pb.PBServerFactory(Root())
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    print("PORT", port.getHost().port, flush=True)
-    reactor.run()
 
 
 class TrioPoint(pb.RemoteCopy):
@@ -348,20 +342,6 @@ def login_scenario(port, closed_port):
     out("done")
 
 
-def run_client(scenario, *args):
-    """Run a client scenario on the reactor; print FAILED and the traceback if it fails."""
-
-    def finish(result):
-        reactor.stop()
-        return result
-
-    def failed(failure):
-        print("FAILED", failure.getTraceback(), flush=True)
-
-    reactor.callWhenRunning(lambda: scenario(*args).addErrback(failed).addBoth(finish))
-    reactor.run()
-
-
 if __name__ == "__main__":
     if sys.argv[1] == "login-server":
         login_serve(anonymous=sys.argv[2:] != ["closed"])
@@ -372,6 +352,6 @@ if __name__ == "__main__":
     elif sys.argv[1] == "paging-client":
         run_client(paging_scenario, int(sys.argv[2]))
     elif sys.argv[1] == "server":
-        serve()
+        serve(Root())
     else:
         run_client(scenario, int(sys.argv[2]))

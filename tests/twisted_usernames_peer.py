@@ -15,6 +15,8 @@ import sys
 from twisted.cred import checkers, credentials, error, portal
 from twisted.internet import defer, reactor
 from twisted.spread import pb
+from twisted_runner import run_client
+from twisted_runner import serve as serve_root
 
 
 class Avatar(pb.Avatar):
@@ -34,10 +36,7 @@ def serve(key_type):
     users = checkers.InMemoryUsernamePasswordDatabaseDontUse()
     # As Twisted's chat listing does it: addUser("alice", ...) keys the user by str.
     users.addUser("alice" if key_type == "str" else b"alice", b"secret")
-    factory = pb.PBServerFactory(portal.Portal(Realm(), [users]))
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    print("PORT", port.getHost().port, flush=True)
-    reactor.run()
+    serve_root(portal.Portal(Realm(), [users]))
 
 
 @defer.inlineCallbacks
@@ -54,16 +53,8 @@ def scenario(port):
     print("done", flush=True)
 
 
-def run_client(port):
-    def failed(failure):
-        print("FAILED", failure.getTraceback(), flush=True)
-
-    reactor.callWhenRunning(lambda: scenario(port).addErrback(failed).addBoth(lambda _: reactor.stop()))
-    reactor.run()
-
-
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(sys.argv[2])
     elif sys.argv[1] == "client":
-        run_client(int(sys.argv[2]))
+        run_client(scenario, int(sys.argv[2]))
