@@ -705,7 +705,7 @@ class BananaConnection:
 
     @property
     def last_message_items(self) -> int:
-        """How many elements the last expression received held (the work it is worth)."""
+        """How many banana elements the last expression received held, itself included."""
         return self._decoder.last_message_items
 
     def send(self, expression: object) -> bytes:

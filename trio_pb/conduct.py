@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from .errors import TooManyViolations
 
-__all__ = ["LOG_LIMIT", "MAX_VIOLATIONS", "PeerConduct", "TooManyViolations"]
+__all__ = ["LOG_LIMIT", "MAX_VIOLATIONS", "PeerConduct"]
 
 #: How many messages of one kind are logged per connection before the rest are only counted.
 LOG_LIMIT: Final = 10

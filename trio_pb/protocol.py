@@ -27,7 +27,7 @@ import attrs
 
 from . import failures
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA, BananaConnection, DialectSelected
-from .conduct import PeerConduct, TooManyViolations
+from .conduct import PeerConduct
 from .errors import (
     BananaError,
     DeadReferenceError,
@@ -35,6 +35,7 @@ from .errors import (
     Error,
     JellyError,
     ProtocolError,
+    TooManyViolations,
 )
 from .jelly import CopyRegistry, Jellyable, SecurityOptions, Unjellier, copy_registry, global_security, jelly
 from .references import RemoteReference
