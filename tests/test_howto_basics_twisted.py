@@ -273,25 +273,30 @@ class ExcOne(Root):
         return "done"
 
 
+async def call_broken(obj: Any, saw: list[str]) -> None:
+    """Call ``broken`` and ``broken2`` on *obj*; say what each raised, as exc_client prints it."""
+    for name in ("broken", "broken2"):
+        try:
+            await obj.call_remote(name)
+        except Error:
+            # Neither class is registered: neither arrives as trio_pb.Error.
+            saw.append(f"{name} raised a local pb.Error?!")
+        except RemoteError as exc:
+            saw.append(f"{name} failed: got remote Exception")
+            saw.append(f" .getErrorMessage() = {exc.value}")
+            saw.append(f" .type = {exc.remote_type.decode()}")
+            saw.append(f" .check(pb.Error) = {'twisted.spread.pb.Error' in exc.parents}")
+            saw.append(f" .check(MyError2) = {'__main__.MyError2' in exc.parents}")
+            saw.append(f" .parents = {', '.join(exc.parents)}")
+        else:
+            saw.append("erm, it wasn't *supposed* to work..")
+
+
 async def exc_client(port: int) -> list[str]:
-    saw = []
+    saw: list[str] = []
     async with open_tcp_broker("127.0.0.1", port) as broker:
         one = await broker.root_object()
-        for name in ("broken", "broken2"):
-            try:
-                await one.call_remote(name)
-            except Error:
-                # Neither class is registered: neither arrives as trio_pb.Error.
-                saw.append(f"{name} raised a local pb.Error?!")
-            except RemoteError as exc:
-                saw.append(f"{name} failed: got remote Exception")
-                saw.append(f" .getErrorMessage() = {exc.value}")
-                saw.append(f" .type = {exc.remote_type.decode()}")
-                saw.append(f" .check(pb.Error) = {'twisted.spread.pb.Error' in exc.parents}")
-                saw.append(f" .check(MyError2) = {'__main__.MyError2' in exc.parents}")
-                saw.append(f" .parents = {', '.join(exc.parents)}")
-            else:
-                saw.append("erm, it wasn't *supposed* to work..")
+        await call_broken(one, saw)
         saw.append(await one.call_remote("done"))
     return saw
 
@@ -308,28 +313,30 @@ async def test_exc_a_pb_error_and_a_plain_exception() -> None:
     """exc_server / exc_client: what a caller gets of a pb.Error and of a plain exception; what is logged."""
     with trio_pb_logs() as logged:
         seen = await three_ways(PEER, "exc", exc_server(logged), exc_client)
-    assert seen.client == [
-        "broken failed: got remote Exception",
-        " .getErrorMessage() = fall down go boom",
-        " .type = __main__.MyError",
-        " .check(pb.Error) = True",
-        " .check(MyError2) = False",
-        " .parents = __main__.MyError, twisted.spread.pb.Error, builtins.Exception,"
-        " builtins.BaseException, builtins.object",
-        "broken2 failed: got remote Exception",
-        " .getErrorMessage() = hadda owie",
-        " .type = __main__.MyError2",
-        " .check(pb.Error) = False",
-        " .check(MyError2) = True",
-        " .parents = __main__.MyError2, builtins.Exception, builtins.BaseException, builtins.object",
-        "done",
-    ]
+    assert seen.client == [*EXC_REPORT, "done"]
     # Only the error that is not a pb.Error is logged.
     assert seen.server == [
         "raising a MyError exception with data 'fall down go boom'",
         "raising a MyError2 exception with data 'hadda owie'",
         "logged MyError2: hadda owie",
     ]
+
+
+EXC_REPORT = [
+    "broken failed: got remote Exception",
+    " .getErrorMessage() = fall down go boom",
+    " .type = __main__.MyError",
+    " .check(pb.Error) = True",
+    " .check(MyError2) = False",
+    " .parents = __main__.MyError, twisted.spread.pb.Error, builtins.Exception,"
+    " builtins.BaseException, builtins.object",
+    "broken2 failed: got remote Exception",
+    " .getErrorMessage() = hadda owie",
+    " .type = __main__.MyError2",
+    " .check(pb.Error) = False",
+    " .check(MyError2) = True",
+    " .parents = __main__.MyError2, builtins.Exception, builtins.BaseException, builtins.object",
+]
 
 
 # trap: trapping errors by class, an unsafe argument, a stale reference.
@@ -427,3 +434,50 @@ async def test_trap_errors_by_class_unsafe_arguments_and_stale_references() -> N
         "fooMethod got 'panic!'",
         "shutting down",
     ]
+
+
+# exc_back: the same errors the other way, raised by an object of the client
+# that the server calls.
+
+
+class Breaker(Referenceable):
+    def remote_broken(self) -> None:
+        raise MyError("fall down go boom")
+
+    def remote_broken2(self) -> None:
+        raise MyError2("hadda owie")
+
+    def remote_panic(self) -> None:
+        raise MyException
+
+
+class ExcBackOne(Root):
+    def __init__(self, saw: list[str]) -> None:
+        self.saw = saw
+        register_error(MyException)
+
+    async def remote_callMe(self, breaker: Any) -> None:
+        await call_broken(breaker, self.saw)
+        try:
+            await breaker.call_remote("panic")
+        except MyException as exc:
+            self.saw.append(f"panic trapped: {type(exc).__name__} (the server's own class)")
+
+
+async def exc_back_client(port: int) -> list[str]:
+    saw: list[str] = []
+    with trio_pb_logs() as logged:
+        logged.saw = saw
+        async with open_tcp_broker("127.0.0.1", port) as broker:
+            one = await broker.root_object()
+            await one.call_remote("callMe", Breaker())
+            saw.append("callMe answered")
+    return saw
+
+
+async def test_exc_back_errors_raised_by_an_object_of_the_client() -> None:
+    """exc and trap listings with the roles swapped: the server calls an object of the client."""
+    seen = await three_ways(PEER, "exc_back", ExcBackOne, exc_back_client)
+    assert seen.server == [*EXC_REPORT, "panic trapped: MyException (the server's own class)"]
+    # The client logs its plain exception, before it answers the server's call.
+    assert seen.client == ["logged MyError2: hadda owie", "callMe answered"]

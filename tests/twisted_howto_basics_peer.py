@@ -210,6 +210,43 @@ def exc_client(connect):
     say((yield one.callRemote("done")))
 
 
+# exc_back: the same errors the other way, raised by an object of the client
+# that the server calls.
+
+
+class Breaker(pb.Referenceable):
+    def remote_broken(self):
+        raise MyError("fall down go boom")
+
+    def remote_broken2(self):
+        raise MyError2("hadda owie")
+
+    def remote_panic(self):
+        raise MyException
+
+
+class ExcBackOne(pb.Root):
+    @defer.inlineCallbacks
+    def remote_callMe(self, breaker):
+        for name in ("broken", "broken2"):
+            yield breaker.callRemote(name).addCallbacks(
+                lambda result: say("erm, it wasn't *supposed* to work.."),
+                lambda failure, name=name: exc_report(name, failure),
+            )
+
+        def trapped(failure):
+            say("panic trapped:", failure.trap(MyException).__name__, "(the server's own class)")
+
+        yield breaker.callRemote("panic").addErrback(trapped)
+
+
+@defer.inlineCallbacks
+def exc_back_client(connect):
+    one = yield connect().getRootObject()
+    yield one.callRemote("callMe", Breaker())
+    say("callMe answered")
+
+
 # trap: trapping errors by class, an unsafe argument, a stale reference.
 
 
@@ -302,9 +339,10 @@ SCENARIOS = {
     "pb4": (One4, pb4_client),
     "exc": (ExcOne, exc_client),
     "trap": (TrapOne, trap_client),
+    "exc_back": (ExcBackOne, exc_back_client),
 }
 # The scenarios whose peers print what Twisted logs (the failures it logs).
-LOGGED = {"exc", "trap"}
+LOGGED = {"exc", "exc_back", "trap"}
 
 
 def main(mode, scenario, *args):
