@@ -15,7 +15,7 @@ import copy
 from typing import Any
 
 import pytest
-from peers import three_ways
+from peers import run_twisted_client, three_ways, twisted_client_against, twisted_server
 from twisted.spread import jelly as twisted_jelly
 
 from trio_pb import (
@@ -324,5 +324,47 @@ async def test_cache_updates_followed_until_the_copy_is_dropped() -> None:
         "[3] ducks: ['one duck', 'two duck', 'ugly duckling']",
         "cache - removeDuck one duck",
         "[2] ducks: ['two duck', 'ugly duckling']",
+        "dropping pond",
+    ]
+
+
+class GcCacheReceiver(CacheReceiver):
+    """cache_receiver.py as written: the copy is dropped by losing the last reference to it."""
+
+    def remote_ignorePond(self) -> None:
+        self.saw.append("dropping pond")
+        self.pond = None
+
+    def remote_done(self) -> str:
+        return "done"
+
+
+async def test_cache_a_copy_left_to_the_collector_is_released_after_the_answer() -> None:
+    """cache_receiver.py's ignorePond: Twisted's finalizer decaches at once, trio_pb's after the answer."""
+    control_server: list[str] = []
+    async with twisted_server(PEER, "serve", "cache-gc", output=control_server) as port:
+        control = await run_twisted_client(PEER, "client", "cache-gc", str(port))
+    # Twisted sends the decache from the finalizer, inside ignorePond: the
+    # owner has stopped observing when the answer arrives.
+    assert control == [
+        "stopped observing; observers left: 0",
+        "ignorePond answered; observers: 0",
+        "in the end, observers: 0",
+    ]
+    server: list[str] = []
+    against_trio_pb = await twisted_client_against(GcCacheReceiver(server), PEER, "client", "cache-gc")
+    # trio_pb's finalizer does no I/O: it queues the decache to the broker,
+    # which sends it after the answer (the test_cache_updates_followed_until_the_copy_is_dropped
+    # port releases explicitly instead, and matches Twisted).
+    assert against_trio_pb == [
+        "ignorePond answered; observers: 1",
+        "stopped observing; observers left: 0",
+        "in the end, observers: 0",
+    ]
+    assert server == control_server
+    assert server == [
+        "cache - setting ducks ['one duck']",
+        "got pond: SlaveDuckPond",
+        "[1] ducks: ['one duck']",
         "dropping pond",
     ]

@@ -94,6 +94,9 @@ class CacheReceiver(pb.Root):
         # The last reference goes: the copy's finalizer sends the decache now.
         self.pond = None
 
+    def remote_done(self):
+        return "done"
+
 
 @defer.inlineCallbacks
 def cache_client(factory):
@@ -114,10 +117,26 @@ def cache_client(factory):
     say("ignorePond answered; observers:", len(pond.observers))
 
 
+@defer.inlineCallbacks
+def cache_gc_client(factory):
+    pond = MasterDuckPond(["one duck"])
+    receiver = yield factory.getRootObject()
+    yield receiver.callRemote("takePond", pond)
+    yield receiver.callRemote("ignorePond")
+    say("ignorePond answered; observers:", len(pond.observers))
+    # If the decache has not come yet, give the holder a few more calls to send it.
+    for _ in range(100):
+        if not pond.observers:
+            break
+        yield receiver.callRemote("done")
+    say("in the end, observers:", len(pond.observers))
+
+
 SCENARIOS = {
     "copy": (CopyReceiver, copy_client),
     "copy2": (Copy2Receiver, copy2_client),
     "cache": (CacheReceiver, cache_client),
+    "cache-gc": (CacheReceiver, cache_gc_client),
 }
 
 
