@@ -38,7 +38,7 @@ TAGS = "howto_copies_classes"
 
 def error_line(exc: Exception) -> str:
     """The error's class name and message, as the Twisted side prints them."""
-    kind = exc.remote_type if isinstance(exc, RemoteError) else type(exc).__name__
+    kind = exc.remote_type.decode() if isinstance(exc, RemoteError) else type(exc).__name__
     return f"{kind.rsplit('.', 1)[-1]}: {exc}"
 
 
