@@ -815,9 +815,11 @@ class Unjellier:
         return result
 
     def _allowed_class(self, name: bytes) -> type[Any]:
-        module_name, dot, class_name = name.decode("utf-8", "replace").rpartition(".")
+        text = name.decode("utf-8", "replace")
+        module_name, dot, class_name = text.rpartition(".")
         if not dot or not self.security.is_module_allowed(module_name):
-            raise InsecureJelly(f"Module {module_name} not allowed (in type {name!r:.100}).")
+            # Twisted's words, with the tag as text: the peer may show or compare them.
+            raise InsecureJelly(f"Module {module_name} not allowed (in type {text}).")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
