@@ -28,10 +28,12 @@ from trio_pb import (
     InMemoryPasswordChecker,
     PBClientFactory,
     Portal,
+    Referenceable,
     RemoteReference,
     UsernamePassword,
     Viewable,
 )
+from trio_pb.cred import ANONYMOUS
 
 PEER = "twisted_pb_cred_peer.py"
 MIND = "BRAINS!"
@@ -108,7 +110,7 @@ class Realm:
         self.minds: list[weakref.ref[RemoteReference]] = []
 
     def request_avatar(self, avatar_id: Any, mind: Any) -> tuple[Any, Callable[[], object]]:
-        if avatar_id == ():
+        if avatar_id == ANONYMOUS:
             self.saw.append(f"anonymous login, mind {describe(mind)}")
             return Echoer(), lambda: None
         if not self.quiet:
@@ -135,7 +137,7 @@ def server(*checkers: Any, **realm_options: bool) -> Callable[[list[str]], Porta
 
 
 def passwords(**users: bytes) -> InMemoryPasswordChecker:
-    return InMemoryPasswordChecker({name.encode(): password for name, password in users.items()})
+    return InMemoryPasswordChecker(**users)
 
 
 # -- the clients -----------------------------------------------------------------
@@ -266,8 +268,6 @@ async def catch_all_client(port: int) -> list[str]:
 
 
 async def leak_client(port: int) -> list[str]:
-    from trio_pb import Referenceable
-
     async with PBClientFactory().connect_tcp("127.0.0.1", port) as first:
         await first.login(UsernamePassword(b"user", b"pass"), Referenceable())
     async with PBClientFactory().connect_tcp("127.0.0.1", port) as second:
