@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
+import pytest
 import trio
-from peers import three_ways
+from peers import three_ways, twisted_server
 
 from trio_pb import (
     AllowAnonymousAccess,
@@ -28,6 +30,7 @@ from trio_pb import (
     UnauthorizedLogin,
     UsernamePassword,
     Viewable,
+    serve_tcp,
 )
 from trio_pb.cred import ANONYMOUS
 
@@ -442,3 +445,25 @@ async def test_chat_groups_and_a_client_the_server_calls() -> None:
         "logged out: bob",
         "#NeedAFourth <alice> says: Bob?",
     ]
+
+
+async def refusal_messages(port: int) -> list[str]:
+    """The messages of the errors refusing pb5's wrong password and unknown user."""
+    messages = []
+    async with PBClientFactory().connect_tcp("127.0.0.1", port) as factory:
+        for username, password in [("user1", b"wrong"), ("user9", b"pass1")]:
+            with pytest.raises(UnauthorizedLogin) as refusal:
+                await factory.login(UsernamePassword(username, password))
+            messages.append(str(refusal.value))
+    return messages
+
+
+async def test_refused_logins_say_the_same_in_other_words() -> None:
+    """pb5server's refusals: one message for both on each side, empty from Twisted, not from trio_pb."""
+    async with twisted_server(PEER, "serve", "pb5") as port:
+        assert await refusal_messages(port) == ["", ""]
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(serve_tcp, pb5_server([]), 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        assert await refusal_messages(port) == ["bad username or password"] * 2
+        nursery.cancel_scope.cancel()
