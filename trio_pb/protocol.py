@@ -389,6 +389,16 @@ class PBProtocol:
             raise  # the connection ends: not one call's problem
         except (Error, ProtocolError, AttributeError) as exc:
             if wants_answer:
+                if isinstance(exc, AttributeError):
+                    # As Twisted does, a call of a method that does not exist
+                    # is logged as an unexpected failure (NoSuchMethod is no Error).
+                    self.conduct.warning(
+                        "method raised",
+                        "remote call of %r failed; the peer receives the error",
+                        method_name,
+                        level=logging.ERROR,
+                        exc_info=exc,
+                    )
                 self.send_error(request_id, exc)
             else:
                 self.conduct.warning("failed call", "a call with no answer failed: %r", exc)
