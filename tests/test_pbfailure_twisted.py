@@ -24,6 +24,7 @@ from trio_pb import (
     Error,
     NoSuchMethod,
     PBServerFactory,
+    Referenceable,
     RemoteCopy,
     RemoteError,
     Root,
@@ -413,3 +414,25 @@ async def test_a_call_of_a_missing_method_is_logged_as_unexpected(caplog: pytest
             await root.call_remote("synchronousError")
     logged = [record.exc_info[1] for record in caplog.records if record.name == "trio_pb" and record.exc_info]
     assert [type(exc).__name__ for exc in logged] == ["NoSuchMethod"]
+
+
+class Divider(Referenceable):
+    def remote_divide(self) -> float:
+        return 1 / 0
+
+
+class Relay(Root):
+    async def remote_relay(self, divider: Any) -> Any:
+        # The divider's failure is not caught here: it goes on to the caller.
+        return await divider.call_remote("divide")
+
+
+async def test_a_failure_let_through_goes_on_as_what_it_was() -> None:
+    """A method that lets a peer's failure through answers with that failure, as a Twisted one does."""
+    async with open_broker_pair(Relay()) as (client, _server):
+        root = await client.root_object()
+        with pytest.raises(RemoteError) as info:
+            await root.call_remote("relay", Divider())
+    assert info.value.remote_type == b"builtins.ZeroDivisionError"
+    assert info.value.value == "division by zero"
+    assert "builtins.ArithmeticError" in info.value.parents
