@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 import trio
-from peers import three_ways
+from peers import run_twisted_client, three_ways, twisted_client_against, twisted_server
 
 from trio_pb import (
     CopyableFailure,
     CopyRegistry,
     Error,
+    InsecureJelly,
     NoSuchMethod,
     PBServerFactory,
     Referenceable,
@@ -66,7 +67,12 @@ class SecurityError(Error, RemoteCopy):
     """An Error whose class the security options allow: it crosses as itself."""
 
 
+class PrivateError(Error, RemoteCopy):
+    """Allowed by the server's security options only: the client neither registers nor allows it."""
+
+
 for _cls in (
+    PrivateError,
     AsynchronousException,
     SynchronousException,
     AsynchronousError,
@@ -81,6 +87,8 @@ REGISTRY.register(JellyError, JellyError)
 REGISTRY.register(SecurityError, SecurityError)
 SECURITY = global_security.copy()
 SECURITY.allow_instances_of(SecurityError)
+SERVER_SECURITY = SECURITY.copy()
+SERVER_SECURITY.allow_instances_of(PrivateError)
 
 
 class FailingRoot(Root):
@@ -121,6 +129,9 @@ class FailingRoot(Root):
     async def remote_deferredSecurity(self) -> None:
         await trio.lowlevel.checkpoint()
         raise SecurityError("I'm secure!")
+
+    def remote_private(self) -> None:
+        raise PrivateError("I'm not allowed there!")
 
     def remote_attributeError(self) -> None:
         raise AttributeError("foo")
@@ -170,13 +181,18 @@ async def run(scenario: str, client: Any, unsafe: bool = False) -> Any:
         root = FailingRoot(saw)
         handlers.append(LoggedFailures(saw))
         logging.getLogger("trio_pb").addHandler(handlers[-1])
-        return PBServerFactory(root, unsafeTracebacks=unsafe, security=SECURITY)
+        return PBServerFactory(root, unsafeTracebacks=unsafe, security=SERVER_SECURITY)
 
     try:
         return await three_ways(PEER, scenario, serve, client)
     finally:
         for handler in handlers:
             logging.getLogger("trio_pb").removeHandler(handler)
+
+
+def serving(saw: list[str]) -> PBServerFactory:
+    """A trio_pb server of :class:`FailingRoot`."""
+    return PBServerFactory(FailingRoot(saw), security=SERVER_SECURITY)
 
 
 def connect(port: int) -> Any:
@@ -298,6 +314,27 @@ async def test_jellyable_and_allowed_errors_cross_as_themselves() -> None:
     ]
     # Errors, all of them: the server logs nothing.
     assert seen.server == []
+
+
+async def test_an_error_the_client_refuses_fails_the_call_not_the_connection() -> None:
+    """PBFailureTests.test_securityFailure's other side: the caller does not allow the error's class.
+
+    A Twisted caller drops the connection and never answers the call, whoever
+    the server is; a trio_pb caller raises InsecureJelly from that call and
+    keeps the connection (the porting guide says so).
+    """
+    control: list[str] = []
+    async with twisted_server(PEER, "serve", "private", output=control) as port:
+        twisted_caller = await run_twisted_client(PEER, "client", "private", str(port))
+    assert twisted_caller == ["logged InsecureJelly", "connection lost; the call was answered: False"]
+    assert control == []
+    assert await twisted_client_against(serving([]), PEER, "client", "private") == twisted_caller
+
+    async with twisted_server(PEER, "serve", "private") as port, connect(port) as broker:
+        root = await broker.root_object()
+        with pytest.raises(InsecureJelly, match="PrivateError"):
+            await root.call_remote("private")
+        assert await root.call_remote("done") == "done"
 
 
 async def logging_client(port: int) -> list[str]:

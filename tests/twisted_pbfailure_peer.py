@@ -67,6 +67,10 @@ class SecurityError(pb.Error, pb.RemoteCopy):
     """A pb.Error whose class the security options allow: it crosses as itself."""
 
 
+class PrivateError(pb.Error, pb.RemoteCopy):
+    """Allowed by the server's security options only: the client neither registers nor allows it."""
+
+
 pb.setUnjellyableForClass(JellyError, JellyError)
 pb.setUnjellyableForClass(SecurityError, SecurityError)
 pb.globalSecurity.allowInstancesOf(SecurityError)
@@ -114,6 +118,9 @@ class FailingRoot(pb.Root):
 
     def raise_security(self, ignored):
         raise SecurityError("I'm secure!")
+
+    def remote_private(self):
+        raise PrivateError("I'm not allowed there!")
 
     def remote_attributeError(self):
         raise AttributeError("foo")
@@ -206,6 +213,19 @@ def itself_client(factory):
 
 
 @defer.inlineCallbacks
+def private_client(factory):
+    # The error cannot be unjellied here: Twisted drops the connection, and the
+    # call is never answered.
+    root = yield factory.getRootObject()
+    lost = defer.Deferred()
+    root.notifyOnDisconnect(lambda ref: lost.callback(None))
+    answered = []
+    root.callRemote("private").addBoth(answered.append)
+    yield lost
+    say("connection lost; the call was answered:", bool(answered))
+
+
+@defer.inlineCallbacks
 def logging_client(factory):
     # A copied failure can be logged like a local one; both sides log it.
     root = yield factory.getRootObject()
@@ -259,6 +279,7 @@ SCENARIOS = {
     "errors": ({}, errors_client),
     "unsafe": ({"unsafeTracebacks": True}, errors_client),
     "itself": ({}, itself_client),
+    "private": ({}, private_client),
     "logging": ({}, logging_client),
     "generator": ({}, generator_client),
     "copies": ({}, copies_client),
@@ -268,6 +289,7 @@ SCENARIOS = {
 def main(mode, scenario, *args):
     options, client = SCENARIOS[scenario]
     if mode == "serve":
+        pb.globalSecurity.allowInstancesOf(PrivateError)
         serve(FailingRoot(), **options)
     else:
         from twisted.internet import reactor
