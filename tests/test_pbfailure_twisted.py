@@ -34,7 +34,7 @@ from trio_pb import (
 )
 from trio_pb.failures import CopiedFailure, to_exception
 from trio_pb.jelly import Jellyable, copy_registry
-from trio_pb.testing import open_broker_pair
+from trio_pb.testing import assert_no_leaks, open_broker_pair
 
 PEER = "twisted_pbfailure_peer.py"
 
@@ -443,12 +443,14 @@ def test_a_copied_failure_is_passed_on_as_what_it_was() -> None:
 
 async def test_a_call_of_a_missing_method_is_logged_as_unexpected(caplog: pytest.LogCaptureFixture) -> None:
     """As a Twisted server does, trio_pb logs a NoSuchMethod it answers with, and does not log an Error."""
-    async with open_broker_pair(FailingRoot()) as (client, _server):
+    async with open_broker_pair(FailingRoot()) as (client, server):
         root = await client.root_object()
         with pytest.raises(NoSuchMethod):
-            await root.call_remote("nosuch")
+            await root.call_remote("nosuch", Divider())
         with pytest.raises(RemoteError):
             await root.call_remote("synchronousError")
+        # The record kept by caplog does not keep the call's argument alive.
+        await assert_no_leaks(client, server)
     logged = [record.exc_info[1] for record in caplog.records if record.name == "trio_pb" and record.exc_info]
     assert [type(exc).__name__ for exc in logged] == ["NoSuchMethod"]
 
