@@ -74,15 +74,23 @@ def failure_state(exc: BaseException, *, unsafe_tracebacks: bool = False) -> dic
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     else:
         text = "Traceback unavailable\n"
+    if isinstance(exc, errors.RemoteError):
+        # A failure that came from a peer is passed on as what it was there,
+        # as Twisted passes on a CopiedFailure: its class name, message, parents.
+        kind, value = exc.remote_type, exc.value
+        parents = list(exc.parents) or [kind.decode("utf-8", "replace")]
+    else:
+        kind, value = _wire_name(type(exc)).encode("utf-8"), str(exc)
+        parents = [_wire_name(cls) for cls in type(exc).__mro__]
     # The keys in the order Twisted sends them, so the bytes match too.
     return {
         "count": 0,
-        "type": _wire_name(type(exc)).encode("utf-8"),
-        "value": str(exc),
+        "type": kind,
+        "value": value,
         "captureVars": False,
         "tb": None,
         "unsafeTracebacks": unsafe_tracebacks,
-        "parents": [_wire_name(cls) for cls in type(exc).__mro__],
+        "parents": parents,
         "frames": [],
         "stack": [],
         "traceback": text,

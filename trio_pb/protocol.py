@@ -390,6 +390,19 @@ class PBProtocol:
         except (Error, ProtocolError, AttributeError) as exc:
             if wants_answer:
                 self.send_error(request_id, exc)
+                if isinstance(exc, AttributeError):
+                    # As Twisted does, a call of a method that does not exist
+                    # is logged as an unexpected failure (NoSuchMethod is no
+                    # Error).  Without its traceback (only the lookup's, sent
+                    # already if unsafe): a kept log record would otherwise
+                    # keep the call's arguments, references included, alive.
+                    self.conduct.warning(
+                        "method raised",
+                        "remote call of %r failed; the peer receives the error",
+                        method_name,
+                        level=logging.ERROR,
+                        exc_info=exc.with_traceback(None),
+                    )
             else:
                 self.conduct.warning("failed call", "a call with no answer failed: %r", exc)
             return None
