@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -150,6 +151,9 @@ class Broker:
             root_object = getattr(root, "root_object", None)
             self._protocol.set_name_for_local(b"root", root_object(self) if root_object else root)
         self._token = trio.lowlevel.current_trio_token()
+        # Releases the garbage collector asked for, oldest first: sent before
+        # any later call from this side, as Twisted sends them at once.
+        self._gc_releases: deque[tuple[bool, int | bytes]] = deque()
         self._ready = trio.Event()
         self._lost = trio.Event()
         self._writer_wakeup = trio.Event()
@@ -365,6 +369,7 @@ class Broker:
     ) -> Any:
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
+        self._send_gc_releases()
         time_left = None
         if self._protocol.extended:
             deadline = trio.current_effective_deadline()
@@ -437,6 +442,7 @@ class Broker:
     ) -> None:
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
+        self._send_gc_releases()
         self._protocol.send_call(target, name, args, kwargs, answer_required=False, command=command)
         self._flush()
 
@@ -453,13 +459,27 @@ class Broker:
         self._flush()
 
     def _decache_from_gc(self, luid: int) -> None:
+        self._gc_releases.append((True, luid))
         with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(self._decache, luid)
+            self._token.run_sync_soon(self._send_gc_releases)
 
     def _decref_from_gc(self, luid: int | bytes) -> None:
-        # Called from __del__, possibly in another thread: hand over, do nothing else.
+        # Called from __del__, possibly in another thread or in the middle of
+        # encoding a message: only queue it (a deque's append is atomic).
+        self._gc_releases.append((False, luid))
         with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(self._decref, luid)
+            self._token.run_sync_soon(self._send_gc_releases)
+
+    def _send_gc_releases(self) -> None:
+        """Send the releases the garbage collector queued, before whatever this side sends next."""
+        releases = self._gc_releases
+        while releases:
+            cached, luid = releases.popleft()
+            if cached:
+                assert isinstance(luid, int)
+                self._decache(luid)
+            else:
+                self._decref(luid)
 
     # -- the tasks ---------------------------------------------------------------
 

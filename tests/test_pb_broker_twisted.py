@@ -1,0 +1,655 @@
+"""Two-process rewrites of Twisted's broker tests (test_pb.py), run three ways by peers.three_ways.
+
+Each scenario's Twisted side is in twisted_pb_broker_peer.py; here is its
+trio_pb port, written as a porting user would, and the transcript all three
+pairings must give (peers.three_ways).
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import trio.testing
+from peers import three_ways
+from twisted_pb_broker_peer import Other, Point
+
+from trio_pb import (
+    Broker,
+    Cacheable,
+    Copyable,
+    InsecureJelly,
+    PBServerFactory,
+    Referenceable,
+    RemoteCache,
+    RemoteCacheObserver,
+    RemoteCopy,
+    RemoteError,
+    RemoteReference,
+    Root,
+    SecurityOptions,
+    open_tcp_broker,
+    set_unjellyable_factory_for_class,
+    set_unjellyable_for_class,
+)
+from trio_pb.testing import open_broker_pair
+
+PEER = "twisted_pb_broker_peer.py"
+
+Say = Callable[..., None]
+
+
+def sayer(lines: list[str]) -> Say:
+    """``say(*words)`` appends the words as one line, as the peer's ``say`` prints them."""
+    return lambda *words: lines.append(" ".join(str(word) for word in words))
+
+
+def error_words(exc: RemoteError) -> str:
+    """A remote error as ``<class name>: <message>``, like the peer's ``error_words``."""
+    return f"{exc.remote_type.decode().rsplit('.', 1)[-1]}: {exc.value}"
+
+
+# newstyle: a class that is both Copyable and RemoteCopy goes there and back.
+
+
+class NewStyleCopy(Copyable, RemoteCopy):
+    def __init__(self, s: str) -> None:
+        self.s = s
+
+    def get_type_to_copy(self) -> bytes:
+        return b"pbbroker.NewStyleCopy"
+
+
+class Counted(Copyable, RemoteCopy):
+    allocated = 0
+    initialized = 0
+    value = 1
+
+    def __new__(cls) -> Counted:
+        Counted.allocated += 1
+        inst = object.__new__(cls)
+        inst.value = 2
+        return inst
+
+    def __init__(self) -> None:
+        Counted.initialized += 1
+
+    def get_type_to_copy(self) -> bytes:
+        return b"pbbroker.Counted"
+
+
+set_unjellyable_for_class(b"pbbroker.NewStyleCopy", NewStyleCopy)
+set_unjellyable_for_class(b"pbbroker.Counted", Counted)
+
+
+def reset_counts() -> None:
+    Counted.allocated = Counted.initialized = 0
+
+
+class Echoer(Root):
+    def __init__(self, saw: list[str]) -> None:
+        reset_counts()
+
+    def remote_echo(self, thing: Any) -> Any:
+        return thing
+
+    def remote_echoWithKeywords(self, thing: Any, **kw: Any) -> Any:
+        return (thing, kw)
+
+    def remote_counts(self) -> list[int]:
+        return [Counted.allocated, Counted.initialized]
+
+
+async def newstyle_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    reset_counts()
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        root = await broker.root_object()
+        orig: Any = NewStyleCopy("value")
+        res = await root.call_remote("echo", orig)
+        say("echo:", type(res).__name__, res.s, "a new object" if res is not orig else "the same object")
+        res = await root.call_remote(
+            "echoWithKeywords", NewStyleCopy("value1"), keyword1="one", keyword2="two"
+        )
+        say("with keywords:", type(res).__name__, type(res[0]).__name__, res[0].s, sorted(res[1].items()))
+        orig = Counted()
+        say("before:", Counted.allocated, "allocated,", Counted.initialized, "initialized")
+        res = await root.call_remote("echo", orig)
+        say("after:", type(res).__name__, "value", res.value, "new" if res is not orig else "same")
+        say("client side:", Counted.allocated, "allocated,", Counted.initialized, "initialized")
+        say("server side:", *(await root.call_remote("counts")))
+    return lines
+
+
+async def test_newstyle_copies_there_and_back() -> None:
+    """NewStyleTests: test_newStyle, test_alloc, test_newStyleWithKeywords."""
+    seen = await three_ways(PEER, "newstyle", Echoer, newstyle_client)
+    assert seen.client == [
+        "echo: NewStyleCopy value a new object",
+        "with keywords: tuple NewStyleCopy value1 [('keyword1', 'one'), ('keyword2', 'two')]",
+        "before: 1 allocated, 1 initialized",
+        # Each copy is made with the class's __new__, never its __init__.
+        "after: Counted value 2 new",
+        "client side: 2 allocated, 1 initialized",
+        "server side: 1 0",
+    ]
+    assert seen.server == []
+
+
+# reference: objects passed as arguments come back as themselves.
+
+
+class Catcher(Referenceable):
+    def remote_catch(self, arg: Any) -> None:
+        self.caught = arg
+
+
+class Thrower(Referenceable):
+    def __init__(self, say: Say) -> None:
+        self.say = say
+
+    async def remote_throw(self, a: RemoteReference, b: RemoteReference) -> Any:
+        self.say("throwing", type(b).__name__, "to", type(a).__name__)
+        return await a.call_remote("catch", b)
+
+
+class NamesRoot(Root):
+    """A root that names extra objects on every connection, as the Twisted tests do."""
+
+    def __init__(self, saw: list[str]) -> None:
+        self.say = sayer(saw)
+
+    def names(self) -> dict[str, Any]:
+        return {}
+
+    def root_object(self, broker: Any) -> Referenceable:
+        self.broker = broker
+        for name, obj in self.names().items():
+            broker.set_name_for_local(name, obj)
+        return self
+
+
+class ReferenceRoot(NamesRoot):
+    def names(self) -> dict[str, Any]:
+        return {"y": Thrower(self.say)}
+
+
+async def reference_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        y = broker.remote_for_name("y")
+        x, z = Catcher(), Catcher()
+        await y.call_remote("throw", x, z)
+        say("x caught z:", getattr(x, "caught", None) is z)
+        say("z caught nothing:", not hasattr(z, "caught"))
+    return lines
+
+
+async def test_reference_arguments_come_back_as_themselves() -> None:
+    """BrokerTests.test_reference."""
+    seen = await three_ways(PEER, "reference", ReferenceRoot, reference_client)
+    assert seen.client == ["x caught z: True", "z caught nothing: True"]
+    assert seen.server == ["throwing RemoteReference to RemoteReference"]
+
+
+# result: either side names an object and the other calls it by name.
+
+
+class Thunk(Referenceable):
+    def __init__(self, who: str, say: Say) -> None:
+        self.who, self.say = who, say
+
+    def remote_thunk(self, arg: int) -> int:
+        self.say(self.who, "thunk given", arg)
+        return arg + 1
+
+
+class ResultRoot(NamesRoot):
+    def names(self) -> dict[str, Any]:
+        return {"foo": Thunk("server", self.say)}
+
+    async def remote_callClient(self, arg: int) -> Any:
+        return await self.broker.remote_for_name("foo").call_remote("thunk", arg)
+
+
+async def result_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        broker.set_name_for_local("foo", Thunk("client", say))
+        say("server's foo:", await broker.remote_for_name("foo").call_remote("thunk", 7))
+        say("client's foo:", await (await broker.root_object()).call_remote("callClient", 9))
+    return lines
+
+
+async def test_result_of_a_named_object_either_way() -> None:
+    """BrokerTests.test_result."""
+    seen = await three_ways(PEER, "result", ResultRoot, result_client)
+    assert seen.client == ["server's foo: 8", "client thunk given 9", "client's foo: 10"]
+    assert seen.server == ["server thunk given 7"]
+
+
+# copy: a Copyable's state, and a copy made by a factory from its state.
+
+
+class SimpleCopy(Copyable):
+    def __init__(self) -> None:
+        self.x = 1
+        self.y = {"Hello": "World"}
+        self.z = ["test"]
+
+    def get_type_to_copy(self) -> bytes:
+        return b"pbbroker.SimpleCopy"
+
+
+class SimpleLocalCopy(RemoteCopy):
+    pass
+
+
+class FactoryCopy(Copyable):
+    def __init__(self, ident: int) -> None:
+        self.id = ident
+
+    def get_type_to_copy(self) -> bytes:
+        return b"pbbroker.FactoryCopy"
+
+
+class FromFactory:
+    def __init__(self, ident: int) -> None:
+        self.id = ident
+
+
+# What the client's factory saw; a process-wide registry calls a process-wide function.
+FACTORY_SAW: list[str] = []
+
+
+def make_from_state(state: dict[str, Any]) -> FromFactory:
+    FACTORY_SAW.append(f"factory given {sorted(state.items())}")
+    return FromFactory(state["id"])
+
+
+set_unjellyable_for_class(b"pbbroker.SimpleCopy", SimpleLocalCopy)
+set_unjellyable_factory_for_class(b"pbbroker.FactoryCopy", make_from_state)
+
+
+class CopyRoot(Root):
+    def __init__(self, saw: list[str]) -> None:
+        pass
+
+    def remote_getCopy(self) -> SimpleCopy:
+        return SimpleCopy()
+
+    def remote_getFactory(self, value: int) -> FactoryCopy:
+        return FactoryCopy(value)
+
+
+async def copy_client(port: int) -> list[str]:
+    lines: list[str] = FACTORY_SAW
+    lines.clear()
+    say = sayer(lines)
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        root = await broker.root_object()
+        got = await root.call_remote("getCopy")
+        say("copy:", type(got).__name__, got.x, got.y["Hello"], got.z[0])
+        got = await root.call_remote("getFactory", 99)
+        say("factory copy:", type(got).__name__, got.id)
+    return list(lines)
+
+
+async def test_copy_and_factory_copy() -> None:
+    """BrokerTests.test_copy and test_factoryCopy."""
+    seen = await three_ways(PEER, "copy", CopyRoot, copy_client)
+    assert seen.client == [
+        "copy: SimpleLocalCopy 1 World test",
+        "factory given [('id', 99)]",
+        "factory copy: FromFactory 99",
+    ]
+    assert seen.server == []
+
+
+# observe: a reference the server got twice compares equal, so the observer
+# can unobserve itself.
+
+
+class Observable(Root):
+    def __init__(self, saw: list[str]) -> None:
+        self.say = sayer(saw)
+        self.observers: list[RemoteReference] = []
+
+    def remote_observe(self, obs: RemoteReference) -> None:
+        self.observers.append(obs)
+
+    def remote_unobserve(self, obs: RemoteReference) -> None:
+        self.observers.remove(obs)
+        self.say("removed an observer,", len(self.observers), "left")
+
+    def remote_notify(self, obj: Any) -> None:
+        self.say("notifying", len(self.observers), "observers of", obj)
+        for observer in self.observers:
+            observer.call_remote_no_answer("notify", self, obj)
+
+
+class Observer(Referenceable):
+    notified = 0
+    obj = None
+
+    def remote_notify(self, other: RemoteReference, obj: Any) -> None:
+        self.obj = obj
+        self.notified += 1
+        other.call_remote_no_answer("unobserve", self)
+
+
+async def observe_client(port: int) -> list[str]:
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        root = await broker.root_object()
+        b = Observer()
+        await root.call_remote("observe", b)
+        await root.call_remote("notify", 1)
+        await root.call_remote("notify", 10)
+    return [f"notified {b.notified} time(s), last with {b.obj}"]
+
+
+async def test_observe_then_unobserve() -> None:
+    """BrokerTests.test_observe."""
+    seen = await three_ways(PEER, "observe", Observable, observe_client)
+    assert seen.client == ["notified 1 time(s), last with 1"]
+    assert seen.server == [
+        "notifying 1 observers of 1",
+        "removed an observer, 0 left",
+        "notifying 0 observers of 10",
+    ]
+
+
+# defer: the server answers later, once a second call fires what it waits for.
+
+
+class DeferRoot(Root):
+    def __init__(self, saw: list[str]) -> None:
+        self.say = sayer(saw)
+        self.fired = trio.Event()
+        self.arg = 0
+
+    def remote_doItLater(self) -> Awaitable[int]:
+        # Twisted's method returns a Deferred: a plain method returning an
+        # awaitable runs in order, as it does, where an ``async def`` method
+        # would start as a task, after the calls that follow it.
+        self.say("doItLater waits")
+        return self.run_me()
+
+    async def run_me(self) -> int:
+        await self.fired.wait()
+        self.say("run with", self.arg)
+        return self.arg + 1
+
+    def remote_fire(self, arg: int) -> str:
+        self.say("fire", arg)
+        self.arg = arg
+        self.fired.set()
+        return "fired"
+
+
+async def defer_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    answers: list[Any] = []
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        root = await broker.root_object()
+        async with trio.open_nursery() as nursery:
+
+            async def later() -> None:
+                answers.append(await root.call_remote("doItLater"))
+
+            nursery.start_soon(later)
+            # Let the first call go out before the second (start_soon does not run it yet).
+            await trio.testing.wait_all_tasks_blocked()
+            say("fire answered:", await root.call_remote("fire", 5))
+        say("doItLater answered:", answers[0])
+    return lines
+
+
+async def test_defer_an_answer_until_another_call() -> None:
+    """BrokerTests.test_defer."""
+    seen = await three_ways(PEER, "defer", DeferRoot, defer_client)
+    assert seen.client == ["fire answered: fired", "doItLater answered: 6"]
+    assert seen.server == ["doItLater waits", "fire 5", "run with 5"]
+
+
+# refcount: a reference the client drops is forgotten by the server.
+
+
+class RefcountRoot(Root):
+    def __init__(self, saw: list[str]) -> None:
+        self.say = sayer(saw)
+        self.given: list[weakref.ref[Thunk]] = []
+
+    def remote_getSimple(self) -> Thunk:
+        simple = Thunk("server", self.say)
+        self.given.append(weakref.ref(simple))
+        return simple
+
+    def remote_alive(self) -> int:
+        gc.collect()
+        return sum(1 for ref in self.given if ref() is not None)
+
+
+async def refcount_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        root = await broker.root_object()
+        simple = await root.call_remote("getSimple")
+        say("thunk:", await simple.call_remote("thunk", 1))
+        say("alive while held:", await root.call_remote("alive"))
+        del simple
+        gc.collect()
+        say("alive once dropped:", await root.call_remote("alive"))
+    return lines
+
+
+async def test_refcount_a_dropped_reference_is_forgotten() -> None:
+    """BrokerTests.test_refcount."""
+    seen = await three_ways(PEER, "refcount", RefcountRoot, refcount_client)
+    assert seen.client == ["thunk: 2", "alive while held: 1", "alive once dropped: 0"]
+    assert seen.server == ["server thunk given 1"]
+
+
+# badserial: a Copyable that cannot give its state fails the call on the
+# sender's side and the connection goes on.
+
+
+class FreakOut(Exception):
+    pass
+
+
+class BadCopyable(Copyable):
+    def get_state_to_copy_for(self, perspective: Any) -> Any:
+        raise FreakOut("no state for you")
+
+
+class BadCopySet(Root):
+    def __init__(self, saw: list[str]) -> None:
+        self.say = sayer(saw)
+
+    def remote_setBadCopy(self, bc: Any) -> None:
+        self.say("setBadCopy ran")
+
+    def remote_ping(self) -> str:
+        return "pong"
+
+
+async def badserial_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        root = await broker.root_object()
+        try:
+            await root.call_remote("setBadCopy", BadCopyable())
+        except FreakOut as exc:
+            say("the call failed with", type(exc).__name__, exc)
+        say("then:", await root.call_remote("ping"))
+    return lines
+
+
+async def test_bad_serialization_fails_the_call_only() -> None:
+    """DisconnectionTests.test_badSerialization."""
+    seen = await three_ways(PEER, "badserial", BadCopySet, badserial_client)
+    assert seen.client == ["the call failed with FreakOut no state for you", "then: pong"]
+    assert seen.server == []
+
+
+# disconnect: callbacks given to notify_on_disconnect run when the connection
+# ends, those taken back with dont_notify_on_disconnect do not.
+
+
+class DisconnectRoot(NamesRoot):
+    def names(self) -> dict[str, Any]:
+        return {"o": Thunk("server", self.say)}
+
+
+async def disconnect_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    given: list[Any] = []
+    broker: Broker
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        r = broker.remote_for_name("o")
+        say("thunk:", await r.call_remote("thunk", 1))
+
+        def never(*args: Any) -> None:
+            say("FAILED: a callback taken back ran")
+
+        broker.notify_on_disconnect(never)
+        broker.dont_notify_on_disconnect(never)
+        r.notify_on_disconnect(never)
+        r.dont_notify_on_disconnect(never)
+        broker.notify_on_disconnect(lambda: say("the broker's callback ran"))
+        r.notify_on_disconnect(given.append)
+    say("the reference's callback ran, given", "that reference" if given == [r] else "something else")
+    return lines
+
+
+async def test_disconnect_callbacks() -> None:
+    """DisconnectionTests.test_disconnection."""
+    seen = await three_ways(PEER, "disconnect", DisconnectRoot, disconnect_client)
+    assert seen.client == [
+        "thunk: 2",
+        "the broker's callback ran",
+        "the reference's callback ran, given that reference",
+    ]
+    assert seen.server == ["server thunk given 1"]
+
+
+# security: the security options given to a factory are its brokers' own.
+
+
+class Strict(Root):
+    def __init__(self, say: Say) -> None:
+        self.say = say
+
+    def remote_take(self, thing: Any) -> str:
+        self.say("took", type(thing).__name__, thing.x, thing.y)
+        return "taken"
+
+    def remote_give(self) -> Point:
+        return Point(3, 4)
+
+    def remote_ping(self) -> str:
+        return "pong"
+
+
+def allowing(*classes: type) -> SecurityOptions:
+    options = SecurityOptions()
+    options.allow_instances_of(*classes)
+    return options
+
+
+def strict_server(saw: list[str]) -> PBServerFactory:
+    return PBServerFactory(Strict(sayer(saw)), security=allowing(Point))
+
+
+async def security_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    async with open_tcp_broker("127.0.0.1", port, security=allowing(Point, Other)) as broker:
+        root = await broker.root_object()
+        say("take:", await root.call_remote("take", Point(1, 2)))
+        got = await root.call_remote("give")
+        say("give:", type(got).__name__, got.x, got.y)
+        try:
+            await root.call_remote("take", Other())
+            say("FAILED: the server took it")
+        except InsecureJelly as exc:
+            # trio_pb raises its own errors, Twisted's too, as themselves.
+            say("refused:", f"{type(exc).__name__}: {exc}")
+        say("then:", await root.call_remote("ping"))
+    return lines
+
+
+async def test_security_options_of_the_factories() -> None:
+    """PBWithSecurityOptionsTests: each factory's security options are its brokers'."""
+    seen = await three_ways(PEER, "security", strict_server, security_client)
+    assert seen.client == [
+        "take: taken",
+        "give: Point 3 4",
+        "refused: InsecureJelly: Class twisted_pb_broker_peer.Other not allowed.",
+        "then: pong",
+    ]
+    assert seen.server == ["took Point 1 2"]
+
+
+# The fix the refcount scenario needed, between two trio_pb brokers: what the
+# garbage collector releases goes out before the next call, as in Twisted.
+
+
+class Shared(Cacheable):
+    def get_type_to_copy(self) -> bytes:
+        return b"pbbroker.Shared"
+
+    def get_state_to_cache_and_observe_for(self, perspective: Any, observer: RemoteCacheObserver) -> Any:
+        return {}
+
+
+class SharedCopy(RemoteCache):
+    pass
+
+
+set_unjellyable_for_class(b"pbbroker.Shared", SharedCopy)
+
+
+class GCRoot(RefcountRoot):
+    def __init__(self) -> None:
+        super().__init__([])
+        self.shared = Shared()
+
+    def remote_getShared(self) -> Shared:
+        return self.shared
+
+    def remote_observers(self) -> int:
+        return len(self.shared.observers)
+
+
+async def test_a_collected_reference_is_released_before_the_next_call() -> None:
+    """The release a collected RemoteReference queues reaches the peer before a later call."""
+    async with open_broker_pair(GCRoot()) as (client, _):
+        root = await client.root_object()
+        simple = await root.call_remote("getSimple")
+        assert await root.call_remote("alive") == 1
+        del simple
+        gc.collect()
+        assert await root.call_remote("alive") == 0
+
+
+async def test_a_collected_cache_copy_is_released_before_the_next_call() -> None:
+    """The release a collected RemoteCache copy queues reaches the peer before a later call."""
+    async with open_broker_pair(GCRoot()) as (client, _):
+        root = await client.root_object()
+        shared = await root.call_remote("getShared")
+        assert await root.call_remote("observers") == 1
+        del shared
+        gc.collect()
+        assert await root.call_remote("observers") == 0
