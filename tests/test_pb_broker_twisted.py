@@ -125,19 +125,169 @@ async def newstyle_client(port: int) -> list[str]:
     return lines
 
 
-async def test_newstyle_copies_there_and_back() -> None:
-    """NewStyleTests: test_newStyle, test_alloc, test_newStyleWithKeywords."""
-    seen = await three_ways(PEER, "newstyle", Echoer, newstyle_client)
+# cached: a class that is both Cacheable and RemoteCache, got twice over one
+# connection, after the client sent one of its own.
+
+
+class NewStyleCacheCopy(Cacheable, RemoteCache):
+    s: str
+
+    def get_type_to_copy(self) -> bytes:
+        return b"pbbroker.NewStyleCacheCopy"
+
+    def get_state_to_cache_and_observe_for(self, perspective: Any, observer: RemoteCacheObserver) -> Any:
+        return {"s": self.s}
+
+
+set_unjellyable_for_class(b"pbbroker.NewStyleCacheCopy", NewStyleCacheCopy)
+
+
+class CachedReturner(Root):
+    def __init__(self, saw: list[str]) -> None:
+        self.say = sayer(saw)
+        self.cache = NewStyleCacheCopy()
+        self.cache.s = "value"
+
+    def remote_giveMeCache(self, theirs: NewStyleCacheCopy) -> NewStyleCacheCopy:
+        self.say("given", type(theirs).__name__, theirs.s)
+        return self.cache
+
+
+async def cached_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        root = await broker.root_object()
+        orig = NewStyleCacheCopy()
+        orig.s = "mine"
+        first = await root.call_remote("giveMeCache", orig)
+        say(
+            "first:",
+            type(first).__name__,
+            first.s,
+            "a new object" if first is not orig else "the same object",
+        )
+        again = await root.call_remote("giveMeCache", orig)
+        say("again:", type(again).__name__, again.s, "the same copy" if again is first else "another copy")
+    return lines
+
+
+async def test_cached_a_two_flavour_cacheable_got_twice() -> None:
+    """NewStyleCachedTests.test_newStyleCache."""
+    seen = await three_ways(PEER, "cached", CachedReturner, cached_client)
     assert seen.client == [
-        "echo: NewStyleCopy value a new object",
-        "with keywords: tuple NewStyleCopy value1 [('keyword1', 'one'), ('keyword2', 'two')]",
-        "before: 1 allocated, 1 initialized",
-        # Each copy is made with the class's __new__, never its __init__.
-        "after: Counted value 2 new",
-        "client side: 2 allocated, 1 initialized",
-        "server side: 1 0",
+        "first: NewStyleCacheCopy value a new object",
+        "again: NewStyleCacheCopy value another copy",
     ]
-    assert seen.server == []
+    assert seen.server == ["given NewStyleCacheCopy mine"] * 2
+
+
+# cache: cached objects keep their identity, follow their master's changes,
+# come back as the master, and are let go of when dropped.
+
+
+class SimpleCache(Cacheable):
+    def __init__(self, say: Say) -> None:
+        self.say = say
+
+    def get_type_to_copy(self) -> bytes:
+        return b"pbbroker.SimpleCache"
+
+    def get_state_to_cache_and_observe_for(self, perspective: Any, observer: RemoteCacheObserver) -> Any:
+        return {"x": 1}
+
+    def stopped_observing(self, perspective: Any, observer: RemoteCacheObserver) -> None:
+        self.say("SimpleCache stopped observing")
+
+
+class SimpleLocalCache(RemoteCache):
+    def checkSelf(self) -> SimpleLocalCache:
+        return self
+
+
+class Complicated(Cacheable):
+    def __init__(self, say: Say) -> None:
+        self.say = say
+        self.x, self.y, self.foo = 1, 2, 3
+        self.observer: RemoteCacheObserver | None = None
+
+    def get_type_to_copy(self) -> bytes:
+        return b"pbbroker.Complicated"
+
+    def set_foo4(self) -> None:
+        self.foo = 4
+        assert self.observer is not None
+        self.observer.call_remote_no_answer("foo", 4)
+
+    def get_state_to_cache_and_observe_for(self, perspective: Any, observer: RemoteCacheObserver) -> Any:
+        self.observer = observer
+        return {"x": self.x, "y": self.y, "foo": self.foo}
+
+    def stopped_observing(self, perspective: Any, observer: RemoteCacheObserver) -> None:
+        self.say("Complicated stopped observing")
+        if observer == self.observer:
+            self.observer = None
+
+
+class Baroque(RemoteCache):
+    def observe_foo(self, new_foo: int) -> None:
+        self.foo = new_foo
+
+
+set_unjellyable_for_class(b"pbbroker.SimpleCache", SimpleLocalCache)
+set_unjellyable_for_class(b"pbbroker.Complicated", Baroque)
+
+
+class CacheRoot(Root):
+    def __init__(self, saw: list[str]) -> None:
+        self.x = SimpleCache(sayer(saw))
+        self.c = Complicated(sayer(saw))
+
+    def remote_getCache(self) -> list[SimpleCache]:
+        return [self.x, self.x]
+
+    def remote_putCache(self, cache: Any) -> bool:
+        return cache is self.x
+
+    def remote_getComplicated(self) -> Complicated:
+        return self.c
+
+    def remote_setFoo4(self) -> None:
+        self.c.set_foo4()
+
+    def remote_observed(self) -> bool:
+        return self.c.observer is not None
+
+
+async def cache_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        root = await broker.root_object()
+        pair = await root.call_remote("getCache")
+        cp = pair[0]
+        say("pair:", type(cp).__name__, cp.x, "one object" if pair[1] is cp else "two objects")
+        say("checkSelf:", cp.checkSelf() is cp)
+        complex1 = await root.call_remote("getComplicated")
+        complex2 = await root.call_remote("getComplicated")
+        say(
+            "complicated:",
+            type(complex1).__name__,
+            complex1.x,
+            complex1.y,
+            complex1.foo,
+            complex2 is complex1,
+        )
+        await root.call_remote("setFoo4")
+        say("foo after setFoo4:", complex1.foo)
+        say("putCache is the master:", await root.call_remote("putCache", cp))
+        del pair, cp
+        gc.collect()
+        say("observed:", await root.call_remote("observed"))
+        del complex1, complex2
+        gc.collect()
+        say("observed once dropped:", await root.call_remote("observed"))
+    return lines
 
 
 # reference: objects passed as arguments come back as themselves.
@@ -190,13 +340,6 @@ async def reference_client(port: int) -> list[str]:
     return lines
 
 
-async def test_reference_arguments_come_back_as_themselves() -> None:
-    """BrokerTests.test_reference."""
-    seen = await three_ways(PEER, "reference", ReferenceRoot, reference_client)
-    assert seen.client == ["x caught z: True", "z caught nothing: True"]
-    assert seen.server == ["throwing RemoteReference to RemoteReference"]
-
-
 # result: either side names an object and the other calls it by name.
 
 
@@ -225,13 +368,6 @@ async def result_client(port: int) -> list[str]:
         say("server's foo:", await broker.remote_for_name("foo").call_remote("thunk", 7))
         say("client's foo:", await (await broker.root_object()).call_remote("callClient", 9))
     return lines
-
-
-async def test_result_of_a_named_object_either_way() -> None:
-    """BrokerTests.test_result."""
-    seen = await three_ways(PEER, "result", ResultRoot, result_client)
-    assert seen.client == ["server's foo: 8", "client thunk given 9", "client's foo: 10"]
-    assert seen.server == ["server thunk given 7"]
 
 
 # copy: a Copyable's state, and a copy made by a factory from its state.
@@ -299,17 +435,6 @@ async def copy_client(port: int) -> list[str]:
         got = await root.call_remote("getFactory", 99)
         say("factory copy:", type(got).__name__, got.id)
     return list(lines)
-
-
-async def test_copy_and_factory_copy() -> None:
-    """BrokerTests.test_copy and test_factoryCopy."""
-    seen = await three_ways(PEER, "copy", CopyRoot, copy_client)
-    assert seen.client == [
-        "copy: SimpleLocalCopy 1 World test",
-        "factory given [('id', 99)]",
-        "factory copy: FromFactory 99",
-    ]
-    assert seen.server == []
 
 
 # observe: a reference the server got twice compares equal, so the observer
@@ -451,13 +576,6 @@ async def refcount_client(port: int) -> list[str]:
     return lines
 
 
-async def test_refcount_a_dropped_reference_is_forgotten() -> None:
-    """BrokerTests.test_refcount."""
-    seen = await three_ways(PEER, "refcount", RefcountRoot, refcount_client)
-    assert seen.client == ["thunk: 2", "alive while held: 1", "alive once dropped: 0"]
-    assert seen.server == ["server thunk given 1"]
-
-
 # badserial: a Copyable that cannot give its state fails the call on the
 # sender's side and the connection goes on.
 
@@ -495,13 +613,6 @@ async def badserial_client(port: int) -> list[str]:
     return lines
 
 
-async def test_bad_serialization_fails_the_call_only() -> None:
-    """DisconnectionTests.test_badSerialization."""
-    seen = await three_ways(PEER, "badserial", BadCopySet, badserial_client)
-    assert seen.client == ["the call failed with FreakOut no state for you", "then: pong"]
-    assert seen.server == []
-
-
 # disconnect: callbacks given to notify_on_disconnect run when the connection
 # ends, those taken back with dont_notify_on_disconnect do not.
 
@@ -531,17 +642,6 @@ async def disconnect_client(port: int) -> list[str]:
         r.notify_on_disconnect(given.append)
     say("the reference's callback ran, given", "that reference" if given == [r] else "something else")
     return lines
-
-
-async def test_disconnect_callbacks() -> None:
-    """DisconnectionTests.test_disconnection."""
-    seen = await three_ways(PEER, "disconnect", DisconnectRoot, disconnect_client)
-    assert seen.client == [
-        "thunk: 2",
-        "the broker's callback ran",
-        "the reference's callback ran, given that reference",
-    ]
-    assert seen.server == ["server thunk given 1"]
 
 
 # security: the security options given to a factory are its brokers' own.
@@ -600,6 +700,111 @@ async def test_security_options_of_the_factories() -> None:
         "then: pong",
     ]
     assert seen.server == ["took Point 1 2"]
+
+
+# Scenarios that share a run (each pairing starts processes, which takes
+# longer than the calls): the Twisted client plays the parts over one
+# connection, the trio_pb one over one connection each.
+
+
+def one_after_another(
+    *clients: Callable[[int], Awaitable[list[str]]],
+) -> Callable[[int], Awaitable[list[str]]]:
+    async def client(port: int) -> list[str]:
+        lines: list[str] = []
+        for part in clients:
+            lines += await part(port)
+        return lines
+
+    return client
+
+
+class CopiesRoot(Echoer, CopyRoot):
+    pass
+
+
+async def test_copies_new_style_plain_and_by_factory() -> None:
+    """NewStyleTests: test_newStyle, test_alloc, ...WithKeywords; BrokerTests.test_copy, test_factoryCopy."""
+    seen = await three_ways(PEER, "copies", CopiesRoot, one_after_another(newstyle_client, copy_client))
+    assert seen.client == [
+        "echo: NewStyleCopy value a new object",
+        "with keywords: tuple NewStyleCopy value1 [('keyword1', 'one'), ('keyword2', 'two')]",
+        "before: 1 allocated, 1 initialized",
+        # Each copy is made with the class's __new__, never its __init__.
+        "after: Counted value 2 new",
+        "client side: 2 allocated, 1 initialized",
+        "server side: 1 0",
+        "copy: SimpleLocalCopy 1 World test",
+        "factory given [('id', 99)]",
+        "factory copy: FromFactory 99",
+    ]
+    assert seen.server == []
+
+
+class CountsRoot(CacheRoot, RefcountRoot):
+    def __init__(self, saw: list[str]) -> None:
+        CacheRoot.__init__(self, saw)
+        RefcountRoot.__init__(self, saw)
+
+
+async def test_counts_cache_identity_updates_and_release() -> None:
+    """BrokerTests.test_cache and test_refcount."""
+    seen = await three_ways(PEER, "counts", CountsRoot, one_after_another(cache_client, refcount_client))
+    assert seen.client == [
+        "pair: SimpleLocalCache 1 one object",
+        "checkSelf: True",
+        # Each answer that holds a cached object gives a new object sharing the first's state.
+        "complicated: Baroque 1 2 3 False",
+        "foo after setFoo4: 4",
+        "putCache is the master: True",
+        "observed: True",
+        "observed once dropped: False",
+        "thunk: 2",
+        "alive while held: 1",
+        "alive once dropped: 0",
+    ]
+    assert seen.server == [
+        "SimpleCache stopped observing",
+        "Complicated stopped observing",
+        "server thunk given 1",
+    ]
+
+
+class NamedRoot(ReferenceRoot, ResultRoot):
+    def names(self) -> dict[str, Any]:
+        return {**ReferenceRoot.names(self), **ResultRoot.names(self)}
+
+
+async def test_names_references_come_back_and_results_either_way() -> None:
+    """BrokerTests.test_reference and test_result."""
+    seen = await three_ways(PEER, "names", NamedRoot, one_after_another(reference_client, result_client))
+    assert seen.client == [
+        "x caught z: True",
+        "z caught nothing: True",
+        "server's foo: 8",
+        "client thunk given 9",
+        "client's foo: 10",
+    ]
+    assert seen.server == ["throwing RemoteReference to RemoteReference", "server thunk given 7"]
+
+
+class DisconnectionRoot(DisconnectRoot, BadCopySet):
+    pass
+
+
+async def test_disconnection_bad_serialization_and_callbacks() -> None:
+    """DisconnectionTests.test_badSerialization and test_disconnection."""
+    seen = await three_ways(
+        PEER, "disconnection", DisconnectionRoot, one_after_another(badserial_client, disconnect_client)
+    )
+    assert seen.client == [
+        "the call failed with FreakOut no state for you",
+        "then: pong",
+        "thunk: 2",
+        "the broker's callback ran",
+        "the reference's callback ran, given that reference",
+    ]
+    assert seen.server == ["server thunk given 1"]
 
 
 # The fix the refcount scenario needed, between two trio_pb brokers: what the

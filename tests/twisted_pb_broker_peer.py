@@ -94,6 +94,132 @@ def newstyle_client(factory):
     say("server side:", *(yield root.callRemote("counts")))
 
 
+# cached: a class that is both Cacheable and RemoteCache, got twice over one
+# connection, after the client sent one of its own (NewStyleCachedTests).
+
+
+class NewStyleCacheCopy(Tagged, pb.Cacheable, pb.RemoteCache):
+    tag = "pbbroker.NewStyleCacheCopy"
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        return self.__dict__
+
+
+pb.setUnjellyableForClass(NewStyleCacheCopy.tag, NewStyleCacheCopy)
+
+
+class CachedReturner(pb.Root):
+    def __init__(self):
+        self.cache = NewStyleCacheCopy()
+        self.cache.s = "value"
+
+    def remote_giveMeCache(self, theirs):
+        say("given", type(theirs).__name__, theirs.s)
+        return self.cache
+
+
+@defer.inlineCallbacks
+def cached_client(factory):
+    root = yield factory.getRootObject()
+    orig = NewStyleCacheCopy()
+    orig.s = "mine"
+    first = yield root.callRemote("giveMeCache", orig)
+    say("first:", type(first).__name__, first.s, "a new object" if first is not orig else "the same object")
+    again = yield root.callRemote("giveMeCache", orig)
+    say("again:", type(again).__name__, again.s, "the same copy" if again is first else "another copy")
+
+
+# cache: cached objects keep their identity, follow their master's changes,
+# come back as the master, and are let go of when dropped (BrokerTests.test_cache).
+
+
+class SimpleCache(Tagged, pb.Cacheable):
+    tag = "pbbroker.SimpleCache"
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        return {"x": 1}
+
+    def stoppedObserving(self, perspective, observer):
+        say("SimpleCache stopped observing")
+
+
+class SimpleLocalCache(pb.RemoteCache):
+    def checkSelf(self):
+        return self
+
+
+class Complicated(Tagged, pb.Cacheable):
+    tag = "pbbroker.Complicated"
+
+    def __init__(self):
+        self.x, self.y, self.foo = 1, 2, 3
+        self.observer = None
+
+    def setFoo4(self):
+        self.foo = 4
+        self.observer.callRemote("foo", 4)
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        self.observer = observer
+        return {"x": self.x, "y": self.y, "foo": self.foo}
+
+    def stoppedObserving(self, perspective, observer):
+        say("Complicated stopped observing")
+        if observer == self.observer:
+            self.observer = None
+
+
+class Baroque(pb.RemoteCache):
+    def observe_foo(self, new_foo):
+        self.foo = new_foo
+
+
+pb.setUnjellyableForClass(SimpleCache.tag, SimpleLocalCache)
+pb.setUnjellyableForClass(Complicated.tag, Baroque)
+
+
+class CacheRoot(pb.Root):
+    def __init__(self):
+        self.x = SimpleCache()
+        self.c = Complicated()
+
+    def remote_getCache(self):
+        return [self.x, self.x]
+
+    def remote_putCache(self, cache):
+        return cache is self.x
+
+    def remote_getComplicated(self):
+        return self.c
+
+    def remote_setFoo4(self):
+        self.c.setFoo4()
+
+    def remote_observed(self):
+        return self.c.observer is not None
+
+
+@defer.inlineCallbacks
+def cache_client(factory):
+    root = yield factory.getRootObject()
+    pair = yield root.callRemote("getCache")
+    cp = pair[0]
+    say("pair:", type(cp).__name__, cp.x, "one object" if pair[1] is cp else "two objects")
+    say("checkSelf:", cp.checkSelf() is cp)
+    complex1 = yield root.callRemote("getComplicated")
+    complex2 = yield root.callRemote("getComplicated")
+    say("complicated:", type(complex1).__name__, complex1.x, complex1.y, complex1.foo, complex2 is complex1)
+    yield root.callRemote("setFoo4")
+    say("foo after setFoo4:", complex1.foo)
+    say("putCache is the master:", (yield root.callRemote("putCache", cp)))
+    del pair, cp
+    gc.collect()
+    say("observed:", (yield root.callRemote("observed")))
+    del complex1, complex2
+    gc.collect()
+    say("observed once dropped:", (yield root.callRemote("observed")))
+
+
 # reference: objects passed as arguments come back as themselves
 # (BrokerTests.test_reference).
 
@@ -427,16 +553,45 @@ def security_client(factory):
     say("then:", (yield root.callRemote("ping")))
 
 
+# Scenarios that share a run: each pairing starts processes, which takes
+# longer than the calls.
+
+
+class CopiesRoot(Echoer, CopyRoot):
+    pass
+
+
+class NamedRoot(ReferenceRoot, ResultRoot):
+    names = {**ReferenceRoot.names, **ResultRoot.names}
+
+
+class CountsRoot(CacheRoot, RefcountRoot):
+    def __init__(self):
+        CacheRoot.__init__(self)
+        RefcountRoot.__init__(self)
+
+
+class DisconnectionRoot(DisconnectRoot, BadCopySet):
+    pass
+
+
+def one_after_another(*clients):
+    @defer.inlineCallbacks
+    def client(factory):
+        for part in clients:
+            yield part(factory)
+
+    return client
+
+
 SCENARIOS = {
-    "newstyle": (Echoer, newstyle_client),
-    "reference": (ReferenceRoot, reference_client),
-    "result": (ResultRoot, result_client),
-    "copy": (CopyRoot, copy_client),
+    "copies": (CopiesRoot, one_after_another(newstyle_client, copy_client)),
+    "cached": (CachedReturner, cached_client),
+    "counts": (CountsRoot, one_after_another(cache_client, refcount_client)),
+    "names": (NamedRoot, one_after_another(reference_client, result_client)),
     "observe": (Observable, observe_client),
     "defer": (DeferRoot, defer_client),
-    "refcount": (RefcountRoot, refcount_client),
-    "badserial": (BadCopySet, badserial_client),
-    "disconnect": (DisconnectRoot, disconnect_client),
+    "disconnection": (DisconnectionRoot, one_after_another(badserial_client, disconnect_client)),
     "security": (Strict, security_client),
 }
 
