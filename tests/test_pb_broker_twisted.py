@@ -8,6 +8,7 @@ pairings must give (peers.three_ways).
 from __future__ import annotations
 
 import gc
+import io
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,10 +32,12 @@ from trio_pb import (
     RemoteReference,
     Root,
     SecurityOptions,
+    get_all_pages,
     open_tcp_broker,
     set_unjellyable_factory_for_class,
     set_unjellyable_for_class,
 )
+from trio_pb.paging import FilePager, StringPager
 from trio_pb.testing import open_broker_pair
 
 PEER = "twisted_pb_broker_peer.py"
@@ -479,17 +482,6 @@ async def observe_client(port: int) -> list[str]:
     return [f"notified {b.notified} time(s), last with {b.obj}"]
 
 
-async def test_observe_then_unobserve() -> None:
-    """BrokerTests.test_observe."""
-    seen = await three_ways(PEER, "observe", Observable, observe_client)
-    assert seen.client == ["notified 1 time(s), last with 1"]
-    assert seen.server == [
-        "notifying 1 observers of 1",
-        "removed an observer, 0 left",
-        "notifying 0 observers of 10",
-    ]
-
-
 # defer: the server answers later, once a second call fires what it waits for.
 
 
@@ -535,13 +527,6 @@ async def defer_client(port: int) -> list[str]:
             say("fire answered:", await root.call_remote("fire", 5))
         say("doItLater answered:", answers[0])
     return lines
-
-
-async def test_defer_an_answer_until_another_call() -> None:
-    """BrokerTests.test_defer."""
-    seen = await three_ways(PEER, "defer", DeferRoot, defer_client)
-    assert seen.client == ["fire answered: fired", "doItLater answered: 6"]
-    assert seen.server == ["doItLater waits", "fire 5", "run with 5"]
 
 
 # refcount: a reference the client drops is forgotten by the server.
@@ -702,6 +687,64 @@ async def test_security_options_of_the_factories() -> None:
     assert seen.server == ["took Point 1 2"]
 
 
+# paging: string and file pagers, with and without a callback given arguments.
+
+BIG = b"helloworld" * 50
+
+
+class Pagerizer(Root):
+    def __init__(self, saw: list[str]) -> None:
+        self.say = sayer(saw)
+
+    def finished(self, *args: Any, **kw: Any) -> None:
+        self.say("pager finished:", args, sorted(kw.items()))
+
+    async def remote_getPages(self, collector: RemoteReference, with_callback: bool) -> None:
+        if with_callback:
+            await StringPager(collector, BIG, 100, self.finished, "hello", value=10).run()
+        else:
+            await StringPager(collector, BIG, 100).run()
+
+    async def remote_getFile(self, collector: RemoteReference, empty: bool) -> None:
+        await FilePager(collector, io.BytesIO(b"" if empty else BIG), self.finished, "frodo", value=9).run()
+
+    def remote_done(self) -> str:
+        return "done"
+
+
+async def paging_client(port: int) -> list[str]:
+    lines: list[str] = []
+    say = sayer(lines)
+    async with open_tcp_broker("127.0.0.1", port) as broker:
+        root = await broker.root_object()
+        for with_callback in (True, False):
+            pages = await get_all_pages(root, "getPages", with_callback)
+            say("string pages:", len(pages), b"".join(pages) == BIG)
+        for empty in (False, True):
+            pages = await get_all_pages(root, "getFile", empty)
+            say("file pages:", len(pages), b"".join(pages) == (b"" if empty else BIG))
+        say(await root.call_remote("done"))
+    return lines
+
+
+async def test_paging_strings_and_files_with_callbacks() -> None:
+    """PagingTests: paging with and without a callback, file paging, an empty file."""
+    seen = await three_ways(PEER, "paging", Pagerizer, paging_client)
+    assert seen.client == [
+        "string pages: 5 True",
+        "string pages: 5 True",
+        # The file is smaller than a file pager's chunk: one page.
+        "file pages: 1 True",
+        "file pages: 0 True",
+        "done",
+    ]
+    assert seen.server == [
+        "pager finished: ('hello',) [('value', 10)]",
+        "pager finished: ('frodo',) [('value', 9)]",
+        "pager finished: ('frodo',) [('value', 9)]",
+    ]
+
+
 # Scenarios that share a run (each pairing starts processes, which takes
 # longer than the calls): the Twisted client plays the parts over one
 # connection, the trio_pb one over one connection each.
@@ -805,6 +848,26 @@ async def test_disconnection_bad_serialization_and_callbacks() -> None:
         "the reference's callback ran, given that reference",
     ]
     assert seen.server == ["server thunk given 1"]
+
+
+class CallsRoot(Observable, DeferRoot):
+    def __init__(self, saw: list[str]) -> None:
+        Observable.__init__(self, saw)
+        DeferRoot.__init__(self, saw)
+
+
+async def test_calls_observe_unobserve_and_a_deferred_answer() -> None:
+    """BrokerTests.test_observe and test_defer."""
+    seen = await three_ways(PEER, "calls", CallsRoot, one_after_another(observe_client, defer_client))
+    assert seen.client == ["notified 1 time(s), last with 1", "fire answered: fired", "doItLater answered: 6"]
+    assert seen.server == [
+        "notifying 1 observers of 1",
+        "removed an observer, 0 left",
+        "notifying 0 observers of 10",
+        "doItLater waits",
+        "fire 5",
+        "run with 5",
+    ]
 
 
 # The fix the refcount scenario needed, between two trio_pb brokers: what the

@@ -2,7 +2,8 @@
 
 Each scenario is our own rewrite of what a class of Twisted's
 ``twisted/spread/test/test_pb.py`` exercises over one connection (new-style
-copies, BrokerTests, DisconnectionTests, security options), run over TCP.
+copies and caches, BrokerTests, PagingTests, DisconnectionTests, security
+options), run over TCP.
 ``serve <scenario>`` serves the scenario's root and prints a line for each
 event the server sees; ``client <scenario> <port>`` plays the client and
 prints what it sees.  tests/test_pb_broker_twisted.py runs each scenario
@@ -553,6 +554,50 @@ def security_client(factory):
     say("then:", (yield root.callRemote("ping")))
 
 
+# paging: string and file pagers, with and without a callback given arguments
+# (PagingTests).
+
+BIG = b"helloworld" * 50
+
+
+def finished(*args, **kw):
+    say("pager finished:", args, sorted(kw.items()))
+
+
+class Pagerizer(pb.Root):
+    def remote_getPages(self, collector, with_callback):
+        from twisted.spread import util
+
+        if with_callback:
+            util.StringPager(collector, BIG, 100, finished, "hello", value=10)
+        else:
+            util.StringPager(collector, BIG, 100)
+
+    def remote_getFile(self, collector, empty):
+        import io
+
+        from twisted.spread import util
+
+        util.FilePager(collector, io.BytesIO(b"" if empty else BIG), finished, "frodo", value=9)
+
+    def remote_done(self):
+        return "done"
+
+
+@defer.inlineCallbacks
+def paging_client(factory):
+    from twisted.spread import util
+
+    root = yield factory.getRootObject()
+    for with_callback in (True, False):
+        pages = yield util.getAllPages(root, "getPages", with_callback)
+        say("string pages:", len(pages), b"".join(pages) == BIG)
+    for empty in (False, True):
+        pages = yield util.getAllPages(root, "getFile", empty)
+        say("file pages:", len(pages), b"".join(pages) == (b"" if empty else BIG))
+    say((yield root.callRemote("done")))
+
+
 # Scenarios that share a run: each pairing starts processes, which takes
 # longer than the calls.
 
@@ -575,6 +620,10 @@ class DisconnectionRoot(DisconnectRoot, BadCopySet):
     pass
 
 
+class CallsRoot(Observable, DeferRoot):
+    pass
+
+
 def one_after_another(*clients):
     @defer.inlineCallbacks
     def client(factory):
@@ -589,10 +638,10 @@ SCENARIOS = {
     "cached": (CachedReturner, cached_client),
     "counts": (CountsRoot, one_after_another(cache_client, refcount_client)),
     "names": (NamedRoot, one_after_another(reference_client, result_client)),
-    "observe": (Observable, observe_client),
-    "defer": (DeferRoot, defer_client),
+    "calls": (CallsRoot, one_after_another(observe_client, defer_client)),
     "disconnection": (DisconnectionRoot, one_after_another(badserial_client, disconnect_client)),
     "security": (Strict, security_client),
+    "paging": (Pagerizer, paging_client),
 }
 
 
