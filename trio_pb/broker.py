@@ -471,7 +471,7 @@ class Broker:
             self._token.run_sync_soon(self._send_gc_releases)
 
     def _send_gc_releases(self) -> None:
-        """Send the releases the garbage collector queued, before whatever this side sends next."""
+        """Send the releases the garbage collector queued (at the latest, before this side's next call)."""
         releases = self._gc_releases
         while releases:
             cached, luid = releases.popleft()
