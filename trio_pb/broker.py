@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -150,6 +151,9 @@ class Broker:
             root_object = getattr(root, "root_object", None)
             self._protocol.set_name_for_local(b"root", root_object(self) if root_object else root)
         self._token = trio.lowlevel.current_trio_token()
+        # Releases the garbage collector asked for, oldest first: sent before
+        # any later call or answer from this side, as Twisted sends them at once.
+        self._gc_releases: deque[tuple[bool, int | bytes]] = deque()
         self._ready = trio.Event()
         self._lost = trio.Event()
         self._writer_wakeup = trio.Event()
@@ -365,6 +369,8 @@ class Broker:
     ) -> Any:
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
+        if self._gc_releases:
+            self._send_gc_releases()
         time_left = None
         if self._protocol.extended:
             deadline = trio.current_effective_deadline()
@@ -437,6 +443,8 @@ class Broker:
     ) -> None:
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
+        if self._gc_releases:
+            self._send_gc_releases()
         self._protocol.send_call(target, name, args, kwargs, answer_required=False, command=command)
         self._flush()
 
@@ -453,13 +461,27 @@ class Broker:
         self._flush()
 
     def _decache_from_gc(self, luid: int) -> None:
+        self._gc_releases.append((True, luid))
         with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(self._decache, luid)
+            self._token.run_sync_soon(self._send_gc_releases)
 
     def _decref_from_gc(self, luid: int | bytes) -> None:
-        # Called from __del__, possibly in another thread: hand over, do nothing else.
+        # Called from __del__, possibly in another thread or in the middle of
+        # encoding a message: only queue it (a deque's append is atomic).
+        self._gc_releases.append((False, luid))
         with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(self._decref, luid)
+            self._token.run_sync_soon(self._send_gc_releases)
+
+    def _send_gc_releases(self) -> None:
+        """Send the releases the garbage collector queued: due before our next call or answer."""
+        releases = self._gc_releases
+        while releases:
+            cached, luid = releases.popleft()
+            if cached:
+                assert isinstance(luid, int)
+                self._decache(luid)
+            else:
+                self._decref(luid)
 
     # -- the tasks ---------------------------------------------------------------
 
@@ -798,6 +820,8 @@ class Broker:
         if call.cache_luid is not None:
             self._protocol.cache_updated(call)
         if call.answer_required:
+            if self._gc_releases:
+                self._send_gc_releases()  # dropped by the method: as in Twisted, released before it answers
             self._protocol.send_answer(call.request_id, result, call.perspective)
 
     async def _finish_async_call(self, call: IncomingCall, awaitable: Any, scope: trio.CancelScope) -> None:
@@ -838,6 +862,8 @@ class Broker:
                 exc_info=exc,
             )
         if call.answer_required and not self._lost.is_set():
+            if self._gc_releases:
+                self._send_gc_releases()
             self._protocol.send_error(call.request_id, exc)
 
     def _connection_lost(self) -> None:
