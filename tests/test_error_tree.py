@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import trio_pb
-from trio_pb import banana, errors, paging
+from trio_pb import banana, errors, failures, paging
 from trio_pb.protocol import _Goodbye
 from trio_pb.testing import open_broker_pair
 
@@ -171,3 +171,45 @@ async def test_a_decode_error_closes_the_connection() -> None:
         assert isinstance(server.error, errors.ProtocolError)
         with pytest.raises(errors.DisconnectedError):
             await root.call_remote("echo", 1)
+
+
+BUILTIN_BASES = ["builtins.Exception", "builtins.BaseException", "builtins.object"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "parents"),
+    [
+        (errors.Error, ["twisted.spread.pb.Error"]),
+        (errors.TooManyCalls, ["trio_pb.errors.TooManyCalls", "twisted.spread.pb.Error"]),
+        (errors.JellyError, ["trio_pb.errors.JellyError", "twisted.spread.pb.ProtocolError"]),
+        (
+            errors.InsecureJelly,
+            [
+                "twisted.spread.jelly.InsecureJelly",
+                "trio_pb.errors.JellyError",
+                "twisted.spread.pb.ProtocolError",
+            ],
+        ),
+        (errors.BananaEncodeError, ["twisted.spread.banana.BananaError", "twisted.spread.pb.ProtocolError"]),
+        (errors.BananaDecodeError, ["twisted.spread.banana.BananaError", "twisted.spread.pb.ProtocolError"]),
+        (
+            errors.DeadReferenceError,
+            ["twisted.spread.pb.DeadReferenceError", "twisted.spread.pb.ProtocolError"],
+        ),
+        (
+            errors.PBConnectionLost,
+            [
+                "twisted.spread.pb.PBConnectionLost",
+                "twisted.spread.pb.DeadReferenceError",
+                "twisted.spread.pb.ProtocolError",
+            ],
+        ),
+        (errors.NoSuchMethod, ["twisted.spread.flavors.NoSuchMethod", "builtins.AttributeError"]),
+        (paging.PagingError, ["trio_pb.paging.PagingError"]),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else "",
+)
+def test_the_new_bases_do_not_reach_the_wire(cls: type[BaseException], parents: list[str]) -> None:
+    # The parents each class was always sent with: the root and the family bases are not named.
+    assert failures.failure_state(cls("x"))["parents"] == [*parents, *BUILTIN_BASES]
+    assert failures.failure_state(cls("x"))["type"] == parents[0].encode()
