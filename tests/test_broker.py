@@ -693,7 +693,7 @@ async def test_too_deep_to_be_accepted_fails_the_call_not_the_connection() -> No
         deep: object = 1
         for _ in range(127):  # 254 banana levels pass; the wrappers push it past 256
             deep = {"d": deep}
-        with pytest.raises(errors.ProtocolError):
+        with pytest.raises(errors.SerializationError):
             await root.call_remote("echo", deep)
         assert await root.call_remote("add", 1, 1) == 2
 

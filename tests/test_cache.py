@@ -172,7 +172,7 @@ async def test_observer_call_after_release_is_a_local_error() -> None:
         await counter.release()
         await root.call_remote("is_counter", None)
         await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(errors.ProtocolError):
+        with pytest.raises(errors.LocalProtocolError):
             await observer.call_remote("set", 1)
 
 

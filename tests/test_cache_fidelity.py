@@ -34,7 +34,7 @@ class Farewell(Cacheable):
     def stopped_observing(self, perspective: Any, observer: RemoteCacheObserver) -> None:
         try:
             observer.call_remote_no_answer("bye", self.value)
-        except errors.ProtocolError as exc:
+        except (errors.DeadReferenceError, errors.LocalProtocolError) as exc:
             self.hook_errors.append(exc)
         else:
             self.hook_errors.append(None)
@@ -170,7 +170,7 @@ async def test_a_copy_that_never_left_cannot_be_said_goodbye_to() -> None:
             await root.call_remote("unsendable")
         # The peer never got the copy: the hook ran, and its message was refused, not sent.
         (refused,) = server_root.farewell.hook_errors
-        assert isinstance(refused, errors.ProtocolError)
+        assert isinstance(refused, errors.LocalProtocolError)
         assert not server._protocol.remotely_cached
         await assert_no_leaks(client, server)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import trio
 
-from .errors import DeadReferenceError, JellyError
+from .errors import DeadReferenceError, JellyError, LocalProtocolError
 from .flavors import Copyable, RemoteCopy, _method_named
 from .jelly import Jellier, Jellyable, Unjellier
 
@@ -148,9 +148,7 @@ class RemoteCacheObserver:
     def _luid(self) -> int:
         luid = self.broker._protocol.cache_luid(self.cacheable)
         if luid is None:
-            from .errors import ProtocolError
-
-            raise ProtocolError("the peer holds no copy of this cacheable (never sent, or released)")
+            raise LocalProtocolError("the peer holds no copy of this cacheable (never sent, or released)")
         return luid
 
     def __eq__(self, other: object) -> bool:

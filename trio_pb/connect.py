@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from .broker import Broker, open_broker, peer_name, plain_errors
-from .errors import DeadReferenceError, ProtocolError
+from .errors import DisconnectedError, ProtocolError
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -163,7 +163,7 @@ def _connection_handler(
             log.debug("connection from %s closed", peer)
         except trio.TooSlowError:
             log.info("%s did not finish the handshake within %s s; closed", peer, handshake_timeout)
-        except DeadReferenceError as exc:
+        except DisconnectedError as exc:
             # The peer left during the handshake: a port scanner, a health check ...
             log.info("PB handshake with %s failed: %s", peer, exc)
         except ProtocolError as exc:

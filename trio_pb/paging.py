@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Protocol
 import trio
 
 from .broker import Broker, plain_errors
-from .errors import PBConnectionLost
+from .errors import PBConnectionLost, PBError
 from .flavors import Referenceable, TwistedHooks
 from .jelly import Jellier
 from .references import RemoteReference
@@ -64,7 +64,7 @@ DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
 DEFAULT_MAX_PAGES = 4096
 
 
-class PagingError(Exception):
+class PagingError(PBError):
     """Paging did not finish: the pages are incomplete."""
 
 

@@ -29,13 +29,11 @@ from . import failures
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA, BananaConnection, DialectSelected
 from .conduct import PeerConduct
 from .errors import (
-    BananaError,
     DeadReferenceError,
-    DecodeBudgetExceeded,
     Error,
     JellyError,
     ProtocolError,
-    TooManyViolations,
+    SerializationError,
 )
 from .jelly import CopyRegistry, Jellyable, SecurityOptions, Unjellier, copy_registry, global_security, jelly
 from .references import RemoteReference
@@ -358,12 +356,14 @@ class PBProtocol:
             if deadline_id == request_id:
                 time_left = seconds
         try:
+            # A message that is well framed but cannot be made into a call
+            # fails that call (a SerializationError), as Twisted fails it.
             if type(name) is not bytes:
-                raise ProtocolError(f"method name is not bytes: {name!r:.100}")
+                raise JellyError(f"method name is not bytes: {name!r:.100}")
             try:
                 method_name = name.decode("utf-8")
             except UnicodeDecodeError:
-                raise ProtocolError(f"method name is not UTF-8: {name!r:.100}") from None
+                raise JellyError(f"method name is not UTF-8: {name!r:.100}") from None
             if cache:
                 obj = self.locally_cached.get(target) if type(target) is int else None
                 if obj is None:
@@ -379,15 +379,15 @@ class PBProtocol:
                 call_args = self.unjelly(args)
             call_kwargs = {} if plain and kwargs == [b"dictionary"] else self.unjelly(kwargs)
             if type(call_args) is not tuple or type(call_kwargs) is not dict:
-                raise ProtocolError("call arguments must be a tuple and a dict")
+                raise JellyError("call arguments must be a tuple and a dict")
             if any(type(key) is not str for key in call_kwargs):
                 call_kwargs = {
                     k.decode("utf-8") if type(k) is bytes else k: v for k, v in call_kwargs.items()
                 }
             method = obj.resolve_remote_method(method_name)
-        except (DecodeBudgetExceeded, TooManyViolations):
-            raise  # the connection ends: not one call's problem
-        except (Error, ProtocolError, AttributeError) as exc:
+        except (Error, SerializationError, AttributeError) as exc:
+            # One call's problem; a ProtocolError (a decode budget spent, too
+            # many violations) passes and ends the connection.
             if wants_answer:
                 self.send_error(request_id, exc)
                 if isinstance(exc, AttributeError):
@@ -849,9 +849,8 @@ class PBProtocol:
             if isinstance(exc, _Goodbye):
                 # Twisted's last word: the caller is told why, then the connection closes.
                 self.send_error(request_id, Error(str(exc)))
-                raise
-            if not isinstance(exc, (JellyError, BananaError)):
-                raise
+            raise
+        except SerializationError as exc:
             self.conduct.warning(
                 "unsendable answer", "cannot send the answer to request %d: %s", request_id, exc
             )
