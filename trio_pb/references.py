@@ -56,6 +56,13 @@ class RemoteReference(Jellyable):
         # Named references (b"root") are not refcounted by the peer.
         self._counted = counted
         self._released = not counted
+        if counted:
+            # For Broker.statistics(): a token held, until released or disowned.
+            # (A protocol driven without a broker, in tests, has no count.)
+            try:
+                broker._references_imported += 1
+            except AttributeError:
+                pass
 
     def call_remote(self, _name: str, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         """Call ``remote_<_name>(*args, **kwargs)`` on the peer; await it for the result.
@@ -118,7 +125,12 @@ class RemoteReference(Jellyable):
 
     def disown(self) -> None:
         """Forget this token without sending anything (its release is sent another way)."""
-        self._released = True
+        if not self._released:
+            self._released = True
+            try:
+                self.broker._references_imported -= 1
+            except AttributeError:
+                pass
 
     def release_nowait(self) -> None:
         """Like :meth:`release`, for synchronous code: the decref is queued at once."""
