@@ -95,6 +95,7 @@ class RemoteReference(Jellyable):
     async def _callRemote(self, name: str, args: Any, kwargs: Any) -> Any:
         if kwargs.pop("pbanswer") is False:
             self.call_remote_no_answer(name, *args, **kwargs)
+            await self.broker._checkpoint()  # every async method checkpoints, as in trio
             return None
         return await self.broker._call(self.luid, name, args, kwargs)
 
@@ -139,6 +140,7 @@ class RemoteReference(Jellyable):
             self.broker._decref(self.luid)
 
     async def __aenter__(self) -> RemoteReference:
+        await self.broker._checkpoint()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
