@@ -1,4 +1,4 @@
-"""trio's conventions in the trio layer: every async method checkpoints, no public constructor, options checked early."""
+"""trio's conventions: async methods checkpoint, no public constructor, options checked early."""
 
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ async def test_factory_methods_checkpoint() -> None:
 async def test_broker_has_no_public_constructor() -> None:
     left, _right = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
-        with pytest.raises(TypeError, match="no public constructor.*open_broker"):
+        with pytest.raises(TypeError, match=r"no public constructor.*open_broker"):
             Broker(left, nursery, is_client=True, root=None, options=BrokerOptions())
         with pytest.raises(TypeError, match="open_broker"):
             Broker()
@@ -213,25 +213,25 @@ async def test_open_broker_takes_options_and_keywords() -> None:
 
 async def test_typo_fails_when_open_broker_is_called() -> None:
     left, _right = trio.testing.memory_stream_pair()
-    with pytest.raises(TypeError, match="open_broker.*'keepalve'"):
+    with pytest.raises(TypeError, match=r"open_broker.*'keepalve'"):
         async with open_broker(left, server=False, keepalve=30):
             pass  # pragma: no cover
-    with pytest.raises(TypeError, match="open_broker_pair.*'keepalve'"):
+    with pytest.raises(TypeError, match=r"open_broker_pair.*'keepalve'"):
         async with open_broker_pair(keepalve=30):
             pass  # pragma: no cover
 
 
 async def test_typo_fails_when_serve_tcp_is_called_not_per_connection() -> None:
     with trio.fail_after(5):
-        with pytest.raises(TypeError, match="serve_tcp.*'keepalve'"):
+        with pytest.raises(TypeError, match=r"serve_tcp.*'keepalve'"):
             await serve_tcp(Root(), 0, host="127.0.0.1", keepalve=30)
-        with pytest.raises(TypeError, match="serve_tcp.*'keepalve'"):
+        with pytest.raises(TypeError, match=r"serve_tcp.*'keepalve'"):
             await serve_tcp(PBServerFactory(Root()), 0, host="127.0.0.1", keepalve=30)
 
 
 async def test_typo_fails_when_serve_unix_is_called(tmp_path: Any) -> None:
     path = os.path.join(tmp_path, "pb.sock")
-    with trio.fail_after(5), pytest.raises(TypeError, match="serve_unix.*'keepalve'"):
+    with trio.fail_after(5), pytest.raises(TypeError, match=r"serve_unix.*'keepalve'"):
         await serve_unix(Root(), path, keepalve=30)
     assert not os.path.exists(path)
 
@@ -242,16 +242,16 @@ async def test_typo_fails_before_open_tcp_broker_connects() -> None:
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    with pytest.raises(TypeError, match="open_tcp_broker.*'keepalve'"):
+    with pytest.raises(TypeError, match=r"open_tcp_broker.*'keepalve'"):
         async with open_tcp_broker("127.0.0.1", port, keepalve=30):
             pass  # pragma: no cover
-    with pytest.raises(TypeError, match="open_unix_broker.*'keepalve'"):
+    with pytest.raises(TypeError, match=r"open_unix_broker.*'keepalve'"):
         async with open_unix_broker("/nonexistent/pb.sock", keepalve=30):
             pass  # pragma: no cover
 
 
 def test_typo_fails_when_a_factory_is_made() -> None:
-    with pytest.raises(TypeError, match="PBServerFactory.*'keepalve'"):
+    with pytest.raises(TypeError, match=r"PBServerFactory.*'keepalve'"):
         PBServerFactory(Root(), keepalve=30)
-    with pytest.raises(TypeError, match="PBClientFactory.*'keepalve'"):
+    with pytest.raises(TypeError, match=r"PBClientFactory.*'keepalve'"):
         PBClientFactory(keepalve=30)

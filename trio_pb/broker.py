@@ -237,14 +237,26 @@ class Broker(metaclass=_NoPublicConstructor):
 
     @classmethod
     def _create(
-        cls, stream: trio.abc.Stream, nursery: trio.Nursery, *, is_client: bool, root: Any, options: BrokerOptions
+        cls,
+        stream: trio.abc.Stream,
+        nursery: trio.Nursery,
+        *,
+        is_client: bool,
+        root: Any,
+        options: BrokerOptions,
     ) -> Broker:
         """The broker of *stream* (the private constructor)."""
         broker: Broker = type.__call__(cls, stream, nursery, is_client=is_client, root=root, options=options)
         return broker
 
     def __init__(
-        self, stream: trio.abc.Stream, nursery: trio.Nursery, *, is_client: bool, root: Any, options: BrokerOptions
+        self,
+        stream: trio.abc.Stream,
+        nursery: trio.Nursery,
+        *,
+        is_client: bool,
+        root: Any,
+        options: BrokerOptions,
     ) -> None:
         self._stream = stream
         self._nursery = nursery
