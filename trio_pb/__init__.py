@@ -6,7 +6,7 @@ public names are re-exported here.
 
 from __future__ import annotations
 
-from .broker import Broker, open_broker
+from .broker import Broker, BrokerOptions, BrokerStatistics, open_broker
 from .cache import Cacheable, CacheUpdate, CacheUpdates, RemoteCache, RemoteCacheObserver
 from .connect import open_tcp_broker, open_unix_broker, serve_tcp, serve_unix
 from .cred import (
@@ -82,6 +82,8 @@ __all__ = [
     "BananaEncodeError",
     "BananaError",
     "Broker",
+    "BrokerOptions",
+    "BrokerStatistics",
     "CacheUpdate",
     "CacheUpdates",
     "Cacheable",

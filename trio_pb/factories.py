@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .broker import Broker
+from .broker import Broker, BrokerOptions
 from .jelly import SecurityOptions
 from .references import RemoteReference
 
@@ -36,8 +36,10 @@ class PBServerFactory:
     *root* is what a server broker's root may be (a Referenceable, a
     :class:`~trio_pb.flavors.Root`, a :class:`~trio_pb.cred.Portal` ...).
     *unsafeTracebacks* and *security* are Twisted's arguments; any other
-    keyword is a :func:`~trio_pb.broker.open_broker` option.  Options given
-    to ``serve_tcp`` itself win over the factory's.
+    keyword is a :func:`~trio_pb.broker.open_broker` option
+    (:class:`~trio_pb.broker.BrokerOptions`; an unknown one raises
+    :class:`TypeError` here).  Options given to ``serve_tcp`` itself win
+    over the factory's.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class PBServerFactory:
         security: SecurityOptions | None = None,
         **broker_options: Any,
     ) -> None:
+        BrokerOptions.build("PBServerFactory", _options(unsafeTracebacks, security, broker_options))
         self.root = root
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
@@ -69,7 +72,8 @@ class PBClientFactory:
     is connected (or once it has been), its methods raise
     :class:`RuntimeError`.  *unsafeTracebacks* and *security* are Twisted's
     arguments; other keywords are :func:`~trio_pb.broker.open_broker`
-    options.
+    options (:class:`~trio_pb.broker.BrokerOptions`; an unknown one raises
+    :class:`TypeError` here).
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class PBClientFactory:
         security: SecurityOptions | None = None,
         **broker_options: Any,
     ) -> None:
+        BrokerOptions.build("PBClientFactory", _options(unsafeTracebacks, security, broker_options))
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
         self.broker_options = broker_options

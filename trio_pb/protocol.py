@@ -45,6 +45,7 @@ __all__ = [
     "EXTENSION_DIALECT",
     "PAUSED",
     "PROTOCOL_VERSION",
+    "TableSizes",
     "CancelRequested",
     "Answer",
     "Failed",
@@ -152,6 +153,22 @@ class _CacheEntry:
     perspective: Any
     observer: Any
     count: int
+
+
+@attrs.frozen
+class TableSizes:
+    """How much the object and cache tables hold (see :meth:`PBProtocol.table_sizes`)."""
+
+    #: Our objects the peer holds references to (by luid; names are not counted).
+    objects_exported: int
+    #: The sum of their refcounts: the references the peer holds to them.
+    export_references: int
+    #: Our Cacheables the peer holds copies of.
+    caches_exported: int
+    #: The peer's cached objects we hold copies of.
+    caches_imported: int
+    #: Update listeners attached to those.
+    cache_listeners: int
 
 
 class PBProtocol:
@@ -583,6 +600,17 @@ class PBProtocol:
             return [tag, new_luid, jellier.jelly(state)]
 
         return jellier.jelly_shared(cacheable, first_copy)
+
+    def table_sizes(self) -> TableSizes:
+        """How much the object and cache tables hold now (counted when asked: nothing per call)."""
+        exported = [local.refcount for luid, local in self.local_objects.items() if type(luid) is int]
+        return TableSizes(
+            objects_exported=len(exported),
+            export_references=sum(exported),
+            caches_exported=len(self.remotely_cached),
+            caches_imported=len(self.locally_cached),
+            cache_listeners=sum(len(listeners) for listeners in self._cache_listeners.values()),
+        )
 
     def cache_luid(self, cacheable: Any) -> int | None:
         """The luid under which the peer holds copies of *cacheable*, if it does."""

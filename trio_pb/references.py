@@ -9,6 +9,7 @@ broker.
 
 from __future__ import annotations
 
+import contextlib
 import types
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,14 @@ class RemoteReference(Jellyable):
         # Named references (b"root") are not refcounted by the peer.
         self._counted = counted
         self._released = not counted
+        if counted:
+            # For Broker.statistics(): a token held, until released or disowned.
+            # (A protocol driven without a broker, in tests, has no count.)
+            # Not contextlib.suppress: a try costs nothing, a context manager a call per reference.
+            try:  # noqa: SIM105
+                broker._references_imported += 1
+            except AttributeError:
+                pass
 
     def call_remote(self, _name: str, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         """Call ``remote_<_name>(*args, **kwargs)`` on the peer; await it for the result.
@@ -88,6 +97,7 @@ class RemoteReference(Jellyable):
     async def _callRemote(self, name: str, args: Any, kwargs: Any) -> Any:
         if kwargs.pop("pbanswer") is False:
             self.call_remote_no_answer(name, *args, **kwargs)
+            await self.broker._checkpoint()  # every async method checkpoints, as in trio
             return None
         return await self.broker._call(self.luid, name, args, kwargs)
 
@@ -118,7 +128,10 @@ class RemoteReference(Jellyable):
 
     def disown(self) -> None:
         """Forget this token without sending anything (its release is sent another way)."""
-        self._released = True
+        if not self._released:
+            self._released = True
+            with contextlib.suppress(AttributeError):  # no broker: see __init__
+                self.broker._references_imported -= 1
 
     def release_nowait(self) -> None:
         """Like :meth:`release`, for synchronous code: the decref is queued at once."""
@@ -127,6 +140,7 @@ class RemoteReference(Jellyable):
             self.broker._decref(self.luid)
 
     async def __aenter__(self) -> RemoteReference:
+        await self.broker._checkpoint()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
