@@ -24,15 +24,12 @@ from typing import Any
 
 import trio
 
-from trio_pb import Error, Referenceable, RemoteError, RemoteReference
-from trio_pb.connect import open_tcp_broker
-from trio_pb.cred import UsernamePassword
-from trio_pb.login import login
+import trio_pb
 
 WAIT_FOR_SECONDS = 20
 
 
-class Screen(Referenceable):
+class Screen(trio_pb.Referenceable):
     """The mind the server calls back; it shows what happens in the rooms."""
 
     def __init__(self) -> None:
@@ -67,10 +64,10 @@ class Screen(Referenceable):
 class Session:
     """What one user does: steps from a script or commands typed at the terminal."""
 
-    def __init__(self, user: RemoteReference, screen: Screen) -> None:
+    def __init__(self, user: trio_pb.RemoteReference, screen: Screen) -> None:
         self.user = user
         self.screen = screen
-        self.room: RemoteReference | None = None
+        self.room: trio_pb.RemoteReference | None = None
         self.room_name = ""
         self.seen = 0
 
@@ -106,7 +103,7 @@ class Session:
             self.screen.show(f"unknown command {verb!r}; try /help")
         return True
 
-    def _in_room(self) -> RemoteReference:
+    def _in_room(self) -> trio_pb.RemoteReference:
         if self.room is None:
             raise RuntimeError("join a room first")
         return self.room
@@ -135,8 +132,8 @@ async def main() -> None:
     parser.add_argument("--do", action="append", metavar="STEP", help="run this step (scripted mode)")
     args = parser.parse_args()
     screen = Screen()
-    async with open_tcp_broker(args.host, args.port) as broker:
-        user = await login(broker, UsernamePassword(args.username, args.password), screen)
+    async with trio_pb.open_tcp_broker(args.host, args.port) as broker:
+        user = await broker.login(trio_pb.UsernamePassword(args.username, args.password), screen)
         session = Session(user, screen)
         if args.do:
             for step in args.do:
@@ -151,7 +148,7 @@ async def main() -> None:
             try:
                 if not await session.run(step):
                     break
-            except (Error, RemoteError, RuntimeError) as exc:
+            except (trio_pb.Error, trio_pb.RemoteError, RuntimeError) as exc:
                 screen.show(f"error: {exc}")
 
 

@@ -20,19 +20,17 @@ from typing import Any
 
 import trio
 
-from trio_pb import Avatar, DeadReferenceError, Error, Viewable
-from trio_pb.connect import serve_tcp
-from trio_pb.cred import FilePasswordChecker, Portal
+import trio_pb
 
 log = logging.getLogger("chat")
 ROOMS = ("lobby", "trio", "twisted")
 
 
-class ChatError(Error):
+class ChatError(trio_pb.Error):
     """A user's mistake (no such room, not in the room): sent back, not logged as a bug."""
 
 
-class Room(Viewable):
+class Room(trio_pb.Viewable):
     """A chat room; every ``view_*`` method gets the calling user first."""
 
     def __init__(self, name: str) -> None:
@@ -63,7 +61,7 @@ class Room(Viewable):
             member.tell(what, *args)
 
 
-class ChatUser(Avatar):
+class ChatUser(trio_pb.Avatar):
     """One logged-in user: what their client may do, and how to reach it."""
 
     def __init__(self, server: ChatServer, name: str, mind: Any) -> None:
@@ -83,7 +81,7 @@ class ChatUser(Avatar):
 
     def tell(self, what: str, *args: Any) -> None:
         # Fire and forget: one slow client must not hold up a whole room.
-        with contextlib.suppress(DeadReferenceError):
+        with contextlib.suppress(trio_pb.DeadReferenceError):
             self.mind.call_remote_no_answer(what, *args)
 
     def logout(self) -> None:
@@ -105,8 +103,8 @@ class ChatServer:
         return user, user.logout
 
 
-def make_portal(users: Path) -> Portal:
-    return Portal(ChatServer(), [FilePasswordChecker(users)])
+def make_portal(users: Path) -> trio_pb.Portal:
+    return trio_pb.Portal(ChatServer(), [trio_pb.FilePasswordChecker(users)])
 
 
 async def main() -> None:
@@ -120,7 +118,7 @@ async def main() -> None:
     async with trio.open_nursery() as nursery:
         # keepalive: a client whose machine vanished is logged out within 90 s,
         # instead of whenever TCP gives up on it.
-        serve = partial(serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30)
+        serve = partial(trio_pb.serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30)
         listeners = await nursery.start(serve)
         host, port = listeners[0].socket.getsockname()[:2]
         print(f"listening on {host}:{port}", flush=True)

@@ -19,12 +19,9 @@ import sys
 import trio
 from world import TAG, RemoteWorld
 
-from trio_pb import RemoteReference, set_unjellyable_for_class
-from trio_pb.connect import open_tcp_broker
-from trio_pb.cred import UsernamePassword
-from trio_pb.login import login
+import trio_pb
 
-set_unjellyable_for_class(TAG, RemoteWorld)
+trio_pb.set_unjellyable_for_class(TAG, RemoteWorld)
 KEYS = {"w": "up", "s": "down", "a": "left", "d": "right"}
 
 
@@ -41,7 +38,9 @@ def next_step(world: RemoteWorld, me: str) -> str | None:
     return None
 
 
-async def play_bot(player: RemoteReference, world: RemoteWorld, me: str, until: int, pace: float) -> None:
+async def play_bot(
+    player: trio_pb.RemoteReference, world: RemoteWorld, me: str, until: int, pace: float
+) -> None:
     while max(score for _, _, score in world.players.values()) < until:
         direction = next_step(world, me)
         if direction is not None:
@@ -49,7 +48,7 @@ async def play_bot(player: RemoteReference, world: RemoteWorld, me: str, until: 
         await trio.sleep(pace)
 
 
-async def play_keyboard(player: RemoteReference) -> None:
+async def play_keyboard(player: trio_pb.RemoteReference) -> None:
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     async with stdin:
         buffer = b""
@@ -87,8 +86,8 @@ async def main() -> None:
     parser.add_argument("--pace", type=float, default=0.05, help="seconds between a bot's moves")
     parser.add_argument("--plain", action="store_true", help="a line per update instead of the board")
     args = parser.parse_args()
-    async with open_tcp_broker(args.host, args.port) as broker:
-        player = await login(broker, UsernamePassword(args.name, args.name))
+    async with trio_pb.open_tcp_broker(args.host, args.port) as broker:
+        player = await broker.login(trio_pb.UsernamePassword(args.name, args.name))
         world = await player.call_remote("world")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(show, world, args.name, args.plain)

@@ -19,16 +19,14 @@ from typing import Any
 import trio
 from world import World
 
-from trio_pb import Avatar, Error
-from trio_pb.connect import serve_tcp
-from trio_pb.cred import InMemoryPasswordChecker, Portal
+import trio_pb
 
 log = logging.getLogger("game")
 #: Everyone may play: the password is the colour.
 PLAYERS = {"red": "red", "blue": "blue", "green": "green", "yellow": "yellow"}
 
 
-class Player(Avatar):
+class Player(trio_pb.Avatar):
     """One player: moves in the world, sees it through a cached copy."""
 
     def __init__(self, game: Game, name: str) -> None:
@@ -40,7 +38,7 @@ class Player(Avatar):
 
     def perspective_move(self, direction: str) -> int:
         if direction not in ("up", "down", "left", "right"):
-            raise Error(f"cannot move {direction!r}")
+            raise trio_pb.Error(f"cannot move {direction!r}")
         return self.game.world.move(self.name, direction)
 
     def logout(self) -> None:
@@ -81,10 +79,10 @@ async def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="game: %(message)s")
     game = Game(random.Random(args.seed))
-    portal = Portal(game, [InMemoryPasswordChecker(PLAYERS)])
+    portal = trio_pb.Portal(game, [trio_pb.InMemoryPasswordChecker(PLAYERS)])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(game.spawn_items, args.item_every, 6)
-        listeners = await nursery.start(partial(serve_tcp, portal, args.port, host=args.host))
+        listeners = await nursery.start(partial(trio_pb.serve_tcp, portal, args.port, host=args.host))
         host, port = listeners[0].socket.getsockname()[:2]
         print(f"listening on {host}:{port}", flush=True)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from trio_pb import Cacheable, RemoteCache, RemoteCacheObserver
+import trio_pb
 
 TAG = b"game.World"
 DIRECTIONS = {"up": (0, -1), "down": (0, 1), "left": (-1, 0), "right": (1, 0)}
 
 
-class World(Cacheable):
+class World(trio_pb.Cacheable):
     """The authoritative board: players moving on a grid and collecting items."""
 
     def __init__(self, width: int = 12, height: int = 8) -> None:
@@ -26,7 +26,9 @@ class World(Cacheable):
     def get_type_to_copy(self) -> bytes:
         return TAG
 
-    def get_state_to_cache_and_observe_for(self, perspective: Any, observer: RemoteCacheObserver) -> Any:
+    def get_state_to_cache_and_observe_for(
+        self, perspective: Any, observer: trio_pb.RemoteCacheObserver
+    ) -> Any:
         return {"width": self.width, "height": self.height, "players": self.players, "items": self.items}
 
     def free_cell(self, rng: Any) -> tuple[int, int]:
@@ -62,7 +64,7 @@ class World(Cacheable):
         return player[2]
 
 
-class RemoteWorld(RemoteCache):
+class RemoteWorld(trio_pb.RemoteCache):
     """A client's copy of the world, kept current by the server's ``observe_*`` calls."""
 
     width: int
