@@ -129,11 +129,23 @@ async def serve_unix(
                 os.unlink(path)
 
 
-def _unwrap_factory(root: Any, broker_options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The root and broker options of *root*, which may be a :class:`~trio_pb.factories.PBServerFactory`."""
-    from .factories import PBServerFactory
+class ServedRoot:
+    """A root with broker options of its own (the base of :class:`~trio_pb.factories.PBServerFactory`).
 
-    if isinstance(root, PBServerFactory):
+    ``serve_tcp`` and ``serve_unix`` serve its :attr:`root` with its
+    :meth:`options`, under the options they are given themselves.
+    """
+
+    root: Any
+
+    def options(self) -> dict[str, Any]:
+        """The :func:`~trio_pb.broker.open_broker` options of the connections it serves."""
+        return {}
+
+
+def _unwrap_factory(root: Any, broker_options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The root and broker options of *root*, which may be a :class:`ServedRoot` (a PBServerFactory)."""
+    if isinstance(root, ServedRoot):
         return root.root, {**root.options(), **broker_options}
     return root, broker_options
 
