@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._caches import Cacheable, CacheUpdate, RemoteCacheObserver
 from .errors import (
     BananaError,
     DeadReferenceError,
@@ -56,7 +57,7 @@ from .jelly import (
 
 if TYPE_CHECKING:
     from .broker import Broker, open_broker
-    from .cache import Cacheable, CacheUpdate, CacheUpdates, RemoteCache, RemoteCacheObserver
+    from .cache import CacheUpdates, RemoteCache
     from .connect import open_tcp_broker, open_unix_broker, serve_tcp, serve_unix
     from .cred import (
         AllowAnonymousAccess,
@@ -79,9 +80,7 @@ _LAZY: dict[str, str] = {
     "AllowAnonymousAccess": "cred",
     "Anonymous": "cred",
     "Broker": "broker",
-    "CacheUpdate": "cache",
     "CacheUpdates": "cache",
-    "Cacheable": "cache",
     "FilePasswordChecker": "cred",
     "InMemoryPasswordChecker": "cred",
     "LoginLimiter": "cred",
@@ -92,7 +91,6 @@ _LAZY: dict[str, str] = {
     "Portal": "cred",
     "Realm": "cred",
     "RemoteCache": "cache",
-    "RemoteCacheObserver": "cache",
     "RemoteMethod": "references",
     "RemoteReference": "references",
     "UsernamePassword": "cred",

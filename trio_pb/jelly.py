@@ -332,7 +332,7 @@ class Unpersistable:
 
 
 class Invoker(Protocol):
-    """What jelly and the flavours' jelly hooks need from a connection's protocol (:mod:`trio_pb.protocol`)."""
+    """What jelly and the flavours' hooks need from a connection's :class:`~trio_pb.protocol.PBProtocol`."""
 
     #: The perspective Viewables are jellied for at this moment.
     serializing_perspective: Any
