@@ -130,7 +130,7 @@ async def test_answers_of_async_calls_finishing_together_wait_for_room() -> None
     async with raw_client_of(producer, send_buffer=BUFFER) as peer:
         peer.nursery.start_soon(peer.stream.send_all, _calls(peer.encoder, b"big_later", range(1, 21)))
         await trio.testing.wait_all_tasks_blocked()
-        assert len(peer.server._call_scopes) == 20
+        assert peer.server.statistics().calls_running == 20
         producer.release.set()
         await trio.testing.wait_all_tasks_blocked()
         assert peer.server._pending_output() <= BUFFER + ANSWER_SIZE + 1000
@@ -183,7 +183,7 @@ async def test_calls_past_the_running_limit_are_refused_and_nothing_of_them_runs
             for _ in range(8):
                 nursery.start_soon(call)
             await trio.testing.wait_all_tasks_blocked()
-            assert len(server._call_scopes) == 5
+            assert server.statistics().calls_running == 5
             assert len(started) == 5
             refused = [r for r in results if isinstance(r, TooManyCalls)]
             assert len(refused) == 3

@@ -38,7 +38,7 @@ from trio_pb.banana import (
     encode,
     int_to_b128,
 )
-from trio_pb.errors import BananaError, ProtocolError
+from trio_pb.errors import BananaError, ProtocolError, SerializationError
 
 BIG = 2**448 - 1  # the largest magnitude 64 prefix bytes can carry
 
@@ -558,7 +558,7 @@ def test_unsupported_types(value: Any, name: str) -> None:
         for dialect in (b"pb", b"none"):
             with pytest.raises(BananaError, match=f"Banana cannot send {name} objects") as info:
                 encode(obj, dialect=dialect)
-            assert isinstance(info.value, ProtocolError)
+            assert isinstance(info.value, SerializationError)
 
 
 def test_failed_encode_sends_nothing() -> None:

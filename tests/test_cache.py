@@ -98,8 +98,8 @@ async def test_first_copy_then_cached_tokens_share_state() -> None:
         del first, both
         await trio.testing.wait_all_tasks_blocked()
         assert server_root.counter.stopped, "stopped_observing ran"
-        assert not server._protocol.remotely_cached
-        assert not client._protocol.locally_cached
+        assert server.statistics().caches_exported == 0
+        assert client.statistics().caches_imported == 0
         assert not server_root.counter.observers
         await assert_no_leaks(client, server)
 
@@ -172,7 +172,7 @@ async def test_observer_call_after_release_is_a_local_error() -> None:
         await counter.release()
         await root.call_remote("is_counter", None)
         await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(errors.ProtocolError):
+        with pytest.raises(errors.LocalProtocolError):
             await observer.call_remote("set", 1)
 
 
@@ -185,8 +185,8 @@ async def test_unregistered_cache_tag_fails_the_call() -> None:
         # gave it back at once, so nothing is held on either side.
         assert await root.call_remote("is_counter", None) is False
         await trio.testing.wait_all_tasks_blocked()
-        assert not server._protocol.remotely_cached
-        assert not client._protocol.locally_cached
+        assert server.statistics().caches_exported == 0
+        assert client.statistics().caches_imported == 0
         await assert_no_leaks(client, server)
 
 

@@ -34,7 +34,7 @@ class Farewell(Cacheable):
     def stopped_observing(self, perspective: Any, observer: RemoteCacheObserver) -> None:
         try:
             observer.call_remote_no_answer("bye", self.value)
-        except errors.ProtocolError as exc:
+        except (errors.DeadReferenceError, errors.LocalProtocolError) as exc:
             self.hook_errors.append(exc)
         else:
             self.hook_errors.append(None)
@@ -156,7 +156,7 @@ async def test_connection_loss_runs_the_hook_and_refuses_its_message(
             r for r in caplog.records if r.levelno >= logging.WARNING and "stopped_observing" in r.message
         ]
         assert any("could not reach the lost peer" in r.message for r in caplog.records)
-        assert not server._protocol.remotely_cached
+        assert server.statistics().caches_exported == 0
         assert not server_root.farewell.observers and not server_root.careless.observers
         del copies
         gc.collect()
@@ -170,8 +170,8 @@ async def test_a_copy_that_never_left_cannot_be_said_goodbye_to() -> None:
             await root.call_remote("unsendable")
         # The peer never got the copy: the hook ran, and its message was refused, not sent.
         (refused,) = server_root.farewell.hook_errors
-        assert isinstance(refused, errors.ProtocolError)
-        assert not server._protocol.remotely_cached
+        assert isinstance(refused, errors.LocalProtocolError)
+        assert server.statistics().caches_exported == 0
         await assert_no_leaks(client, server)
 
 

@@ -127,7 +127,7 @@ async def test_trio_pb_holder_hears_the_goodbye_of_a_twisted_cacheable() -> None
             assert await root.call_remote("stopped") == 1
             del copy, master
             gc.collect()
-            assert not broker._protocol.locally_cached
+            assert broker.statistics().caches_imported == 0
 
 
 async def test_a_two_flavour_class_both_ways_with_a_twisted_server() -> None:

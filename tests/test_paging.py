@@ -426,7 +426,7 @@ async def test_trio_pb_client_pages_with_a_twisted_server() -> None:
         del collector
         gc.collect()
         with trio.fail_after(5):
-            while [luid for luid in broker._protocol.local_objects if type(luid) is int]:
+            while broker.statistics().objects_exported:
                 await trio.sleep(0.01)
         await assert_no_leaks(broker)
         # Last, because Twisted's logged Failure keeps this collector until its own gc runs.

@@ -155,7 +155,7 @@ class ServerRoot(Root):
         return InteropPoint(3, 4)
 
     def remote_tables(self) -> int:
-        return sum(len([k for k in b._protocol.local_objects if type(k) is int]) for b in self.brokers)
+        return sum(b.statistics().objects_exported for b in self.brokers)
 
 
 async def test_twisted_client_against_trio_pb_server() -> None:

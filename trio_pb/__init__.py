@@ -14,19 +14,25 @@ from typing import TYPE_CHECKING, Any
 
 from ._caches import Cacheable, CacheUpdate, RemoteCacheObserver
 from .errors import (
+    BananaDecodeError,
+    BananaEncodeError,
     BananaError,
     DeadReferenceError,
     DecodeBudgetExceeded,
+    DisconnectedError,
     Error,
     InsecureJelly,
     JellyError,
+    LocalProtocolError,
     LoginFailed,
     LoginThrottled,
     NoSuchMethod,
     PBConnectionLost,
+    PBError,
     PeerUnresponsive,
     ProtocolError,
     RemoteError,
+    SerializationError,
     TooManyCalls,
     TooManyViolations,
     UnauthorizedLogin,
@@ -56,7 +62,7 @@ from .jelly import (
 )
 
 if TYPE_CHECKING:
-    from .broker import Broker, open_broker
+    from .broker import Broker, BrokerOptions, BrokerStatistics, open_broker
     from .cache import CacheUpdates, RemoteCache
     from .connect import open_tcp_broker, open_unix_broker, serve_tcp, serve_unix
     from .cred import (
@@ -80,6 +86,8 @@ _LAZY: dict[str, str] = {
     "AllowAnonymousAccess": "cred",
     "Anonymous": "cred",
     "Broker": "broker",
+    "BrokerOptions": "broker",
+    "BrokerStatistics": "broker",
     "CacheUpdates": "cache",
     "FilePasswordChecker": "cred",
     "InMemoryPasswordChecker": "cred",
@@ -112,8 +120,12 @@ __all__ = [
     "Anonymous",
     "AsReferenceable",
     "Avatar",
+    "BananaDecodeError",
+    "BananaEncodeError",
     "BananaError",
     "Broker",
+    "BrokerOptions",
+    "BrokerStatistics",
     "CacheUpdate",
     "CacheUpdates",
     "Cacheable",
@@ -122,18 +134,21 @@ __all__ = [
     "CopyableFailure",
     "DeadReferenceError",
     "DecodeBudgetExceeded",
+    "DisconnectedError",
     "Error",
     "FilePasswordChecker",
     "IPBRoot",
     "InMemoryPasswordChecker",
     "InsecureJelly",
     "JellyError",
+    "LocalProtocolError",
     "LoginFailed",
     "LoginLimiter",
     "LoginThrottled",
     "NoSuchMethod",
     "PBClientFactory",
     "PBConnectionLost",
+    "PBError",
     "PBServerFactory",
     "PageCollector",
     "PagingError",
@@ -152,6 +167,7 @@ __all__ = [
     "RemoteReference",
     "Root",
     "SecurityOptions",
+    "SerializationError",
     "Serializable",
     "UnauthorizedLogin",
     "UnhandledCredentials",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from .errors import ProtocolError
+from .errors import LocalProtocolError
 from .flavors import Copyable
 from .jelly import Jellier
 
@@ -153,7 +153,7 @@ class RemoteCacheObserver:
     def _luid(self) -> int:
         luid = self.broker.cache_luid(self.cacheable)
         if luid is None:
-            raise ProtocolError("the peer holds no copy of this cacheable (never sent, or released)")
+            raise LocalProtocolError("the peer holds no copy of this cacheable (never sent, or released)")
         return luid
 
     def __eq__(self, other: object) -> bool:

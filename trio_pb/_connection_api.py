@@ -98,7 +98,11 @@ class Connection(Caller, Protocol):
         ...
 
     def release_reference_from_gc(self, luid: int | bytes) -> None:
-        """Queue one ``decref`` for *luid*; safe from a finalizer, in any thread."""
+        """Queue one ``decref`` for *luid*, sent before the next message; safe from a finalizer."""
+        ...
+
+    def forget_reference(self, luid: int | bytes) -> None:
+        """A reference's token for *luid* was given back another way: count it released, send nothing."""
         ...
 
     def release_cache(self, luid: int) -> None:
@@ -106,7 +110,7 @@ class Connection(Caller, Protocol):
         ...
 
     def release_cache_from_gc(self, luid: int) -> None:
-        """Queue one ``decache`` for *luid*; safe from a finalizer, in any thread."""
+        """Queue one ``decache`` for *luid*, sent before the next message; safe from a finalizer."""
         ...
 
     def cache_updates(self, luid: int, buffer: int) -> CacheUpdates:

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from .errors import BananaError
+from .errors import BananaDecodeError, BananaEncodeError
 
 __all__ = [
     "DIALECTS",
@@ -190,19 +190,19 @@ class Encoder:
         )
 
     def encode(self, obj: object) -> bytes:
-        """The bytes for *obj*; raises :class:`BananaError` and returns nothing on failure."""
+        """The bytes for *obj*; on failure, raises :class:`~trio_pb.errors.BananaEncodeError`."""
         out: list[bytes] = []
         if isinstance(obj, (list, tuple)):
             items = self._encode_list(obj, out.append)
             if items > self.message_items_limit:
-                raise BananaError(
+                raise BananaEncodeError(
                     f"cannot send a message of {items} elements: the limit is {self.message_items_limit}"
                 )
         else:
             self._encode_atom(obj, out.append)
         data = b"".join(out)
         if len(data) > self.message_size_limit:
-            raise BananaError(
+            raise BananaEncodeError(
                 f"cannot send a message of {len(data)} bytes: the limit is {self.message_size_limit}"
             )
         return data
@@ -211,7 +211,7 @@ class Encoder:
         if count < self._short:
             append(_LIST_HEADERS[count])
         elif count > self.size_limit:
-            raise BananaError(f"cannot send a list of {count} items: the limit is {self.size_limit}")
+            raise BananaEncodeError(f"cannot send a list of {count} items: the limit is {self.size_limit}")
         else:
             append(int_to_b128(count) + b"\x80")
 
@@ -258,7 +258,7 @@ class Encoder:
                     if count:
                         elements += count
                         if len(stack) + 1 >= depth_limit:
-                            raise BananaError(f"cannot send lists nested more than {depth_limit} deep")
+                            raise BananaEncodeError(f"cannot send lists nested more than {depth_limit} deep")
                         stack.append(items)
                         items = iter(item)
                         break
@@ -287,7 +287,9 @@ class Encoder:
             self._encode_bytes(bytes(obj), append)
         else:
             cls = type(obj)
-            raise BananaError(f"Banana cannot send {cls.__module__}.{cls.__qualname__} objects: {obj!r:.200}")
+            raise BananaEncodeError(
+                f"Banana cannot send {cls.__module__}.{cls.__qualname__} objects: {obj!r:.200}"
+            )
 
     def _encode_bytes(self, data: bytes, append: Any) -> None:
         token = self._vocab_tokens.get(data)
@@ -298,7 +300,7 @@ class Encoder:
         if length < self._short:
             append(_STRING_HEADERS[length])
         elif length > self.size_limit:
-            raise BananaError(f"cannot send a string of {length} bytes: the limit is {self.size_limit}")
+            raise BananaEncodeError(f"cannot send a string of {length} bytes: the limit is {self.size_limit}")
         else:
             append(int_to_b128(length) + b"\x82")
         append(data)
@@ -317,7 +319,7 @@ class Encoder:
             token = b"\x83" if value >= -_INT_BOUNDARY else b"\x86"
         prefix = int_to_b128(abs(value))
         if len(prefix) > PREFIX_LIMIT:
-            raise BananaError("int is too large to send")
+            raise BananaEncodeError("int is too large to send")
         append(prefix + token)
 
 
@@ -348,7 +350,7 @@ class Decoder:
     meaning of VOCAB elements) may change between two expressions of one
     chunk, and :attr:`vocabulary` can be set between calls.
 
-    Every malformed input raises :class:`BananaError`.  After an error the
+    Every malformed input raises :class:`~trio_pb.errors.BananaDecodeError`.  After an error the
     decoder is in an undefined state; the connection must be closed.
     """
 
@@ -449,8 +451,8 @@ class Decoder:
             return NEED_DATA
         return self._parse()
 
-    def _message_too_large(self, size: int) -> BananaError:
-        return BananaError(
+    def _message_too_large(self, size: int) -> BananaDecodeError:
+        return BananaDecodeError(
             f"Security precaution: a message of more than {self.message_size_limit} bytes ({size} at least)"
         )
 
@@ -489,7 +491,7 @@ class Decoder:
                 match = self._element(buf, pos)
                 if match is None:
                     if end - pos > self.prefix_limit:
-                        raise BananaError(
+                        raise BananaDecodeError(
                             f"Security precaution: more than {self.prefix_limit} bytes of prefix"
                         )
                     self._needed = end - pos + 1
@@ -501,7 +503,7 @@ class Decoder:
             # Literal type bytes (STRING, LIST, INT ...): globals cost a lookup each.
             if kind == 0x82:  # STRING
                 if number > size_limit:
-                    raise BananaError("Security precaution: String too long.")
+                    raise BananaDecodeError("Security precaution: String too long.")
                 if body + number > end:
                     if items is not None:
                         size = self._base + body + number - self._message_start
@@ -513,7 +515,7 @@ class Decoder:
                 pos = body + number
             elif kind == 0x80:  # LIST
                 if number > size_limit:
-                    raise BananaError("Security precaution: List too long.")
+                    raise BananaDecodeError("Security precaution: List too long.")
                 if items is None:
                     # A new top-level expression: one PB message.
                     self._message_start = self._base + pos
@@ -521,12 +523,14 @@ class Decoder:
                 else:
                     message_items += number
                 if message_items > items_limit:
-                    raise BananaError(f"Security precaution: a message of more than {items_limit} elements")
+                    raise BananaDecodeError(
+                        f"Security precaution: a message of more than {items_limit} elements"
+                    )
                 pos = body
                 if number:
                     if items is not None:
                         if len(stack) + 1 >= self.depth_limit:
-                            raise BananaError(f"lists are nested more than {self.depth_limit} deep")
+                            raise BananaDecodeError(f"lists are nested more than {self.depth_limit} deep")
                         stack.append((remaining, items))
                     remaining, items = number, []
                     continue
@@ -537,9 +541,9 @@ class Decoder:
             elif kind == 0x87:  # VOCAB
                 vocabulary = self.vocabulary
                 if vocabulary is None:
-                    raise BananaError(f"VOCAB element {number} outside the pb dialect")
+                    raise BananaDecodeError(f"VOCAB element {number} outside the pb dialect")
                 if not 0 < number < len(vocabulary):
-                    raise BananaError(f"VOCAB element {number} is not in the vocabulary")
+                    raise BananaDecodeError(f"VOCAB element {number} is not in the vocabulary")
                 item = vocabulary[number]
                 pos = body
             elif kind == 0x83 or kind == 0x86:  # NEG, LONGNEG
@@ -552,7 +556,7 @@ class Decoder:
                 item = _unpack_double(buf, body)[0]
                 pos = body + 8
             else:
-                raise BananaError(f"invalid type byte 0x{kind:02x}")
+                raise BananaDecodeError(f"invalid type byte 0x{kind:02x}")
             # Hand the item to the innermost open list; a list that is now
             # full is itself an item of the list around it.
             if items is None:
@@ -595,16 +599,16 @@ def encode(obj: object, *, dialect: bytes = b"pb") -> bytes:
 def decode(data: bytes, *, dialect: bytes = b"pb", **limits: int) -> Any:
     """Decode exactly one whole expression from *data*.
 
-    Raises :class:`BananaError` if *data* is malformed, ends early or has
+    Raises :class:`~trio_pb.errors.BananaDecodeError` if *data* is malformed, ends early or has
     bytes after the expression.  *limits* are passed to :class:`Decoder`.
     """
     decoder = Decoder(vocabulary=_check_dialect(dialect), **limits)
     decoder.receive_data(data)
     expression = decoder.next_expression()
     if expression is NEED_DATA:
-        raise BananaError("incomplete banana expression")
+        raise BananaDecodeError("incomplete banana expression")
     if decoder.buffered:
-        raise BananaError(f"{decoder.buffered} bytes after the banana expression")
+        raise BananaDecodeError(f"{decoder.buffered} bytes after the banana expression")
     return expression
 
 
@@ -677,15 +681,17 @@ class BananaConnection:
             return expression
         if self.is_client:
             if not isinstance(expression, list):
-                raise BananaError(f"the server's dialect offer is not a list: {expression!r:.100}")
+                raise BananaDecodeError(f"the server's dialect offer is not a list: {expression!r:.100}")
             chosen = next((d for d in expression if d in self.dialects), None)
             if chosen is None:
-                raise BananaError(f"no dialect in common with the server's offer {expression!r:.200}")
+                raise BananaDecodeError(f"no dialect in common with the server's offer {expression!r:.200}")
             self._outgoing.append(self._encoder.encode(chosen))
         else:
             chosen = expression
             if type(chosen) is not bytes or chosen not in self.dialects:
-                raise BananaError(f"the client selected a dialect the server did not offer: {chosen!r:.100}")
+                raise BananaDecodeError(
+                    f"the client selected a dialect the server did not offer: {chosen!r:.100}"
+                )
         self._select(chosen)
         return DialectSelected(chosen)
 

@@ -26,7 +26,8 @@ import logging
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -65,7 +66,7 @@ from .references import RemoteReference
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["MAX_RUNNING_CALLS", "SEND_BUFFER", "Broker", "open_broker"]
+__all__ = ["MAX_RUNNING_CALLS", "SEND_BUFFER", "Broker", "BrokerOptions", "BrokerStatistics", "open_broker"]
 
 log = logging.getLogger("trio_pb")
 
@@ -107,11 +108,150 @@ class _PendingCall:
         return error
 
 
-class Broker:
+def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be a positive number of seconds, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class BrokerOptions:
+    """Every option of a broker, with its default: the keywords of :func:`open_broker`.
+
+    :func:`open_broker`, :func:`~trio_pb.connect.serve_tcp`,
+    :func:`~trio_pb.connect.open_tcp_broker`, the factories and
+    :func:`~trio_pb.testing.open_broker_pair` all take these as keyword
+    arguments (or one of these objects as ``options=``), and refuse an
+    unknown one at once with a :class:`TypeError` that names it.  The limits
+    bound what the peer can make a connection hold; docs/internals.rst,
+    "Limits", says what the peer sees past each.
+    """
+
+    #: What the peer may make us rebuild (None: :data:`~trio_pb.jelly.global_security`).
+    security: SecurityOptions | None = None
+    #: Copy registrations for this connection, on top of the global ones.
+    registry: CopyRegistry | None = None
+    #: Whether errors sent to the peer carry their tracebacks (Twisted's ``unsafeTracebacks``).
+    unsafe_tracebacks: bool = False
+    #: How many of our objects the peer may hold references to (Twisted's ``MAX_BROKER_REFS``).
+    max_references: int = MAX_BROKER_REFS
+    #: Whether to speak trio_pb's extension dialect with a peer that knows it (a
+    #: cancelled call then cancels the peer's ``async def`` method too); a
+    #: Twisted peer never sees the difference.
+    extensions: bool = True
+    #: Seconds the PB handshake may take before :class:`trio.TooSlowError` is
+    #: raised (servers default to :data:`~trio_pb.connect.HANDSHAKE_TIMEOUT`,
+    #: so that a client that says nothing cannot hold a task forever).
+    handshake_timeout: float = math.inf
+    #: Seconds without a sign of life from the peer (bytes received, or a backlog
+    #: of ours going out) after which it is pinged; if the next such interval
+    #: passes without one either, the connection is closed and
+    #: :attr:`Broker.error` is a :class:`~trio_pb.errors.PeerUnresponsive`.
+    #: None: never (a vanished peer is then noticed only when TCP gives up).
+    keepalive: float | None = attrs.field(default=None, validator=_positive_seconds)
+    #: Bytes of output queued before the peer's calls stop being taken in.
+    send_buffer: int = SEND_BUFFER
+    #: How many of the peer's calls to ``async def`` methods may run at once
+    #: (more are refused with :class:`~trio_pb.errors.TooManyCalls`).
+    max_running_calls: int = MAX_RUNNING_CALLS
+    #: The most bytes one message may take, either way.
+    max_message_size: int = MESSAGE_SIZE_LIMIT
+    #: The most banana elements one message may hold, either way.
+    max_message_items: int = MESSAGE_ITEMS_LIMIT
+    #: CPU seconds the sets and dicts of one message may cost to build (None: no limit).
+    decode_budget: float | None = DECODE_BUDGET
+    #: Protocol violations (stray releases, unknown commands ...) before the connection is closed.
+    max_violations: int = MAX_VIOLATIONS
+
+    @classmethod
+    def build(cls, caller: str, keywords: Mapping[str, Any]) -> BrokerOptions:
+        """The options given as *caller*'s keywords; an unknown one is a :class:`TypeError` naming it.
+
+        ``options`` among them, a :class:`BrokerOptions`, gives the starting
+        point (else the defaults); the other keywords override its fields.
+        """
+        fields = dict(keywords)
+        base = fields.pop("options", None)
+        unknown = sorted(set(fields) - _OPTION_NAMES)
+        if unknown:
+            raise TypeError(
+                f"{caller}() got an unknown broker option {unknown[0]!r}; "
+                f"the options are: {', '.join(sorted(_OPTION_NAMES))}"
+            )
+        if base is None:
+            return cls(**fields)
+        if not isinstance(base, BrokerOptions):
+            raise TypeError(f"{caller}(): options must be a BrokerOptions, not {type(base).__name__}")
+        return attrs.evolve(base, **fields) if fields else base
+
+
+_OPTION_NAMES = frozenset(field.name for field in attrs.fields(BrokerOptions))
+
+
+@attrs.frozen(kw_only=True)
+class BrokerStatistics:
+    """What a connection holds at one moment, from :meth:`Broker.statistics` (for debugging and tests).
+
+    Like trio's ``statistics()`` methods: a snapshot, computed when asked
+    for, that costs the connection nothing the rest of the time.
+    """
+
+    #: Our calls waiting for their answers.
+    calls_waiting: int
+    #: The peer's calls to ``async def`` methods running here (plain methods run inline).
+    calls_running: int
+    #: Our calls we stopped waiting for (cancelled) whose answers are still due.
+    calls_abandoned: int
+    #: Our objects the peer holds references to (counted ones, not names like ``b"root"``).
+    objects_exported: int
+    #: The references the peer holds to them, in all (the sum of their refcounts).
+    export_references: int
+    #: References to the peer's objects held here and not released yet.
+    references_imported: int
+    #: Our Cacheables the peer holds copies of.
+    caches_exported: int
+    #: The peer's cached objects we hold copies of.
+    caches_imported: int
+    #: ``updates()`` iterators following the peer's cached objects here.
+    cache_listeners: int
+    #: Bytes queued for the peer and not yet handed to the stream.
+    bytes_queued: int
+    #: Seconds the last :meth:`Broker.ping` took (None before the first).
+    last_ping_rtt: float | None
+    #: Whether the connection is still up.
+    connected: bool
+
+
+class _NoPublicConstructor(type):
+    """A metaclass whose classes cannot be called: they are made by their ``_create`` (as in trio)."""
+
+    def __call__(cls, *args: object, **kwargs: object) -> Any:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor: "
+            "open a connection with trio_pb.open_broker() (or open_tcp_broker, serve_tcp ...)"
+        )
+
+
+class Broker(metaclass=_NoPublicConstructor):
     """One PB connection: make calls with references it gives you, serve your objects.
 
-    Create it with :func:`open_broker`, not directly.
+    It has no public constructor: :func:`open_broker` (or
+    :func:`~trio_pb.connect.open_tcp_broker`, :func:`~trio_pb.connect.serve_tcp`
+    ...) makes one; calling ``Broker(...)`` raises :class:`TypeError`.
     """
+
+    @classmethod
+    def _create(
+        cls,
+        stream: trio.abc.Stream,
+        nursery: trio.Nursery,
+        *,
+        is_client: bool,
+        root: Any,
+        options: BrokerOptions,
+    ) -> Broker:
+        """The broker of *stream* (the private constructor)."""
+        broker: Broker = type.__call__(cls, stream, nursery, is_client=is_client, root=root, options=options)
+        return broker
 
     def __init__(
         self,
@@ -119,18 +259,8 @@ class Broker:
         nursery: trio.Nursery,
         *,
         is_client: bool,
-        root: Any = None,
-        security: SecurityOptions | None = None,
-        registry: CopyRegistry | None = None,
-        unsafe_tracebacks: bool = False,
-        max_references: int = MAX_BROKER_REFS,
-        extensions: bool = True,
-        send_buffer: int = SEND_BUFFER,
-        max_running_calls: int = MAX_RUNNING_CALLS,
-        max_message_size: int = MESSAGE_SIZE_LIMIT,
-        max_message_items: int = MESSAGE_ITEMS_LIMIT,
-        decode_budget: float | None = DECODE_BUDGET,
-        max_violations: int = MAX_VIOLATIONS,
+        root: Any,
+        options: BrokerOptions,
     ) -> None:
         self._stream = stream
         self._nursery = nursery
@@ -139,20 +269,23 @@ class Broker:
         self._protocol = PBProtocol(
             self,
             is_client=is_client,
-            security=security,
-            registry=registry,
-            unsafe_tracebacks=unsafe_tracebacks,
-            max_references=max_references,
-            extensions=extensions,
-            conduct=PeerConduct(self.peer, max_violations=max_violations),
-            decode_budget=decode_budget,
-            max_message_size=max_message_size,
-            max_message_items=max_message_items,
+            security=options.security,
+            registry=options.registry,
+            unsafe_tracebacks=options.unsafe_tracebacks,
+            max_references=options.max_references,
+            extensions=options.extensions,
+            conduct=PeerConduct(self.peer, max_violations=options.max_violations),
+            decode_budget=options.decode_budget,
+            max_message_size=options.max_message_size,
+            max_message_items=options.max_message_items,
         )
         if root is not None:
             root_object = getattr(root, "root_object", None)
             self._protocol.set_name_for_local(b"root", root_object(self) if root_object else root)
         self._token = trio.lowlevel.current_trio_token()
+        # Releases the garbage collector asked for, oldest first: sent before
+        # any later call or answer from this side, as Twisted sends them at once.
+        self._gc_releases: deque[tuple[bool, int | bytes]] = deque()
         self._ready = trio.Event()
         self._lost = trio.Event()
         self._writer_wakeup = trio.Event()
@@ -160,8 +293,8 @@ class Broker:
         # Whether the output queued at a goodbye is sent before the stream closes.
         self._last_words = False
         self._writer_done = trio.Event()
-        self._send_buffer = send_buffer
-        self._max_running_calls = max_running_calls
+        self._send_buffer = options.send_buffer
+        self._max_running_calls = options.max_running_calls
         # Output taken from the protocol and not yet handed to the stream: a
         # view that advances as it is written (never a copy of what is left),
         # and the size of the chunk it views, which stays in memory until the
@@ -211,6 +344,10 @@ class Broker:
         self._reference_disconnect_callbacks: dict[RemoteReference, list[Callable[[Any], object]]] = {}
         # The update iterators of the cached objects we hold copies of, by luid.
         self._cache_listeners: dict[int, list[CacheUpdates]] = {}
+        # The peer's references we hold tokens of, not released yet (for
+        # statistics(): counted where RemoteReferences are made and released).
+        self._references_imported = 0
+        self._last_ping_rtt: float | None = None
         #: Why the connection ended, if the peer broke the protocol or keepalive
         #: saw no sign of life from it (None if it closed normally).
         self.error: BaseException | None = None
@@ -221,6 +358,28 @@ class Broker:
     def connected(self) -> bool:
         """Whether the connection is still up."""
         return not self._lost.is_set()
+
+    def statistics(self) -> BrokerStatistics:
+        """What this connection holds now: calls in flight each way, objects, caches, bytes queued.
+
+        Computed when called (from the tables the connection keeps anyway),
+        so it costs nothing per call; see :class:`BrokerStatistics`.
+        """
+        tables = self._protocol.table_sizes()
+        return BrokerStatistics(
+            calls_waiting=len(self._pending),
+            calls_running=len(self._call_scopes),
+            calls_abandoned=len(self._abandoned),
+            objects_exported=tables.objects_exported,
+            export_references=tables.export_references,
+            references_imported=self._references_imported,
+            caches_exported=tables.caches_exported,
+            caches_imported=tables.caches_imported,
+            cache_listeners=sum(len(listeners) for listeners in self._cache_listeners.values()),
+            bytes_queued=self._bytes_taken - self._bytes_sent + self._protocol.bytes_to_send,
+            last_ping_rtt=self._last_ping_rtt,
+            connected=self.connected,
+        )
 
     async def root_object(self) -> RemoteReference:
         """The peer's root object (Twisted's ``getRootObject``)."""
@@ -303,7 +462,8 @@ class Broker:
             raise
         except Exception:
             pass  # an error is an answer too (the "Invalid Object ID" of a peer without pings)
-        return trio.current_time() - start
+        rtt = self._last_ping_rtt = trio.current_time() - start
+        return rtt
 
     async def _keep_alive(self, interval: float) -> None:
         # After a whole *interval* without a sign of life, ping; if the next
@@ -375,6 +535,8 @@ class Broker:
         """
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
+        if self._gc_releases:
+            self._send_gc_releases()
         time_left = None
         if self._protocol.extended:
             deadline = trio.current_effective_deadline()
@@ -448,6 +610,8 @@ class Broker:
         """Send a call to *target* that wants no answer (see :meth:`call`)."""
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
+        if self._gc_releases:
+            self._send_gc_releases()
         self._protocol.send_call(target, name, args, kwargs, answer_required=False, command=command)
         self._flush()
 
@@ -455,6 +619,8 @@ class Broker:
 
     def release_reference(self, luid: int | bytes) -> None:
         """Send one ``decref`` for the peer's object *luid* (a reference's release)."""
+        # Every counted RemoteReference sends exactly one, here (or disowns its token).
+        self._references_imported -= 1
         self._protocol.send_decref(luid)
         self._flush()
 
@@ -464,15 +630,33 @@ class Broker:
         self._flush()
 
     def release_cache_from_gc(self, luid: int) -> None:
-        """Like :meth:`release_cache`, from a finalizer, in any thread: the decache is queued to the run."""
+        """Like :meth:`release_cache`, from a finalizer in any thread: sent before our next message."""
+        self._gc_releases.append((True, luid))
         with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(self.release_cache, luid)
+            self._token.run_sync_soon(self._send_gc_releases)
 
     def release_reference_from_gc(self, luid: int | bytes) -> None:
-        """Like :meth:`release_reference`, from a finalizer in any thread: the decref is queued to the run."""
-        # Called from __del__, possibly in another thread: hand over, do nothing else.
+        """Like :meth:`release_reference`, from a finalizer in any thread: sent before our next message."""
+        # Called from __del__, possibly in another thread or in the middle of
+        # encoding a message: only queue it (a deque's append is atomic).
+        self._gc_releases.append((False, luid))
         with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(self.release_reference, luid)
+            self._token.run_sync_soon(self._send_gc_releases)
+
+    def forget_reference(self, luid: int | bytes) -> None:
+        """A reference to *luid* was disowned: its token is given back another way (nothing is sent)."""
+        self._references_imported -= 1
+
+    def _send_gc_releases(self) -> None:
+        """Send the releases the garbage collector queued: due before our next call or answer."""
+        releases = self._gc_releases
+        while releases:
+            cached, luid = releases.popleft()
+            if cached:
+                assert isinstance(luid, int)
+                self.release_cache(luid)
+            else:
+                self.release_reference(luid)
 
     def on_reference_disconnect(self, reference: RemoteReference, callback: Callable[[Any], object]) -> None:
         """Call ``callback(reference)`` when the connection is lost."""
@@ -531,6 +715,8 @@ class Broker:
 
     def make_reference(self, luid: int) -> RemoteReference:
         """The RemoteReference a ``remote`` token from the peer becomes (the protocol calls this)."""
+        # For statistics(): a token held, until released or disowned.
+        self._references_imported += 1
         return RemoteReference(self, luid)
 
     def make_cache_proxy(self, master: Any, luid: int) -> tuple[Any, CacheToken]:
@@ -891,6 +1077,8 @@ class Broker:
         if call.cache_luid is not None:
             self._cache_updated(call)
         if call.answer_required:
+            if self._gc_releases:
+                self._send_gc_releases()  # dropped by the method: as in Twisted, released before it answers
             self._protocol.send_answer(call.request_id, result, call.perspective)
 
     async def _finish_async_call(self, call: IncomingCall, awaitable: Any, scope: trio.CancelScope) -> None:
@@ -931,6 +1119,8 @@ class Broker:
                 exc_info=exc,
             )
         if call.answer_required and not self._lost.is_set():
+            if self._gc_releases:
+                self._send_gc_releases()
             self._protocol.send_error(call.request_id, exc)
 
     def _connection_lost(self) -> None:
@@ -1078,19 +1268,8 @@ async def open_broker(
     *,
     server: bool,
     root: Any = None,
-    security: SecurityOptions | None = None,
-    registry: CopyRegistry | None = None,
-    unsafe_tracebacks: bool = False,
-    max_references: int = MAX_BROKER_REFS,
-    extensions: bool = True,
-    handshake_timeout: float = math.inf,
-    keepalive: float | None = None,
-    send_buffer: int = SEND_BUFFER,
-    max_running_calls: int = MAX_RUNNING_CALLS,
-    max_message_size: int = MESSAGE_SIZE_LIMIT,
-    max_message_items: int = MESSAGE_ITEMS_LIMIT,
-    decode_budget: float | None = DECODE_BUDGET,
-    max_violations: int = MAX_VIOLATIONS,
+    options: BrokerOptions | None = None,
+    **keywords: Any,
 ) -> AsyncIterator[Broker]:
     """Run a PB broker over *stream* and yield it once the handshake is done.
 
@@ -1101,66 +1280,30 @@ async def open_broker(
     :class:`~trio_pb.errors.PBConnectionLost`.  An exception from the block
     comes out as itself, not wrapped in an ExceptionGroup.
 
-    With *extensions* (the default), a server offers trio_pb's extension
-    dialect first and a client accepts it: between two trio_pb peers a
-    cancelled call then cancels the peer's ``async def`` method too.  A
-    Twisted peer never sees the difference.
-
-    If the handshake is not over within *handshake_timeout* seconds,
-    :class:`trio.TooSlowError` is raised (servers set this, so that a client
-    that connects and says nothing cannot hold a task forever).
-
-    With *keepalive* (seconds), the broker pings the peer (see
-    :meth:`Broker.ping`) after a whole such interval without a sign of life
-    from it (bytes received, or a backlog of ours going out), and closes
-    the connection if the next interval passes without one: calls waiting
-    on a peer that vanished without closing the connection then fail
-    instead of waiting for TCP to give up (which can take hours, or never
-    happen).  :attr:`Broker.error` is then a
-    :class:`~trio_pb.errors.PeerUnresponsive`.
-
-    The remaining options bound what the peer can make this connection hold
-    (docs/internals.rst, "Limits", says what the peer sees past each):
-    *send_buffer* bytes of output queued before the peer's calls stop being
-    taken in; *max_running_calls* of its calls to ``async def`` methods at
-    once (more are refused with :class:`~trio_pb.errors.TooManyCalls`);
-    *max_message_size* bytes and *max_message_items* banana elements in one
-    message, either way; *decode_budget* CPU seconds to build the sets and
-    dicts of one message (``None``: no limit); and
-    *max_violations* protocol violations (stray releases, unknown
-    commands ...) before the connection is closed.
+    Every other keyword is a broker option: a field of :class:`BrokerOptions`,
+    which says what each does and its default (*extensions*,
+    *handshake_timeout*, *keepalive*, the limits *send_buffer*,
+    *max_running_calls*, *max_message_size*, *max_message_items*,
+    *decode_budget*, *max_violations* ...).  *options*, a
+    :class:`BrokerOptions`, gives them all at once (keywords win over it).
+    An unknown keyword raises :class:`TypeError` at once.
     """
-    if keepalive is not None and not keepalive > 0:
-        raise ValueError(f"keepalive must be a positive number of seconds, not {keepalive!r}")
+    settings = BrokerOptions.build("open_broker", {"options": options, **keywords})
     with plain_errors(), _BreakingCycles() as cycles:
         async with trio.open_nursery() as nursery:
-            broker = cycles.broker = Broker(
-                stream,
-                nursery,
-                is_client=not server,
-                root=root,
-                security=security,
-                registry=registry,
-                unsafe_tracebacks=unsafe_tracebacks,
-                max_references=max_references,
-                extensions=extensions,
-                send_buffer=send_buffer,
-                max_running_calls=max_running_calls,
-                max_message_size=max_message_size,
-                max_message_items=max_message_items,
-                decode_budget=decode_budget,
-                max_violations=max_violations,
+            broker = cycles.broker = Broker._create(
+                stream, nursery, is_client=not server, root=root, options=settings
             )
             nursery.start_soon(broker._read)
             nursery.start_soon(broker._write)
             broker._wake_writer()
             try:
-                with trio.fail_after(handshake_timeout):
+                with trio.fail_after(settings.handshake_timeout):
                     await broker._ready.wait()
                 if broker._lost.is_set():
                     raise broker.error or DeadReferenceError("the connection closed during the handshake")
-                if keepalive is not None:
-                    nursery.start_soon(broker._keep_alive, keepalive)
+                if settings.keepalive is not None:
+                    nursery.start_soon(broker._keep_alive, settings.keepalive)
                 yield broker
             finally:
                 with trio.CancelScope(shield=True):

@@ -83,6 +83,7 @@ class CacheUpdates:
         return self
 
     async def __anext__(self) -> CacheUpdate:
+        await trio.lowlevel.checkpoint()  # even with an update buffered, as trio's async methods do
         while not self._queue:
             if self._ended:
                 if self._end is not None:

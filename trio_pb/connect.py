@@ -32,8 +32,8 @@ from typing import Any
 
 import trio
 
-from .broker import Broker, open_broker, peer_name, plain_errors
-from .errors import DeadReferenceError, ProtocolError
+from .broker import Broker, BrokerOptions, open_broker, peer_name, plain_errors
+from .errors import DisconnectedError, ProtocolError
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -72,15 +72,17 @@ async def serve_tcp(
     accepted stream is wrapped in a :class:`trio.SSLStream` and its TLS
     handshake done before the PB handshake.  A connection that has not
     finished its handshakes within ``handshake_timeout`` seconds (a broker
-    option; :data:`HANDSHAKE_TIMEOUT` by default) is closed.  *broker_options* go to
-    :func:`~trio_pb.broker.open_broker`.
+    option; :data:`HANDSHAKE_TIMEOUT` by default) is closed.  *broker_options*
+    are :func:`~trio_pb.broker.open_broker`'s (see
+    :class:`~trio_pb.broker.BrokerOptions`); an unknown one raises
+    :class:`TypeError` here, before anything listens.
 
     Connections run in this function's nursery, so cancelling it closes them
     all, unless *handler_nursery* is given (as in :func:`trio.serve_listeners`).
     """
-    root, broker_options = _unwrap_factory(root, broker_options)
+    root, options = _server_options("serve_tcp", root, broker_options)
     listeners = await trio.open_tcp_listeners(port, host=host)
-    handler = _connection_handler(root, ssl_context, broker_options)
+    handler = _connection_handler(root, ssl_context, options)
     with plain_errors():
         await trio.serve_listeners(
             handler, listeners, handler_nursery=handler_nursery, task_status=task_status
@@ -103,7 +105,7 @@ async def serve_unix(
     """
     if not hasattr(socket, "AF_UNIX"):
         raise RuntimeError("unix sockets are not supported on this platform")
-    root, broker_options = _unwrap_factory(root, broker_options)
+    root, options = _server_options("serve_unix", root, broker_options)
     path = os.fspath(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -116,7 +118,7 @@ async def serve_unix(
     try:
         inode = os.stat(path).st_ino
         listeners = [trio.SocketListener(sock)]
-        handler = _connection_handler(root, None, broker_options)
+        handler = _connection_handler(root, None, options)
         with plain_errors():
             await trio.serve_listeners(
                 handler, listeners, handler_nursery=handler_nursery, task_status=task_status
@@ -143,17 +145,20 @@ class ServedRoot:
         return {}
 
 
-def _unwrap_factory(root: Any, broker_options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The root and broker options of *root*, which may be a :class:`ServedRoot` (a PBServerFactory)."""
+def _server_options(caller: str, root: Any, broker_options: dict[str, Any]) -> tuple[Any, BrokerOptions]:
+    """The root and the broker options of a server's connections (*root* may be a :class:`ServedRoot`)."""
     if isinstance(root, ServedRoot):
-        return root.root, {**root.options(), **broker_options}
-    return root, broker_options
+        root, broker_options = root.root, {**root.options(), **broker_options}
+    if "options" not in broker_options:
+        # Servers wait less than forever for a new connection's handshakes.
+        broker_options.setdefault("handshake_timeout", HANDSHAKE_TIMEOUT)
+    return root, BrokerOptions.build(caller, broker_options)
 
 
 def _connection_handler(
-    root: Any, ssl_context: ssl.SSLContext | None, broker_options: dict[str, Any]
+    root: Any, ssl_context: ssl.SSLContext | None, options: BrokerOptions
 ) -> Callable[[trio.SocketStream], Awaitable[None]]:
-    handshake_timeout = broker_options.pop("handshake_timeout", HANDSHAKE_TIMEOUT)
+    handshake_timeout = options.handshake_timeout
 
     async def handle(stream: trio.SocketStream) -> None:
         peer = peer_name(stream)
@@ -168,14 +173,13 @@ def _connection_handler(
                 except trio.BrokenResourceError as exc:
                     log.warning("TLS handshake with %s failed: %s", peer, _reason(exc))
                     return
-            options = {"handshake_timeout": handshake_timeout, **broker_options}
-            async with open_broker(pb_stream, server=True, root=root, **options) as broker:
+            async with open_broker(pb_stream, server=True, root=root, options=options) as broker:
                 log.debug("connection from %s", peer)
                 await broker.wait_closed()
             log.debug("connection from %s closed", peer)
         except trio.TooSlowError:
             log.info("%s did not finish the handshake within %s s; closed", peer, handshake_timeout)
-        except DeadReferenceError as exc:
+        except DisconnectedError as exc:
             # The peer left during the handshake: a port scanner, a health check ...
             log.info("PB handshake with %s failed: %s", peer, exc)
         except ProtocolError as exc:
@@ -217,8 +221,10 @@ async def open_tcp_broker(
     (for example :class:`ConnectionRefusedError`, or :class:`ssl.SSLError`
     when the certificate is refused); a failed PB handshake raises the
     :class:`~trio_pb.errors.ProtocolError`.  Leaving the block closes the
-    connection as :func:`~trio_pb.broker.open_broker` does.
+    connection as :func:`~trio_pb.broker.open_broker` does.  An unknown
+    broker option raises :class:`TypeError` before connecting.
     """
+    options = BrokerOptions.build("open_tcp_broker", broker_options)
     stream = await _open_tcp_stream(host, port)
     pb_stream: trio.abc.Stream = stream
     if ssl_context is not None:
@@ -233,15 +239,16 @@ async def open_tcp_broker(
             if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, OSError):
                 raise exc.__cause__ from None
             raise
-    async with open_broker(pb_stream, server=False, **broker_options) as broker:
+    async with open_broker(pb_stream, server=False, options=options) as broker:
         yield broker
 
 
 @asynccontextmanager
 async def open_unix_broker(path: str | os.PathLike[str], **broker_options: Any) -> AsyncIterator[Broker]:
     """Connect to a PB server on the unix socket at *path* and yield the client broker."""
+    options = BrokerOptions.build("open_unix_broker", broker_options)
     stream = await trio.open_unix_socket(path)
-    async with open_broker(stream, server=False, **broker_options) as broker:
+    async with open_broker(stream, server=False, options=options) as broker:
         yield broker
 
 

@@ -592,6 +592,8 @@ class Portal:
         *address* (the client's IP address, when known).  The caller must
         call *logout* once when the session ends.
         """
+        # Checkers and realms may be plain functions: checkpoint all the same, as in trio.
+        await trio.lowlevel.checkpoint()
         checker = self._checker_for(credentials)
         request_avatar_id = getattr(checker, "request_avatar_id", None) or checker.requestAvatarId
         limiter = None if isinstance(credentials, Anonymous) else self.limiter

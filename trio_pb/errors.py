@@ -1,27 +1,42 @@
-"""Every exception trio_pb raises, in one hierarchy.
+"""Every exception trio_pb raises, in one tree.
 
 The names follow Twisted PB so that ported code reads the same; where Twisted
 spreads its errors over several modules (``pb``, ``jelly``, ``banana``,
-``cred.error``), trio_pb keeps them here.
+``cred.error``), trio_pb keeps them here.  Everything is under
+:class:`PBError`, and what a failure means for the connection is told by one
+``isinstance`` check:
+
+* :class:`LocalProtocolError`: this side used the API wrongly; nothing was sent.
+* :class:`SerializationError`: a value cannot be sent or received; one call fails.
+* :class:`ProtocolError`: the peer broke the protocol; the connection closes.
+* :class:`DisconnectedError`: the connection is gone (or going).
+
+docs/internals.rst ("Errors") has the picture and the reasons.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BananaDecodeError",
+    "BananaEncodeError",
     "BananaError",
     "CancelledByCaller",
     "DeadReferenceError",
     "DecodeBudgetExceeded",
+    "DisconnectedError",
     "Error",
     "InsecureJelly",
     "JellyError",
+    "LocalProtocolError",
     "LoginFailed",
     "LoginThrottled",
     "NoSuchMethod",
     "PBConnectionLost",
+    "PBError",
     "PeerUnresponsive",
     "ProtocolError",
     "RemoteError",
+    "SerializationError",
     "TooManyCalls",
     "TooManyViolations",
     "UnauthorizedLogin",
@@ -29,7 +44,11 @@ __all__ = [
 ]
 
 
-class Error(Exception):
+class PBError(Exception):
+    """The root of every exception trio_pb raises on purpose: ``except PBError`` catches them all."""
+
+
+class Error(PBError):
     """An error a remote method raises on purpose, for its caller to handle.
 
     Subclasses of ``Error`` are the "expected" failures of an API (Twisted's
@@ -37,15 +56,49 @@ class Error(Exception):
     """
 
 
-class ProtocolError(Exception):
-    """The peer (or the caller) broke the rules of the PB protocol."""
+class LocalProtocolError(PBError):
+    """This side used the API wrongly (as h11's ``LocalProtocolError``): nothing was sent, nothing broke."""
 
 
-class BananaError(ProtocolError):
-    """Bytes that are not valid banana, or a value banana cannot carry."""
+class SerializationError(PBError):
+    """A value cannot be sent, or what arrived cannot be turned back into one: that one call fails.
+
+    Raised before anything is sent (so the connection is unharmed), or for one
+    message the peer sent whose framing was fine (the call or answer it carried
+    fails, the connection goes on).
+    """
 
 
-class JellyError(ProtocolError):
+class ProtocolError(PBError):
+    """The peer broke the rules of the PB protocol; the connection is closed.
+
+    Twisted's ``pb.ProtocolError``: a statement received that is not valid.
+    """
+
+
+class DisconnectedError(PBError):
+    """The connection is closed or was lost: nothing more goes through it."""
+
+
+class BananaError(PBError):
+    """Banana cannot carry a value, or bytes are not valid banana (Twisted's ``banana.BananaError``).
+
+    trio_pb raises one of its two subclasses, which tell the cases apart:
+    :class:`BananaEncodeError` (a :class:`SerializationError`) and
+    :class:`BananaDecodeError` (a :class:`ProtocolError`).  A peer's error
+    answer of Twisted's class arrives as this base.
+    """
+
+
+class BananaEncodeError(BananaError, SerializationError):
+    """A value banana cannot send (too large, nested too deep, an unknown type); nothing was sent."""
+
+
+class BananaDecodeError(BananaError, ProtocolError):
+    """Bytes received that are not valid banana or break its limits; the connection is closed."""
+
+
+class JellyError(SerializationError):
     """An s-expression that is not valid jelly, or a value jelly cannot carry."""
 
 
@@ -65,7 +118,7 @@ class TooManyViolations(ProtocolError):
     """The peer broke the protocol more often than its connection allows; the connection is closed."""
 
 
-class DeadReferenceError(ProtocolError):
+class DeadReferenceError(DisconnectedError):
     """A call went to a broker whose connection is closed or was lost."""
 
 
@@ -73,7 +126,7 @@ class PBConnectionLost(DeadReferenceError):
     """The connection was lost while a call was waiting for its answer."""
 
 
-class PeerUnresponsive(Exception):
+class PeerUnresponsive(DisconnectedError):
     """Keepalive saw no sign of life from the peer, not even an answer to a ping, and closed the connection.
 
     Found in :attr:`Broker.error <trio_pb.broker.Broker.error>`; the calls that
@@ -81,11 +134,11 @@ class PeerUnresponsive(Exception):
     """
 
 
-class NoSuchMethod(AttributeError):
+class NoSuchMethod(PBError, AttributeError):
     """The remote object has no method of the name that was called."""
 
 
-class RemoteError(Exception):
+class RemoteError(PBError):
     """An exception raised by the peer that has no registered local class.
 
     ``remote_type`` is the qualified name of the remote exception's class

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .broker import Broker
+from .broker import Broker, BrokerOptions
 from .connect import ServedRoot, open_tcp_broker, open_unix_broker
 from .jelly import SecurityOptions
 from .references import RemoteReference
@@ -37,8 +37,10 @@ class PBServerFactory(ServedRoot):
     *root* is what a server broker's root may be (a Referenceable, a
     :class:`~trio_pb.flavors.Root`, a :class:`~trio_pb.cred.Portal` ...).
     *unsafeTracebacks* and *security* are Twisted's arguments; any other
-    keyword is a :func:`~trio_pb.broker.open_broker` option.  Options given
-    to ``serve_tcp`` itself win over the factory's.
+    keyword is a :func:`~trio_pb.broker.open_broker` option
+    (:class:`~trio_pb.broker.BrokerOptions`; an unknown one raises
+    :class:`TypeError` here).  Options given to ``serve_tcp`` itself win
+    over the factory's.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class PBServerFactory(ServedRoot):
         security: SecurityOptions | None = None,
         **broker_options: Any,
     ) -> None:
+        BrokerOptions.build("PBServerFactory", _options(unsafeTracebacks, security, broker_options))
         self.root = root
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
@@ -70,7 +73,8 @@ class PBClientFactory:
     is connected (or once it has been), its methods raise
     :class:`RuntimeError`.  *unsafeTracebacks* and *security* are Twisted's
     arguments; other keywords are :func:`~trio_pb.broker.open_broker`
-    options.
+    options (:class:`~trio_pb.broker.BrokerOptions`; an unknown one raises
+    :class:`TypeError` here).
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class PBClientFactory:
         security: SecurityOptions | None = None,
         **broker_options: Any,
     ) -> None:
+        BrokerOptions.build("PBClientFactory", _options(unsafeTracebacks, security, broker_options))
         self.unsafeTracebacks = unsafeTracebacks
         self.security = security
         self.broker_options = broker_options

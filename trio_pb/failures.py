@@ -38,6 +38,8 @@ _WIRE_NAMES: dict[type[BaseException], str] = {
     errors.ProtocolError: "twisted.spread.pb.ProtocolError",
     errors.InsecureJelly: "twisted.spread.jelly.InsecureJelly",
     errors.BananaError: "twisted.spread.banana.BananaError",
+    errors.BananaEncodeError: "twisted.spread.banana.BananaError",
+    errors.BananaDecodeError: "twisted.spread.banana.BananaError",
     errors.LoginFailed: "twisted.cred.error.LoginFailed",
     errors.UnauthorizedLogin: "twisted.cred.error.UnauthorizedLogin",
     errors.UnhandledCredentials: "twisted.cred.error.UnhandledCredentials",
@@ -45,7 +47,10 @@ _WIRE_NAMES: dict[type[BaseException], str] = {
     errors.TooManyCalls: "trio_pb.errors.TooManyCalls",
 }
 # Wire name -> local class, for errors the caller can catch by their own class.
-_LOCAL_CLASSES: dict[str, type[BaseException]] = {name: cls for cls, name in _WIRE_NAMES.items()}
+# The first class of a name wins: Twisted's BananaError arrives as the base.
+_LOCAL_CLASSES: dict[str, type[BaseException]] = {}
+for _cls, _name in _WIRE_NAMES.items():
+    _LOCAL_CLASSES.setdefault(_name, _cls)
 # trio_pb's own errors that a trio_pb peer sends, under their own names.
 _LOCAL_CLASSES.update({f"{cls.__module__}.{cls.__name__}": cls for cls in (errors.CancelledByCaller,)})
 
@@ -64,8 +69,33 @@ def register_error(cls: type[BaseException], wire_name: str | None = None) -> No
         _WIRE_NAMES[cls] = wire_name
 
 
+# The bases that only sort errors on this side (errors.py's families): not named on the wire.
+_UNNAMED: frozenset[type] = frozenset({errors.PBError, errors.SerializationError, errors.DisconnectedError})
+# Bases these classes had in Twisted's tree, or in trio_pb's before it had
+# families, named in the parents right after them so that the bytes a peer
+# receives stay what it always received (Twisted's DeadReferenceError is a
+# pb.ProtocolError, for one).
+_WIRE_BASES: dict[type, str] = {
+    errors.JellyError: "twisted.spread.pb.ProtocolError",
+    errors.BananaError: "twisted.spread.pb.ProtocolError",
+    errors.DeadReferenceError: "twisted.spread.pb.ProtocolError",
+}
+
+
 def _wire_name(cls: type) -> str:
     return _WIRE_NAMES.get(cls) or f"{cls.__module__}.{cls.__name__}"
+
+
+def _wire_parents(cls: type) -> list[str]:
+    """The qualified names of *cls*'s classes as the peer is told them (Twisted's ``Failure.parents``)."""
+    parents: list[str] = []
+    for base in cls.__mro__:
+        if base in _UNNAMED and base is not cls:
+            continue
+        for name in (_wire_name(base), _WIRE_BASES.get(base)):
+            if name is not None and name not in parents:
+                parents.append(name)
+    return parents
 
 
 def failure_state(exc: BaseException, *, unsafe_tracebacks: bool = False) -> dict[str, Any]:
@@ -74,15 +104,23 @@ def failure_state(exc: BaseException, *, unsafe_tracebacks: bool = False) -> dic
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     else:
         text = "Traceback unavailable\n"
+    if isinstance(exc, errors.RemoteError):
+        # A failure that came from a peer is passed on as what it was there,
+        # as Twisted passes on a CopiedFailure: its class name, message, parents.
+        kind, value = exc.remote_type, exc.value
+        parents = list(exc.parents) or [kind.decode("utf-8", "replace")]
+    else:
+        kind, value = _wire_name(type(exc)).encode("utf-8"), str(exc)
+        parents = _wire_parents(type(exc))
     # The keys in the order Twisted sends them, so the bytes match too.
     return {
         "count": 0,
-        "type": _wire_name(type(exc)).encode("utf-8"),
-        "value": str(exc),
+        "type": kind,
+        "value": value,
         "captureVars": False,
         "tb": None,
         "unsafeTracebacks": unsafe_tracebacks,
-        "parents": [_wire_name(cls) for cls in type(exc).__mro__],
+        "parents": parents,
         "frames": [],
         "stack": [],
         "traceback": text,

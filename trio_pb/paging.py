@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Protocol
 import trio
 
 from .broker import plain_errors
-from .errors import PBConnectionLost
+from .errors import PBConnectionLost, PBError
 from .flavors import Referenceable, TwistedHooks
 from .jelly import Invoker, Jellier
 from .references import RemoteReference
@@ -64,7 +64,7 @@ DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
 DEFAULT_MAX_PAGES = 4096
 
 
-class PagingError(Exception):
+class PagingError(PBError):
     """Paging did not finish: the pages are incomplete."""
 
 
@@ -124,6 +124,8 @@ class Pager(TwistedHooks):
         page = self.next_page()
         if inspect.isawaitable(page):
             page = await page
+        else:
+            await trio.lowlevel.checkpoint()  # every async method checkpoints, as in trio
         self.collector.call_remote_no_answer("gotPage", page)
 
     async def run(self) -> None:
@@ -209,6 +211,8 @@ class FilePager(Pager):
         chunk = self.file.read(self.chunk_size)
         if inspect.isawaitable(chunk):
             chunk = await chunk
+        else:
+            await trio.lowlevel.checkpoint()  # a plain file: checkpoint all the same, as in trio
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise TypeError(f"the file must be opened in binary mode; read() returned {type(chunk).__name__}")
         return bytes(chunk)

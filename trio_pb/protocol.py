@@ -31,13 +31,11 @@ from ._caches import RemoteCacheObserver, new_proxy, observers_of
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA, BananaConnection, DialectSelected
 from .conduct import PeerConduct
 from .errors import (
-    BananaError,
     DeadReferenceError,
-    DecodeBudgetExceeded,
     Error,
     JellyError,
     ProtocolError,
-    TooManyViolations,
+    SerializationError,
 )
 from .jelly import (
     CopyRegistry,
@@ -60,6 +58,7 @@ __all__ = [
     "EXTENSION_DIALECT",
     "PAUSED",
     "PROTOCOL_VERSION",
+    "TableSizes",
     "CancelRequested",
     "Answer",
     "BareDriver",
@@ -252,6 +251,20 @@ class BareDriver:
     def cache_luid(self, cacheable: Any) -> int | None:
         protocol = self._protocol()
         return protocol.cache_luid(cacheable) if protocol is not None else None
+
+
+@attrs.frozen
+class TableSizes:
+    """How much the object and cache tables hold (see :meth:`PBProtocol.table_sizes`)."""
+
+    #: Our objects the peer holds references to (by luid; names are not counted).
+    objects_exported: int
+    #: The sum of their refcounts: the references the peer holds to them.
+    export_references: int
+    #: Our Cacheables the peer holds copies of.
+    caches_exported: int
+    #: The peer's cached objects we hold copies of.
+    caches_imported: int
 
 
 class PBProtocol:
@@ -457,12 +470,14 @@ class PBProtocol:
             if deadline_id == request_id:
                 time_left = seconds
         try:
+            # A message that is well framed but cannot be made into a call
+            # fails that call (a SerializationError), as Twisted fails it.
             if type(name) is not bytes:
-                raise ProtocolError(f"method name is not bytes: {name!r:.100}")
+                raise JellyError(f"method name is not bytes: {name!r:.100}")
             try:
                 method_name = name.decode("utf-8")
             except UnicodeDecodeError:
-                raise ProtocolError(f"method name is not UTF-8: {name!r:.100}") from None
+                raise JellyError(f"method name is not UTF-8: {name!r:.100}") from None
             if cache:
                 obj = self.locally_cached.get(target) if type(target) is int else None
                 if obj is None:
@@ -478,17 +493,30 @@ class PBProtocol:
                 call_args = self.unjelly(args)
             call_kwargs = {} if plain and kwargs == [b"dictionary"] else self.unjelly(kwargs)
             if type(call_args) is not tuple or type(call_kwargs) is not dict:
-                raise ProtocolError("call arguments must be a tuple and a dict")
+                raise JellyError("call arguments must be a tuple and a dict")
             if any(type(key) is not str for key in call_kwargs):
                 call_kwargs = {
                     k.decode("utf-8") if type(k) is bytes else k: v for k, v in call_kwargs.items()
                 }
             method = obj.resolve_remote_method(method_name)
-        except (DecodeBudgetExceeded, TooManyViolations):
-            raise  # the connection ends: not one call's problem
-        except (Error, ProtocolError, AttributeError) as exc:
+        except (Error, SerializationError, AttributeError) as exc:
+            # One call's problem; a ProtocolError (a decode budget spent, too
+            # many violations) passes and ends the connection.
             if wants_answer:
                 self.send_error(request_id, exc)
+                if isinstance(exc, AttributeError):
+                    # As Twisted does, a call of a method that does not exist
+                    # is logged as an unexpected failure (NoSuchMethod is no
+                    # Error).  Without its traceback (only the lookup's, sent
+                    # already if unsafe): a kept log record would otherwise
+                    # keep the call's arguments, references included, alive.
+                    self.conduct.warning(
+                        "method raised",
+                        "remote call of %r failed; the peer receives the error",
+                        method_name,
+                        level=logging.ERROR,
+                        exc_info=exc.with_traceback(None),
+                    )
             else:
                 self.conduct.warning("failed call", "a call with no answer failed: %r", exc)
             return None
@@ -666,6 +694,16 @@ class PBProtocol:
             return [tag, new_luid, jellier.jelly(state)]
 
         return jellier.jelly_shared(cacheable, first_copy)
+
+    def table_sizes(self) -> TableSizes:
+        """How much the object and cache tables hold now (counted when asked: nothing per call)."""
+        exported = [local.refcount for luid, local in self.local_objects.items() if type(luid) is int]
+        return TableSizes(
+            objects_exported=len(exported),
+            export_references=sum(exported),
+            caches_exported=len(self.remotely_cached),
+            caches_imported=len(self.locally_cached),
+        )
 
     def cache_luid(self, cacheable: Any) -> int | None:
         """The luid under which the peer holds copies of *cacheable*, if it does."""
@@ -904,9 +942,8 @@ class PBProtocol:
             if isinstance(exc, _Goodbye):
                 # Twisted's last word: the caller is told why, then the connection closes.
                 self.send_error(request_id, Error(str(exc)))
-                raise
-            if not isinstance(exc, (JellyError, BananaError)):
-                raise
+            raise
+        except SerializationError as exc:
             self.conduct.warning(
                 "unsendable answer", "cannot send the answer to request %d: %s", request_id, exc
             )

@@ -90,6 +90,7 @@ class RemoteReference(Jellyable):
     async def _callRemote(self, name: str, args: Any, kwargs: Any) -> Any:
         if kwargs.pop("pbanswer") is False:
             self.call_remote_no_answer(name, *args, **kwargs)
+            await trio.lowlevel.checkpoint()  # every async method checkpoints, as in trio
             return None
         return await self.broker.call(self.luid, name, args, kwargs)
 
@@ -117,7 +118,9 @@ class RemoteReference(Jellyable):
 
     def disown(self) -> None:
         """Forget this token without sending anything (its release is sent another way)."""
-        self._released = True
+        if not self._released:
+            self._released = True
+            self.broker.forget_reference(self.luid)
 
     def release_nowait(self) -> None:
         """Like :meth:`release`, for synchronous code: the decref is queued at once."""
@@ -126,6 +129,7 @@ class RemoteReference(Jellyable):
             self.broker.release_reference(self.luid)
 
     async def __aenter__(self) -> RemoteReference:
+        await trio.lowlevel.checkpoint()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

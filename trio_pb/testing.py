@@ -10,7 +10,7 @@ from typing import Any, Literal
 import trio
 import trio.testing
 
-from .broker import Broker, open_broker, plain_errors
+from .broker import Broker, BrokerOptions, open_broker, plain_errors
 
 __all__ = ["assert_no_leaks", "open_broker_pair"]
 
@@ -26,11 +26,14 @@ async def open_broker_pair(
     """A client broker and a server broker connected to each other.
 
     *root* is the server's root object, *client_root* the client's; other
-    keyword arguments go to both :func:`~trio_pb.broker.open_broker` calls.
+    keyword arguments are broker options for both
+    (:class:`~trio_pb.broker.BrokerOptions`; an unknown one raises
+    :class:`TypeError` at once).
     *transport* ``"memory"`` connects them with in-memory streams;
     ``"socket"`` with a connected pair of real sockets, which takes the
     brokers' socket-only code paths.  Yields ``(client, server)``.
     """
+    settings = BrokerOptions.build("open_broker_pair", options)
     client_stream: trio.abc.Stream
     server_stream: trio.abc.Stream
     if transport == "memory":
@@ -46,12 +49,12 @@ async def open_broker_pair(
             done = trio.Event()
 
             async def serve() -> None:
-                async with open_broker(server_stream, server=True, root=root, **options) as server:
+                async with open_broker(server_stream, server=True, root=root, options=settings) as server:
                     await server_ready.send(server)
                     await done.wait()
 
             nursery.start_soon(serve)
-            async with open_broker(client_stream, server=False, root=client_root, **options) as client:
+            async with open_broker(client_stream, server=False, root=client_root, options=settings) as client:
                 server = await server_get.receive()
                 try:
                     yield client, server
@@ -63,16 +66,21 @@ async def assert_no_leaks(*brokers: Broker) -> None:
     """Assert that the brokers hold no references, cached copies, pending calls or running calls.
 
     Collects garbage first and lets queued decrefs reach the peer, so that
-    references dropped without ``release()`` count as released.
+    references dropped without ``release()`` count as released.  What is
+    checked is :meth:`Broker.statistics() <trio_pb.broker.Broker.statistics>`.
     """
     gc.collect()
     for _ in range(5):
         await trio.testing.wait_all_tasks_blocked()
     for broker in brokers:
-        protocol = broker._protocol
-        counted = {luid: local.obj for luid, local in protocol.local_objects.items() if type(luid) is int}
-        assert not counted, f"the peer still holds references to {counted!r}"
-        assert not protocol.remotely_cached, f"the peer still holds copies of {protocol.remotely_cached!r}"
-        assert not protocol.locally_cached, f"copies of the peer's objects kept: {protocol.locally_cached!r}"
-        assert not broker._pending, f"calls still waiting for answers: {sorted(broker._pending)!r}"
-        assert not broker._call_scopes, f"the peer's calls still running: {sorted(broker._call_scopes)!r}"
+        stats = broker.statistics()
+        assert not stats.objects_exported, (
+            f"the peer still holds {stats.export_references} references to {stats.objects_exported} objects"
+        )
+        assert not stats.references_imported, (
+            f"{stats.references_imported} references to the peer's objects are not released"
+        )
+        assert not stats.caches_exported, f"the peer still holds copies of {stats.caches_exported} Cacheables"
+        assert not stats.caches_imported, f"copies of {stats.caches_imported} of the peer's objects kept"
+        assert not stats.calls_waiting, f"{stats.calls_waiting} calls still waiting for answers"
+        assert not stats.calls_running, f"{stats.calls_running} of the peer's calls still running"
