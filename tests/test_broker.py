@@ -605,16 +605,15 @@ async def test_factory_copies_and_remote_method_equality() -> None:
         assert hash(thing) == hash(again)
 
 
-def test_dont_notify_on_disconnect_of_unknown_callback_raises() -> None:
-    from trio_pb.references import RemoteReference
-
-    class FakeBroker:
-        _reference_disconnect_callbacks: dict[object, list[object]] = {}
-
-    ref = RemoteReference(FakeBroker(), 3)  # type: ignore[arg-type]
-    ref._released = True
-    with pytest.raises(ValueError):
-        ref.dont_notify_on_disconnect(print)
+async def test_dont_notify_on_disconnect_of_unknown_callback_raises() -> None:
+    async with open_broker_pair(Root()) as (client, _server):
+        root = await client.root_object()
+        with pytest.raises(ValueError):
+            root.dont_notify_on_disconnect(print)
+        root.notify_on_disconnect(print)
+        root.dont_notify_on_disconnect(print)
+        with pytest.raises(ValueError):
+            root.dont_notify_on_disconnect(print)
 
 
 class Failing(Root):

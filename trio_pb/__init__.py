@@ -1,24 +1,18 @@
 """trio_pb: Twisted's Perspective Broker on trio, wire-compatible with Twisted PB.
 
-The codecs (:mod:`trio_pb.banana`, :mod:`trio_pb.jelly`) are sans-IO; the
-public names are re-exported here.
+The codecs (:mod:`trio_pb.banana`, :mod:`trio_pb.jelly`) and the protocol
+(:mod:`trio_pb.protocol`) are sans-IO and import no trio; the public names
+are re-exported here.  Those of the trio layer (the broker, references,
+caches, login, connecting) are imported when first used, so that
+``import trio_pb.protocol`` works where trio is not installed.
 """
 
 from __future__ import annotations
 
-from .broker import Broker, BrokerOptions, BrokerStatistics, open_broker
-from .cache import Cacheable, CacheUpdate, CacheUpdates, RemoteCache, RemoteCacheObserver
-from .connect import open_tcp_broker, open_unix_broker, serve_tcp, serve_unix
-from .cred import (
-    AllowAnonymousAccess,
-    Anonymous,
-    FilePasswordChecker,
-    InMemoryPasswordChecker,
-    LoginLimiter,
-    Portal,
-    Realm,
-    UsernamePassword,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._caches import Cacheable, CacheUpdate, RemoteCacheObserver
 from .errors import (
     BananaDecodeError,
     BananaEncodeError,
@@ -44,7 +38,6 @@ from .errors import (
     UnauthorizedLogin,
     UnhandledCredentials,
 )
-from .factories import PBClientFactory, PBServerFactory
 from .failures import CopyableFailure, failure2Copyable, register_error
 from .flavors import (
     AsReferenceable,
@@ -67,9 +60,58 @@ from .jelly import (
     setUnjellyableFactoryForClass,
     setUnjellyableForClass,
 )
-from .login import challenge, respond
-from .paging import PageCollector, PagingError, get_all_pages, send_pages
-from .references import RemoteMethod, RemoteReference
+
+if TYPE_CHECKING:
+    from .broker import Broker, BrokerOptions, BrokerStatistics, open_broker
+    from .cache import CacheUpdates, RemoteCache
+    from .connect import open_tcp_broker, open_unix_broker, serve_tcp, serve_unix
+    from .cred import (
+        AllowAnonymousAccess,
+        Anonymous,
+        FilePasswordChecker,
+        InMemoryPasswordChecker,
+        LoginLimiter,
+        Portal,
+        Realm,
+        UsernamePassword,
+    )
+    from .factories import PBClientFactory, PBServerFactory
+    from .login import challenge, respond
+    from .paging import PageCollector, PagingError, get_all_pages, send_pages
+    from .references import RemoteMethod, RemoteReference
+
+# The trio layer's names, by the module that defines them: imported on first
+# use (PEP 562), so that the sans-IO core can be imported without trio.
+_LAZY: dict[str, str] = {
+    "AllowAnonymousAccess": "cred",
+    "Anonymous": "cred",
+    "Broker": "broker",
+    "BrokerOptions": "broker",
+    "BrokerStatistics": "broker",
+    "CacheUpdates": "cache",
+    "FilePasswordChecker": "cred",
+    "InMemoryPasswordChecker": "cred",
+    "LoginLimiter": "cred",
+    "PBClientFactory": "factories",
+    "PBServerFactory": "factories",
+    "PageCollector": "paging",
+    "PagingError": "paging",
+    "Portal": "cred",
+    "Realm": "cred",
+    "RemoteCache": "cache",
+    "RemoteMethod": "references",
+    "RemoteReference": "references",
+    "UsernamePassword": "cred",
+    "challenge": "login",
+    "get_all_pages": "paging",
+    "open_broker": "broker",
+    "open_tcp_broker": "connect",
+    "open_unix_broker": "connect",
+    "respond": "login",
+    "send_pages": "paging",
+    "serve_tcp": "connect",
+    "serve_unix": "connect",
+}
 
 __version__ = "0.1.0.dev0"
 
@@ -149,3 +191,16 @@ __all__ = [
     "set_unjellyable_factory_for_class",
     "set_unjellyable_for_class",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once imported, found without this hook
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

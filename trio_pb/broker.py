@@ -34,7 +34,9 @@ from typing import Any
 import attrs
 import trio
 
+from ._caches import Cacheable, CacheToken, RemoteCacheObserver, new_proxy
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA
+from .cache import CacheUpdate, CacheUpdates
 from .conduct import MAX_VIOLATIONS, PeerConduct
 from .errors import (
     CancelledByCaller,
@@ -51,6 +53,7 @@ from .protocol import (
     MAX_BROKER_REFS,
     PAUSED,
     Answer,
+    BareDriver,
     CancelRequested,
     Failed,
     IncomingCall,
@@ -309,7 +312,7 @@ class Broker(metaclass=_NoPublicConstructor):
         # Where direct writes may go: a plain TCP or unix socket (not TLS, not memory).
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) and os.name == "posix" else None
         self._pending: dict[int, _PendingCall] = {}
-        # Who reads (see _call): the reader task, or a caller "leading" for
+        # Who reads (see call): the reader task, or a caller "leading" for
         # its own answer while the reader task is parked.  The reader parks
         # only while someone is bound to wake it: a leader, or callers woken
         # by an answer (_wakes_due) who have not run yet.
@@ -338,7 +341,9 @@ class Broker(metaclass=_NoPublicConstructor):
         # The scopes of the async methods running for the peer, by request id.
         self._call_scopes: dict[int, trio.CancelScope] = {}
         self._disconnect_callbacks: list[Callable[[], Any]] = []
-        self._reference_disconnect_callbacks: dict[RemoteReference, list[Callable[[Any], Any]]] = {}
+        self._reference_disconnect_callbacks: dict[RemoteReference, list[Callable[[Any], object]]] = {}
+        # The update iterators of the cached objects we hold copies of, by luid.
+        self._cache_listeners: dict[int, list[CacheUpdates]] = {}
         # The peer's references we hold tokens of, not released yet (for
         # statistics(): counted where RemoteReferences are made and released).
         self._references_imported = 0
@@ -370,7 +375,7 @@ class Broker(metaclass=_NoPublicConstructor):
             references_imported=self._references_imported,
             caches_exported=tables.caches_exported,
             caches_imported=tables.caches_imported,
-            cache_listeners=tables.cache_listeners,
+            cache_listeners=sum(len(listeners) for listeners in self._cache_listeners.values()),
             bytes_queued=self._bytes_taken - self._bytes_sent + self._protocol.bytes_to_send,
             last_ping_rtt=self._last_ping_rtt,
             connected=self.connected,
@@ -520,9 +525,14 @@ class Broker(metaclass=_NoPublicConstructor):
 
     # -- calls we make -----------------------------------------------------------
 
-    async def _call(
+    async def call(
         self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
     ) -> Any:
+        """Call *name* on the peer's object *target* (a luid or a name) and return its answer.
+
+        What :meth:`RemoteReference.call_remote <trio_pb.references.RemoteReference.call_remote>`
+        runs; *command* is ``b"cachemessage"`` for a cached object's update.
+        """
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
         if self._gc_releases:
@@ -594,9 +604,10 @@ class Broker(metaclass=_NoPublicConstructor):
                 )
             self._given_up_to = max(self._given_up_to, oldest)
 
-    def _call_no_answer(
+    def call_no_answer(
         self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
     ) -> None:
+        """Send a call to *target* that wants no answer (see :meth:`call`)."""
         if self._lost.is_set():
             raise DeadReferenceError("Calling Stale Broker")
         if self._gc_releases:
@@ -604,31 +615,37 @@ class Broker(metaclass=_NoPublicConstructor):
         self._protocol.send_call(target, name, args, kwargs, answer_required=False, command=command)
         self._flush()
 
-    @staticmethod
-    async def _checkpoint() -> None:
-        await trio.lowlevel.checkpoint()
+    # -- what references and cached objects need (trio_pb._connection_api.Connection) --
 
-    def _decref(self, luid: int | bytes) -> None:
+    def release_reference(self, luid: int | bytes) -> None:
+        """Send one ``decref`` for the peer's object *luid* (a reference's release)."""
         # Every counted RemoteReference sends exactly one, here (or disowns its token).
         self._references_imported -= 1
         self._protocol.send_decref(luid)
         self._flush()
 
-    def _decache(self, luid: int) -> None:
+    def release_cache(self, luid: int) -> None:
+        """Send one ``decache`` for the peer's cached object *luid* (a copy's release)."""
         self._protocol.send_decache(luid)
         self._flush()
 
-    def _decache_from_gc(self, luid: int) -> None:
+    def release_cache_from_gc(self, luid: int) -> None:
+        """Like :meth:`release_cache`, from a finalizer in any thread: sent before our next message."""
         self._gc_releases.append((True, luid))
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._send_gc_releases)
 
-    def _decref_from_gc(self, luid: int | bytes) -> None:
+    def release_reference_from_gc(self, luid: int | bytes) -> None:
+        """Like :meth:`release_reference`, from a finalizer in any thread: sent before our next message."""
         # Called from __del__, possibly in another thread or in the middle of
         # encoding a message: only queue it (a deque's append is atomic).
         self._gc_releases.append((False, luid))
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._send_gc_releases)
+
+    def forget_reference(self, luid: int | bytes) -> None:
+        """A reference to *luid* was disowned: its token is given back another way (nothing is sent)."""
+        self._references_imported -= 1
 
     def _send_gc_releases(self) -> None:
         """Send the releases the garbage collector queued: due before our next call or answer."""
@@ -637,9 +654,91 @@ class Broker(metaclass=_NoPublicConstructor):
             cached, luid = releases.popleft()
             if cached:
                 assert isinstance(luid, int)
-                self._decache(luid)
+                self.release_cache(luid)
             else:
-                self._decref(luid)
+                self.release_reference(luid)
+
+    def on_reference_disconnect(self, reference: RemoteReference, callback: Callable[[Any], object]) -> None:
+        """Call ``callback(reference)`` when the connection is lost."""
+        self._reference_disconnect_callbacks.setdefault(reference, []).append(callback)
+
+    def cancel_reference_disconnect(
+        self, reference: RemoteReference, callback: Callable[[Any], object]
+    ) -> None:
+        """Undo :meth:`on_reference_disconnect`; raises ValueError if *callback* was not registered."""
+        callbacks = self._reference_disconnect_callbacks.get(reference, [])
+        callbacks.remove(callback)
+        if not callbacks:
+            self._reference_disconnect_callbacks.pop(reference, None)
+
+    def speaks_for(self, invoker: Any) -> bool:
+        """Whether *invoker* (a jellier's) serializes for this connection: references go back only there."""
+        return invoker is self._protocol
+
+    def cache_luid(self, cacheable: Any) -> int | None:
+        """The luid under which the peer holds copies of *cacheable*, if it does."""
+        return self._protocol.cache_luid(cacheable)
+
+    def cache_updates(self, luid: int, buffer: int) -> CacheUpdates:
+        """An iterator of the updates applied to our copy of the cached object *luid* from now on."""
+        updates = CacheUpdates(buffer)
+        if self._lost.is_set():
+            updates.close(DeadReferenceError("the connection is closed"))
+        elif luid not in self._protocol.locally_cached:
+            updates.close()
+        else:
+            self._cache_listeners.setdefault(luid, []).append(updates)
+        return updates
+
+    @property
+    def conduct(self) -> PeerConduct:
+        """The record of the peer's misbehaviour so far (bounded logging, when to give up)."""
+        return self._protocol.conduct
+
+    @property
+    def peer_address(self) -> str | None:
+        """The IP address of the peer, or None (a unix socket, a stream in memory)."""
+        stream: Any = self._stream
+        while isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if not isinstance(stream, trio.SocketStream):
+            return None
+        try:
+            name = stream.socket.getpeername()
+        except OSError:
+            return None
+        if isinstance(name, tuple) and isinstance(name[0], str):
+            return name[0]
+        return None
+
+    # -- what the protocol asks of its driver (trio_pb._connection_api.ProtocolDriver) --
+
+    def make_reference(self, luid: int) -> RemoteReference:
+        """The RemoteReference a ``remote`` token from the peer becomes (the protocol calls this)."""
+        # For statistics(): a token held, until released or disowned.
+        self._references_imported += 1
+        return RemoteReference(self, luid)
+
+    def make_cache_proxy(self, master: Any, luid: int) -> tuple[Any, CacheToken]:
+        """A new proxy of our copy *master*, owing one ``decache`` (the protocol calls this)."""
+        token = CacheToken(self, luid)
+        return new_proxy(master, token), token
+
+    def make_cache_observer(self, cacheable: Cacheable, perspective: Any) -> RemoteCacheObserver:
+        """The observer of the peer's new copy of *cacheable* (the protocol calls this)."""
+        return RemoteCacheObserver(self, cacheable, perspective)
+
+    def cache_ended(self, luid: int) -> None:
+        """The peer uncached *luid*: its update iterators end (the protocol calls this)."""
+        for listener in self._cache_listeners.pop(luid, ()):
+            listener.close()
+
+    def _cache_updated(self, call: IncomingCall) -> None:
+        listeners = self._cache_listeners.get(call.cache_luid)  # type: ignore[arg-type]
+        if listeners:
+            update = CacheUpdate(call.name, call.args, call.kwargs)
+            for listener in listeners:
+                listener.push(update)
 
     # -- the tasks ---------------------------------------------------------------
 
@@ -976,7 +1075,7 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def _call_done(self, call: IncomingCall, result: Any) -> None:
         if call.cache_luid is not None:
-            self._protocol.cache_updated(call)
+            self._cache_updated(call)
         if call.answer_required:
             if self._gc_releases:
                 self._send_gc_releases()  # dropped by the method: as in Twisted, released before it answers
@@ -1049,6 +1148,10 @@ class Broker(metaclass=_NoPublicConstructor):
             for ref_callback in callbacks:
                 _run_callback(ref_callback, reference)
         self._reference_disconnect_callbacks.clear()
+        listeners, self._cache_listeners = self._cache_listeners, {}
+        for updates in listeners.values():
+            for listener in updates:
+                listener.close(DeadReferenceError("the connection was lost"))
 
     def _break_cycles(self) -> None:
         """Drop what makes a closed broker part of a reference cycle, so that it is freed at once.
@@ -1057,7 +1160,7 @@ class Broker(metaclass=_NoPublicConstructor):
         closed connection would wait for a full run of the garbage collector.
         """
         # Nothing the peer sends can arrive any more: no new RemoteReference needs us.
-        self._protocol.owner = None
+        self._protocol.driver = BareDriver(self._protocol)
         # A kept exception: its traceback holds the frames of our methods, which hold us.
         # (self.error has none: see _broke_protocol.)
         self._crash = None

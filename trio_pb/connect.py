@@ -131,11 +131,23 @@ async def serve_unix(
                 os.unlink(path)
 
 
-def _server_options(caller: str, root: Any, broker_options: dict[str, Any]) -> tuple[Any, BrokerOptions]:
-    """The root and the broker options of a server's connections (*root* may be a PBServerFactory)."""
-    from .factories import PBServerFactory
+class ServedRoot:
+    """A root with broker options of its own (the base of :class:`~trio_pb.factories.PBServerFactory`).
 
-    if isinstance(root, PBServerFactory):
+    ``serve_tcp`` and ``serve_unix`` serve its :attr:`root` with its
+    :meth:`options`, under the options they are given themselves.
+    """
+
+    root: Any
+
+    def options(self) -> dict[str, Any]:
+        """The :func:`~trio_pb.broker.open_broker` options of the connections it serves."""
+        return {}
+
+
+def _server_options(caller: str, root: Any, broker_options: dict[str, Any]) -> tuple[Any, BrokerOptions]:
+    """The root and the broker options of a server's connections (*root* may be a :class:`ServedRoot`)."""
+    if isinstance(root, ServedRoot):
         root, broker_options = root.root, {**root.options(), **broker_options}
     if "options" not in broker_options:
         # Servers wait less than forever for a new connection's handshakes.

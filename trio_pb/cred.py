@@ -19,20 +19,33 @@ aliases here for people porting code.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import inspect
 import ipaddress
 import logging
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
 import trio
 
+from ._credentials import (
+    Anonymous,
+    Credentials,
+    HashedPasswordCredentials,
+    IAnonymous,
+    IUsernameHashedPassword,
+    IUsernameMD5Password,
+    IUsernamePassword,
+    Logout,
+    MD5PasswordCredentials,
+    UsernamePassword,
+    as_bytes,
+)
 from .errors import LoginThrottled, UnauthorizedLogin, UnhandledCredentials
 from .flavors import TwistedHooks
+from .login import PortalRoot
 
 if TYPE_CHECKING:
     from .flavors import Referenceable
@@ -70,9 +83,6 @@ log = logging.getLogger("trio_pb")
 #: The avatar id of an anonymous login (Twisted's ``checkers.ANONYMOUS``).
 ANONYMOUS: Final[tuple[()]] = ()
 
-#: What a realm returns besides the avatar: called once when the session ends.
-Logout = Callable[[], object]
-
 #: Failed logins on one connection before each further attempt on it is delayed.
 SLOW_AFTER_FAILURES: Final = 3
 #: Failed logins on one connection after which it is closed.
@@ -81,101 +91,6 @@ CLOSE_AFTER_FAILURES: Final = 10
 FAILURE_DELAY: Final = 0.25
 #: The longest delay of one attempt, in seconds.
 MAX_FAILURE_DELAY: Final = 8.0
-
-
-def _as_bytes(value: object) -> bytes:
-    """A username or password as bytes, a str taken as UTF-8: how checkers compare names."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    raise TypeError(f"expected bytes, got {type(value).__name__}")
-
-
-# -- credentials -----------------------------------------------------------------
-
-
-class Credentials:
-    """Base class of everything a client can prove who it is with."""
-
-
-class HashedPasswordCredentials(TwistedHooks, Credentials):
-    """A username, and a way to test a candidate password without knowing the real one.
-
-    A checker that stores plain passwords verifies these with
-    :meth:`check_password`.  Twisted calls this kind ``IUsernameHashedPassword``.
-    """
-
-    _twisted_aliases: ClassVar[dict[str, str]] = {"check_password": "checkPassword"}
-
-    #: As the client gave it: str or bytes (over PB, whatever the peer sent).
-    username: Any
-
-    def check_password(self, password: bytes) -> bool:
-        """Whether *password* (the plain password the server stores) is the right one."""
-        raise NotImplementedError
-
-    checkPassword = check_password
-
-
-class MD5PasswordCredentials(TwistedHooks, Credentials):
-    """A username, and a way to test the raw MD5 digest of a password.
-
-    For checkers that store ``md5(password).digest()`` (16 raw bytes, not hex)
-    instead of the password.  Twisted calls this kind ``IUsernameMD5Password``.
-    """
-
-    _twisted_aliases: ClassVar[dict[str, str]] = {"check_md5_password": "checkMD5Password"}
-
-    #: As the client gave it: str or bytes (over PB, whatever the peer sent).
-    username: Any
-
-    def check_md5_password(self, digest: bytes) -> bool:
-        """Whether *digest* is the MD5 digest of the right password."""
-        raise NotImplementedError
-
-    checkMD5Password = check_md5_password
-
-
-class UsernamePassword(HashedPasswordCredentials):
-    """A username and a plain password: what a client logs in with.
-
-    The username keeps the type it is given, as in Twisted: over PB a str is
-    sent as a str and bytes as bytes, and a server's checker may tell them
-    apart (Twisted's in-memory checker does; trio_pb's do not).  The
-    password is kept as bytes (a str is encoded as UTF-8); over PB it never
-    leaves the client: :func:`trio_pb.login.login` answers the server's
-    challenge with it.  Used directly with :meth:`Portal.login`, it is checked
-    against the stored password.
-    """
-
-    username: bytes | str
-
-    def __init__(self, username: bytes | str, password: bytes | str) -> None:
-        if not isinstance(username, (bytes, str)):
-            raise TypeError(f"a username is str or bytes, not {type(username).__name__}")
-        self.username = username
-        self.password = _as_bytes(password)
-
-    def check_password(self, password: bytes) -> bool:
-        return hmac.compare_digest(_as_bytes(password), self.password)
-
-    def __repr__(self) -> str:
-        return f"UsernamePassword({self.username!r}, <hidden>)"
-
-
-class Anonymous(Credentials):
-    """Credentials of a client that does not say who it is."""
-
-    def __repr__(self) -> str:
-        return "Anonymous()"
-
-
-# Twisted's interface names, for checkers ported from Twisted.
-IUsernamePassword = UsernamePassword
-IUsernameHashedPassword = HashedPasswordCredentials
-IUsernameMD5Password = MD5PasswordCredentials
-IAnonymous = Anonymous
 
 
 # -- checkers ----------------------------------------------------------------------
@@ -230,7 +145,7 @@ def _check_password(credentials: HashedPasswordCredentials, username: bytes, sto
 
 def _username_of(credentials: Any) -> bytes:
     try:
-        return _as_bytes(credentials.username)
+        return as_bytes(credentials.username)
     except (AttributeError, TypeError):
         raise UnauthorizedLogin("bad username or password") from None
 
@@ -261,7 +176,7 @@ class InMemoryPasswordChecker(Checker):
 
     def add_user(self, username: bytes | str, password: bytes | str) -> None:
         """Add a user, or change the password of an existing one."""
-        self.users[_as_bytes(username)] = _as_bytes(password)
+        self.users[as_bytes(username)] = as_bytes(password)
 
     addUser = add_user
 
@@ -336,7 +251,7 @@ class FilePasswordChecker(Checker):
 
     async def get_user(self, username: bytes | str) -> tuple[bytes, bytes]:
         """``(username, password)`` as in the file; raises KeyError for an unknown user."""
-        name = _as_bytes(username)
+        name = as_bytes(username)
         if not self.case_sensitive:
             name = name.lower()
         return name, (await self.load())[name]
@@ -430,7 +345,7 @@ def _digest(data: bytes) -> bytes:
 
 def _username_key(username: object) -> bytes:
     if isinstance(username, (bytes, str)):
-        return _digest(b"name:" + _as_bytes(username))
+        return _digest(b"name:" + as_bytes(username))
     # Not a name any checker accepts: all such "usernames" of one type share a budget.
     return _digest(b"type:" + type(username).__qualname__.encode("utf-8", "replace"))
 
@@ -701,8 +616,6 @@ class Portal:
 
     def root_object(self, broker: Any) -> Referenceable:
         """A fresh login root for one connection (the broker calls this)."""
-        from .login import PortalRoot
-
         return PortalRoot(self, broker)
 
     rootObject = root_object

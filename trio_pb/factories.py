@@ -24,13 +24,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .broker import Broker, BrokerOptions
+from .connect import ServedRoot, open_tcp_broker, open_unix_broker
 from .jelly import SecurityOptions
 from .references import RemoteReference
 
 __all__ = ["PBClientFactory", "PBServerFactory"]
 
 
-class PBServerFactory:
+class PBServerFactory(ServedRoot):
     """A root served with broker options: give it to ``serve_tcp`` / ``serve_unix`` in place of the root.
 
     *root* is what a server broker's root may be (a Referenceable, a
@@ -106,8 +107,6 @@ class PBClientFactory:
         server_hostname: str | None = None,
     ) -> AsyncIterator[PBClientFactory]:
         """Connect as :func:`~trio_pb.connect.open_tcp_broker` does (TLS with *ssl_context*); yield self."""
-        from .connect import open_tcp_broker
-
         self._check_unconnected()
         async with (
             open_tcp_broker(
@@ -124,8 +123,6 @@ class PBClientFactory:
     @asynccontextmanager
     async def connect_unix(self, path: str | os.PathLike[str]) -> AsyncIterator[PBClientFactory]:
         """Connect to the unix socket at *path*; yield self."""
-        from .connect import open_unix_broker
-
         self._check_unconnected()
         async with (
             open_unix_broker(

@@ -127,7 +127,8 @@ class RemoteCopy(TwistedHooks, Unjellyable):
         self.set_copyable_state(state)
 
 
-def _method_named(obj: Any, prefix: str, name: str, *, no_such: type[Exception]) -> Any:
+def method_named(obj: Any, prefix: str, name: str, *, no_such: type[Exception]) -> Any:
+    """*obj*'s method ``<prefix><name>`` that a peer may call, or raise *no_such* (for every flavour)."""
     method = getattr(obj, prefix + name, None) if name.isidentifier() else None
     if method is None or not callable(method):
         raise no_such(f"No such method: {prefix}{name}")
@@ -148,7 +149,7 @@ class Referenceable(TwistedHooks, Jellyable):
 
     def resolve_remote_method(self, name: str) -> Any:
         """The callable that runs when the peer calls *name*; raises NoSuchMethod."""
-        return _method_named(self, "remote_", name, no_such=NoSuchMethod)
+        return method_named(self, "remote_", name, no_such=NoSuchMethod)
 
     def process_unique_id(self) -> Any:
         """The key under which the broker counts references to this object."""
@@ -195,7 +196,7 @@ class AsReferenceable(Referenceable):
         # The errors Twisted's dispatchers give: NoSuchMethod for remote_*, AttributeError
         # (as Avatar and ViewPoint do) for the other prefixes.
         no_such: type[Exception] = NoSuchMethod if self.prefix == "remote" else AttributeError
-        return _method_named(self.obj, self.prefix + "_", name, no_such=no_such)
+        return method_named(self.obj, self.prefix + "_", name, no_such=no_such)
 
     def __repr__(self) -> str:
         return f"AsReferenceable({self.obj!r}, {self.prefix!r})"
@@ -225,7 +226,7 @@ class ViewPoint(Referenceable):
         return (id(self.perspective), id(self.viewable))
 
     def resolve_remote_method(self, name: str) -> Any:
-        method = _method_named(self.viewable, "view_", name, no_such=AttributeError)
+        method = method_named(self.viewable, "view_", name, no_such=AttributeError)
         return partial(method, self.perspective)
 
 
@@ -249,4 +250,4 @@ class Avatar(Referenceable):
         return self
 
     def resolve_remote_method(self, name: str) -> Any:
-        return _method_named(self, "perspective_", name, no_such=AttributeError)
+        return method_named(self, "perspective_", name, no_such=AttributeError)

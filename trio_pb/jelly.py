@@ -332,9 +332,19 @@ class Unpersistable:
 
 
 class Invoker(Protocol):
-    """What jelly needs from a broker (see :mod:`trio_pb.broker`)."""
+    """What jelly and the flavours' hooks need from a connection's :class:`~trio_pb.protocol.PBProtocol`."""
 
+    #: The perspective Viewables are jellied for at this moment.
     serializing_perspective: Any
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is over (its objects were all released)."""
+        ...
+
+    def on_release(self, obj: Any, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` once the peer has released every reference to *obj*."""
+        ...
 
     def unjelly_pb_tag(self, unjellier: Unjellier, sexp: list[Any]) -> Any: ...
 

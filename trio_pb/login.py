@@ -23,27 +23,33 @@ import hmac
 import inspect
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from .cred import (
+from ._credentials import (
     Anonymous,
     HashedPasswordCredentials,
     Logout,
     MD5PasswordCredentials,
-    Portal,
     UsernamePassword,
 )
-from .errors import LoginFailed, LoginThrottled, ProtocolError, UnauthorizedLogin, UnhandledCredentials
+from .errors import (
+    JellyError,
+    LoginFailed,
+    LoginThrottled,
+    ProtocolError,
+    UnauthorizedLogin,
+    UnhandledCredentials,
+)
 from .flavors import Referenceable, Viewable, ViewPoint
 from .jelly import Jellier, Jellyable
 from .references import RemoteReference
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from ._connection_api import Connection
     from .conduct import PeerConduct
-    from .protocol import PBProtocol
+    from .cred import Portal
 
 __all__ = [
     "CHALLENGE_SIZE",
@@ -114,7 +120,7 @@ class ChallengeResponse(HashedPasswordCredentials, MD5PasswordCredentials):
 class _Session:
     """One successful login: runs the realm's logout exactly once."""
 
-    def __init__(self, broker: Broker, logout: Logout) -> None:
+    def __init__(self, broker: Connection, logout: Logout) -> None:
         self._broker = broker
         self._logout: Logout | None = logout
         if broker.connected:
@@ -170,7 +176,9 @@ class _AvatarHandoff(Jellyable):
         self.session = session
 
     def jelly_for(self, jellier: Jellier) -> Any:
-        protocol = cast("PBProtocol", jellier.invoker)
+        protocol = jellier.invoker
+        if protocol is None:
+            raise JellyError("an avatar can only be sent over a connection")
         sent: Referenceable = self.avatar
         if isinstance(sent, Viewable):
             # A Viewable goes out as its ViewPoint for the perspective in force
@@ -204,11 +212,11 @@ class PortalRoot(Referenceable):
     options say.
     """
 
-    def __init__(self, portal: Portal, broker: Broker) -> None:
+    def __init__(self, portal: Portal, broker: Connection) -> None:
         self.portal = portal
         self.broker = broker
         #: The peer's IP address, for the portal's limiter (None if it has none).
-        self.address = _peer_address(broker)
+        self.address = broker.peer_address
         #: Failed password logins on this connection.
         self.failures = 0
         # Attempts under way count as failures for the delay, so that
@@ -250,7 +258,7 @@ class PortalRoot(Referenceable):
 
     @property
     def _conduct(self) -> PeerConduct:
-        return self.broker._protocol.conduct
+        return self.broker.conduct
 
     async def _log_in_counted(self, credentials: Any, mind: Any) -> tuple[Any, Logout]:
         """A password login: it waits its turn (delayed after failures), and a failure counts."""
@@ -298,22 +306,6 @@ def _show_username(username: object) -> str:
     return f"<{type(username).__name__}>"
 
 
-def _peer_address(broker: Broker) -> str | None:
-    """The IP address of the broker's peer, or None (a unix socket, a stream in memory)."""
-    stream = broker._stream
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
-        return None
-    try:
-        name = stream.socket.getpeername()
-    except OSError:
-        return None
-    if isinstance(name, tuple) and isinstance(name[0], str):
-        return name[0]
-    return None
-
-
 class _Challenger(Referenceable):
     """Holds one challenge; ``respond(response, mind)`` finishes that login, once."""
 
@@ -335,7 +327,7 @@ class _Challenger(Referenceable):
 # -- client ---------------------------------------------------------------------
 
 
-async def login(broker: Broker, credentials: Any, mind: Any = None) -> RemoteReference:
+async def login(broker: Connection, credentials: Any, mind: Any = None) -> RemoteReference:
     """Log in on the peer's portal and return a reference to the avatar.
 
     *credentials* is a :class:`~trio_pb.cred.UsernamePassword` or

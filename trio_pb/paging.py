@@ -34,10 +34,10 @@ from typing import Any, ClassVar, Protocol
 
 import trio
 
-from .broker import Broker, plain_errors
+from .broker import plain_errors
 from .errors import PBConnectionLost, PBError
 from .flavors import Referenceable, TwistedHooks
-from .jelly import Jellier
+from .jelly import Invoker, Jellier
 from .references import RemoteReference
 
 __all__ = [
@@ -138,7 +138,7 @@ class Pager(TwistedHooks):
         if self._started:
             raise RuntimeError("a pager can only run once")
         self._started = True
-        broker: Broker = self.collector.broker
+        broker = self.collector.broker
         while self.still_paging:
             await self.send_next_page()
             await broker.drain()
@@ -342,16 +342,14 @@ class PageCollector(Referenceable):
         # Learn when the sender lets go of us (or the connection is lost), so
         # that the iteration fails instead of waiting for ever.
         invoker = jellier.invoker
-        on_release = getattr(invoker, "on_release", None)
-        if on_release is not None and id(invoker) not in self._watched:
+        if invoker is not None and id(invoker) not in self._watched:
             self._watched.add(id(invoker))
-            on_release(self, lambda: self._released(invoker))
+            invoker.on_release(self, lambda: self._released(invoker))
         return sexp
 
-    def _released(self, invoker: Any) -> None:
+    def _released(self, invoker: Invoker) -> None:
         self._watched.discard(id(invoker))
-        broker = getattr(invoker, "owner", None)
-        if broker is not None and not broker.connected:
+        if invoker.closed:
             self._fail(lambda: PBConnectionLost("the connection was lost before the last page"))
         else:
             self._fail(lambda: PagingError("the sender released the collector without ending the paging"))

@@ -19,13 +19,15 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from . import failures
+from ._caches import RemoteCacheObserver, new_proxy, observers_of
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA, BananaConnection, DialectSelected
 from .conduct import PeerConduct
 from .errors import (
@@ -35,8 +37,19 @@ from .errors import (
     ProtocolError,
     SerializationError,
 )
-from .jelly import CopyRegistry, Jellyable, SecurityOptions, Unjellier, copy_registry, global_security, jelly
-from .references import RemoteReference
+from .jelly import (
+    CopyRegistry,
+    Jellier,
+    Jellyable,
+    SecurityOptions,
+    Unjellier,
+    copy_registry,
+    global_security,
+    jelly,
+)
+
+if TYPE_CHECKING:
+    from ._connection_api import Disownable, ProtocolDriver
 
 __all__ = [
     "DECODE_BUDGET",
@@ -48,9 +61,11 @@ __all__ = [
     "TableSizes",
     "CancelRequested",
     "Answer",
+    "BareDriver",
     "Failed",
     "IncomingCall",
     "PBProtocol",
+    "PeerReference",
     "Ready",
 ]
 
@@ -156,6 +171,89 @@ class _CacheEntry:
 
 
 @attrs.frozen
+class PeerReference(Jellyable):
+    """What a ``remote`` token becomes in a protocol driven by hand: the peer's object, by luid.
+
+    Call it with ``send_call(ref.luid, ...)``; give its token back with
+    ``send_decref(ref.luid)`` (nothing is sent on its own).  It can be sent
+    back to the same connection, where it stands for the peer's own object.
+    """
+
+    driver: BareDriver
+    luid: int
+
+    def disown(self) -> None:
+        """Nothing to forget: a reference made by hand is released by hand."""
+
+    def jelly_for(self, jellier: Jellier) -> Any:
+        if jellier.invoker is None or jellier.invoker is not self.driver.protocol:
+            raise JellyError("a reference can only be sent back over the connection it came from")
+        return [b"local", self.luid]
+
+
+class _NothingOwed:
+    def disown(self) -> None:
+        pass
+
+
+_NOTHING_OWED: Final = _NothingOwed()
+
+
+class BareDriver:
+    """The driver of a protocol driven by hand, with no I/O and no trio (tests, tools).
+
+    Tokens from the peer become :class:`PeerReference` s and cache proxies
+    that owe nothing by themselves; a Cacheable's observers queue their
+    updates on the protocol at once (``call_no_answer``), and cannot wait
+    for answers.
+    """
+
+    def __init__(self, protocol: PBProtocol) -> None:
+        # Weak: the protocol holds its driver.
+        self._protocol = weakref.ref(protocol)
+
+    @property
+    def protocol(self) -> PBProtocol | None:
+        """The protocol this drives (None once it is gone)."""
+        return self._protocol()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the protocol is still open."""
+        protocol = self._protocol()
+        return protocol is not None and not protocol.closed
+
+    def make_reference(self, luid: int) -> PeerReference:
+        return PeerReference(self, luid)
+
+    def make_cache_proxy(self, master: Any, luid: int) -> tuple[Any, Disownable]:
+        return new_proxy(master), _NOTHING_OWED
+
+    def make_cache_observer(self, cacheable: Any, perspective: Any) -> RemoteCacheObserver:
+        return RemoteCacheObserver(self, cacheable, perspective)
+
+    def cache_ended(self, luid: int) -> None:
+        pass
+
+    async def call(
+        self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
+    ) -> Any:
+        raise Error("a protocol driven by hand cannot wait for answers: use send_call and next_event")
+
+    def call_no_answer(
+        self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
+    ) -> None:
+        protocol = self._protocol()
+        if protocol is None:
+            raise DeadReferenceError("the protocol is gone")
+        protocol.send_call(target, name, args, kwargs, answer_required=False, command=command)
+
+    def cache_luid(self, cacheable: Any) -> int | None:
+        protocol = self._protocol()
+        return protocol.cache_luid(cacheable) if protocol is not None else None
+
+
+@attrs.frozen
 class TableSizes:
     """How much the object and cache tables hold (see :meth:`PBProtocol.table_sizes`)."""
 
@@ -167,20 +265,19 @@ class TableSizes:
     caches_exported: int
     #: The peer's cached objects we hold copies of.
     caches_imported: int
-    #: Update listeners attached to those.
-    cache_listeners: int
 
 
 class PBProtocol:
     """One end of a PB connection, as a state machine (see the module docstring).
 
-    *owner* is the object :class:`~trio_pb.references.RemoteReference` s are
-    bound to (the trio :class:`~trio_pb.broker.Broker`).
+    *driver* makes the objects that the peer's tokens become (the trio
+    :class:`~trio_pb.broker.Broker` makes RemoteReferences bound to itself);
+    None drives the protocol by hand, with a :class:`BareDriver`.
     """
 
     def __init__(
         self,
-        owner: Any,
+        driver: ProtocolDriver | None,
         *,
         is_client: bool,
         security: SecurityOptions | None = None,
@@ -193,7 +290,8 @@ class PBProtocol:
         max_message_size: int = MESSAGE_SIZE_LIMIT,
         max_message_items: int = MESSAGE_ITEMS_LIMIT,
     ) -> None:
-        self.owner = owner
+        #: Makes what the peer's tokens become (see :class:`~trio_pb._connection_api.ProtocolDriver`).
+        self.driver: ProtocolDriver = driver if driver is not None else BareDriver(self)
         #: The peer's misbehaviour so far: bounded logging, and when to give up.
         self.conduct = conduct if conduct is not None else PeerConduct()
         self.security = security if security is not None else global_security
@@ -238,7 +336,6 @@ class PBProtocol:
         self._cache_luids: dict[int, int] = {}
         #: The master copies of the peer's Cacheables we hold, by luid.
         self.locally_cached: dict[int, Any] = {}
-        self._cache_listeners: dict[int, list[Any]] = {}
         # What the unjelly in progress created, to disown if it fails.
         self._made: list[Any] | None = None
         self._dropped_masters: list[int] = []
@@ -493,8 +590,7 @@ class PBProtocol:
         if self.locally_cached.pop(luid, None) is None and luid not in self._unwanted_uncaches:
             self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
         self._unwanted_uncaches.discard(luid)
-        for listener in self._cache_listeners.pop(luid, ()):
-            listener._close()
+        self.driver.cache_ended(luid)
 
     def _cancel(self, request_id: Any) -> CancelRequested:
         if type(request_id) is not int:
@@ -584,17 +680,15 @@ class PBProtocol:
             return [b"cached", luid]
 
         def first_copy() -> list[Any]:
-            from .cache import RemoteCacheObserver
-
             self._check_quota(len(self.remotely_cached), "cache")
             perspective = self.serializing_perspective
             new_luid = self._new_luid()
-            observer = RemoteCacheObserver(self.owner, cacheable, perspective)
+            observer = self.driver.make_cache_observer(cacheable, perspective)
             self._cache_luids[id(cacheable)] = new_luid
             self.remotely_cached[new_luid] = _CacheEntry(cacheable, perspective, observer, 1)
             if self._registered is not None:
                 self._registered.append((True, new_luid))
-            cacheable._observer_set().add(observer)
+            observers_of(cacheable).add(observer)
             tag = cacheable.get_type_to_copy_for(perspective)
             state = cacheable.get_state_to_cache_and_observe_for(perspective, observer)
             return [tag, new_luid, jellier.jelly(state)]
@@ -609,7 +703,6 @@ class PBProtocol:
             export_references=sum(exported),
             caches_exported=len(self.remotely_cached),
             caches_imported=len(self.locally_cached),
-            cache_listeners=sum(len(listeners) for listeners in self._cache_listeners.values()),
         )
 
     def cache_luid(self, cacheable: Any) -> int | None:
@@ -626,7 +719,7 @@ class PBProtocol:
         """
         if not peer_has_it:
             self._forget_cache(luid, entry)
-        entry.cacheable._observer_set().discard(entry.observer)
+        observers_of(entry.cacheable).discard(entry.observer)
         try:
             entry.cacheable.stopped_observing(entry.perspective, entry.observer)
         except DeadReferenceError as exc:
@@ -657,40 +750,12 @@ class PBProtocol:
         master = cls.__new__(cls)
         self.locally_cached[luid] = master
         self._dropped_masters.append(luid)
-        proxy = self._cache_proxy(master, luid)
+        proxy, token = self.driver.make_cache_proxy(master, luid)
         if self._made is not None:
-            self._made.append(proxy._pb_token)
+            self._made.append(token)
         proxy.__init__()
         unjellier.when_ready(unjellier.unjelly(sexp[2]), proxy.set_copyable_state)
         return proxy
-
-    def _cache_proxy(self, master: Any, luid: int) -> Any:
-        from .cache import _CacheToken
-
-        cls: Any = type(master)
-        proxy = cls.__new__(cls)
-        proxy.__dict__ = master.__dict__
-        proxy._pb_token = _CacheToken(self.owner, luid)
-        return proxy
-
-    def add_cache_listener(self, luid: int, listener: Any) -> None:
-        """Send *listener* (a CacheUpdates) every update of the cached object *luid*."""
-        if self.closed:
-            listener._close(DeadReferenceError("the connection is closed"))
-        elif luid not in self.locally_cached:
-            listener._close()
-        else:
-            self._cache_listeners.setdefault(luid, []).append(listener)
-
-    def cache_updated(self, call: IncomingCall) -> None:
-        """Tell the update listeners that *call* (a cachemessage) was applied."""
-        from .cache import CacheUpdate
-
-        listeners = self._cache_listeners.get(call.cache_luid)  # type: ignore[arg-type]
-        if listeners:
-            update = CacheUpdate(call.name, call.args, call.kwargs)
-            for listener in listeners:
-                listener._push(update)
 
     def on_release(self, obj: Any, callback: Any) -> None:
         """Call ``callback()`` once the peer has released every reference to *obj*."""
@@ -719,7 +784,7 @@ class PBProtocol:
             raise JellyError(f"{tag.decode()} takes one int luid: {sexp!r:.100}")
         luid = sexp[1]
         if tag == b"remote":
-            reference = RemoteReference(self.owner, luid)
+            reference = self.driver.make_reference(luid)
             if self._made is not None:
                 self._made.append(reference)
             return reference
@@ -730,9 +795,9 @@ class PBProtocol:
             master = self.locally_cached.get(luid)
             if master is None:
                 raise JellyError(f"cached token for unknown luid {luid}")
-            proxy = self._cache_proxy(master, luid)
+            proxy, token = self.driver.make_cache_proxy(master, luid)
             if self._made is not None:
-                self._made.append(proxy._pb_token)
+                self._made.append(token)
             return proxy
         entry = self.remotely_cached.get(luid)  # lcache
         if entry is None:
@@ -949,10 +1014,6 @@ class PBProtocol:
         for luid, entry in list(self.remotely_cached.items()):
             self._stop_observing(luid, entry)
         self.locally_cached.clear()
-        for listeners in self._cache_listeners.values():
-            for listener in listeners:
-                listener._close(DeadReferenceError("the connection was lost"))
-        self._cache_listeners.clear()
 
 
 def _short(value: Any) -> Any:

@@ -9,16 +9,17 @@ broker.
 
 from __future__ import annotations
 
-import contextlib
 import types
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from .errors import JellyError
 from .jelly import Jellier, Jellyable
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from ._connection_api import Connection
 
 __all__ = ["RemoteMethod", "RemoteReference"]
 
@@ -51,20 +52,12 @@ class RemoteReference(Jellyable):
     token they came from.
     """
 
-    def __init__(self, broker: Broker, luid: int | bytes, *, counted: bool = True) -> None:
+    def __init__(self, broker: Connection, luid: int | bytes, *, counted: bool = True) -> None:
         self.broker = broker
         self.luid = luid
         # Named references (b"root") are not refcounted by the peer.
         self._counted = counted
         self._released = not counted
-        if counted:
-            # For Broker.statistics(): a token held, until released or disowned.
-            # (A protocol driven without a broker, in tests, has no count.)
-            # Not contextlib.suppress: a try costs nothing, a context manager a call per reference.
-            try:  # noqa: SIM105
-                broker._references_imported += 1
-            except AttributeError:
-                pass
 
     def call_remote(self, _name: str, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         """Call ``remote_<_name>(*args, **kwargs)`` on the peer; await it for the result.
@@ -76,14 +69,14 @@ class RemoteReference(Jellyable):
         connection is gone.  Cancelling the caller abandons the call; its
         answer is dropped.
         """
-        return _named_call(self.broker._call(self.luid, _name, args, kwargs), "call_remote", _name)
+        return _named_call(self.broker.call(self.luid, _name, args, kwargs), "call_remote", _name)
 
     def call_remote_no_answer(self, _name: str, /, *args: Any, **kwargs: Any) -> None:
         """Send a call that wants no answer (Twisted's ``pbanswer=False``).
 
         The peer runs it and sends nothing back, not even an error.
         """
-        self.broker._call_no_answer(self.luid, _name, args, kwargs)
+        self.broker.call_no_answer(self.luid, _name, args, kwargs)
 
     def callRemote(self, _name: str, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         """Twisted's spelling of :meth:`call_remote`; ``pbanswer=False`` sends without waiting.
@@ -92,14 +85,14 @@ class RemoteReference(Jellyable):
         """
         if "pbanswer" in kwargs:
             return _named_call(self._callRemote(_name, args, kwargs), "callRemote", _name)
-        return _named_call(self.broker._call(self.luid, _name, args, kwargs), "callRemote", _name)
+        return _named_call(self.broker.call(self.luid, _name, args, kwargs), "callRemote", _name)
 
     async def _callRemote(self, name: str, args: Any, kwargs: Any) -> Any:
         if kwargs.pop("pbanswer") is False:
             self.call_remote_no_answer(name, *args, **kwargs)
-            await self.broker._checkpoint()  # every async method checkpoints, as in trio
+            await trio.lowlevel.checkpoint()  # every async method checkpoints, as in trio
             return None
-        return await self.broker._call(self.luid, name, args, kwargs)
+        return await self.broker.call(self.luid, name, args, kwargs)
 
     def remote_method(self, name: str) -> RemoteMethod:
         """A callable that calls *name* on this reference."""
@@ -109,14 +102,11 @@ class RemoteReference(Jellyable):
 
     def notify_on_disconnect(self, callback: Any) -> None:
         """Call ``callback(self)`` when the connection is lost."""
-        self.broker._reference_disconnect_callbacks.setdefault(self, []).append(callback)
+        self.broker.on_reference_disconnect(self, callback)
 
     def dont_notify_on_disconnect(self, callback: Any) -> None:
         """Undo :meth:`notify_on_disconnect`; raises ValueError if *callback* was not registered."""
-        callbacks = self.broker._reference_disconnect_callbacks.get(self, [])
-        callbacks.remove(callback)
-        if not callbacks:
-            self.broker._reference_disconnect_callbacks.pop(self, None)
+        self.broker.cancel_reference_disconnect(self, callback)
 
     notifyOnDisconnect = notify_on_disconnect
     dontNotifyOnDisconnect = dont_notify_on_disconnect
@@ -124,23 +114,22 @@ class RemoteReference(Jellyable):
     async def release(self) -> None:
         """Give this token back to the peer (one ``decref``); calling again does nothing."""
         self.release_nowait()
-        await self.broker._checkpoint()
+        await trio.lowlevel.checkpoint()
 
     def disown(self) -> None:
         """Forget this token without sending anything (its release is sent another way)."""
         if not self._released:
             self._released = True
-            with contextlib.suppress(AttributeError):  # no broker: see __init__
-                self.broker._references_imported -= 1
+            self.broker.forget_reference(self.luid)
 
     def release_nowait(self) -> None:
         """Like :meth:`release`, for synchronous code: the decref is queued at once."""
         if not self._released:
             self._released = True
-            self.broker._decref(self.luid)
+            self.broker.release_reference(self.luid)
 
     async def __aenter__(self) -> RemoteReference:
-        await self.broker._checkpoint()
+        await trio.lowlevel.checkpoint()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -149,10 +138,10 @@ class RemoteReference(Jellyable):
     def __del__(self) -> None:
         if not getattr(self, "_released", True):
             self._released = True
-            self.broker._decref_from_gc(self.luid)
+            self.broker.release_reference_from_gc(self.luid)
 
     def jelly_for(self, jellier: Jellier) -> Any:
-        if jellier.invoker is not self.broker._protocol:
+        if not self.broker.speaks_for(jellier.invoker):
             raise JellyError("a RemoteReference can only be sent back over the connection it came from")
         return [b"local", self.luid]
 
