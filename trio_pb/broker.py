@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import trio
 
-from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA
+from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT
 from .conduct import MAX_VIOLATIONS, PeerConduct
 from .errors import (
     CancelledByCaller,
@@ -48,6 +48,7 @@ from .jelly import CopyRegistry, SecurityOptions
 from .protocol import (
     DECODE_BUDGET,
     MAX_BROKER_REFS,
+    NEED_DATA,
     PAUSED,
     Answer,
     CancelRequested,

@@ -26,7 +26,19 @@ from typing import Any, Final
 import attrs
 
 from . import failures
-from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA, BananaConnection, DialectSelected
+from ._events import (
+    NEED_DATA,
+    PAUSED,
+    Answer,
+    CancelRequested,
+    Event,
+    Failed,
+    IncomingCall,
+    NeedData,
+    Paused,
+    Ready,
+)
+from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, BananaConnection, DialectSelected
 from .conduct import PeerConduct
 from .errors import (
     BananaError,
@@ -45,13 +57,17 @@ __all__ = [
     "MAX_BROKER_REFS",
     "MAX_UNANSWERED_DECACHES",
     "EXTENSION_DIALECT",
+    "NEED_DATA",
     "PAUSED",
     "PROTOCOL_VERSION",
-    "CancelRequested",
     "Answer",
+    "CancelRequested",
+    "Event",
     "Failed",
     "IncomingCall",
+    "NeedData",
     "PBProtocol",
+    "Paused",
     "Ready",
 ]
 
@@ -72,71 +88,12 @@ MAX_UNANSWERED_DECACHES: Final = 4096
 DECODE_BUDGET: Final = 0.1
 
 
-class _Paused:
-    def __repr__(self) -> str:
-        return "PAUSED"
-
-
-#: Returned by :meth:`PBProtocol.next_event` while too much output is queued.
-PAUSED: Final[Any] = _Paused()
-
-
 class _Goodbye(ProtocolError):
     """The peer kept asking for more than its quota: its error answer is queued, then the connection closes.
 
     The driver sends what is queued before it closes the stream, so that the
     caller sees the error (as with Twisted) rather than a lost connection.
     """
-
-
-@attrs.define
-class Ready:
-    """Event: the handshake is over; calls may be sent."""
-
-    dialect: bytes
-
-
-@attrs.define
-class IncomingCall:
-    """Event: the peer called *method*; answer with ``send_answer``/``send_error`` if wanted."""
-
-    request_id: int
-    answer_required: bool
-    method: Any
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    #: The perspective the answer is to be jellied with (the avatar, for Viewables).
-    perspective: Any
-    #: The method name as called.
-    name: str = ""
-    #: For a ``cachemessage``: the luid of the cached object it updates.
-    cache_luid: int | None = None
-    #: Extension dialect only: the seconds the caller had left before its
-    #: deadline when it sent the call (``None``: it had no deadline).
-    time_left: float | None = None
-
-
-@attrs.define
-class CancelRequested:
-    """Event (extension dialect only): the peer gave up waiting for its call *request_id*."""
-
-    request_id: int
-
-
-@attrs.define
-class Answer:
-    """Event: the answer to one of our calls."""
-
-    request_id: int
-    value: Any
-
-
-@attrs.define
-class Failed:
-    """Event: one of our calls failed; *error* is the exception to raise in the caller."""
-
-    request_id: int
-    error: BaseException
 
 
 @attrs.define
@@ -266,8 +223,8 @@ class PBProtocol:
         """Whether part of an expression has arrived without the rest."""
         return self._banana.in_expression
 
-    def next_event(self) -> Any:
-        """The next event, :data:`~trio_pb.banana.NEED_DATA`, or :data:`PAUSED`.
+    def next_event(self) -> Event | NeedData | Paused:
+        """The next event, :data:`NEED_DATA`, or :data:`PAUSED`.
 
         :data:`PAUSED` (as in h11) means that more than :attr:`pause_above`
         bytes wait to be sent: the peer's messages are left unread until
@@ -280,7 +237,7 @@ class PBProtocol:
         while True:
             if self.bytes_to_send > self.pause_above:
                 return PAUSED
-            expression = self._banana.next_event()
+            expression: object = self._banana.next_event()
             if expression is NEED_DATA:
                 return NEED_DATA
             if isinstance(expression, DialectSelected):
@@ -311,7 +268,7 @@ class PBProtocol:
 
     # -- incoming expressions -----------------------------------------------
 
-    def _dispatch(self, expression: Any) -> Any:
+    def _dispatch(self, expression: Any) -> Event | None:
         if type(expression) is not list or not expression or type(expression[0]) is not bytes:
             raise ProtocolError(f"expected a command list, got {expression!r:.100}")
         command = expression[0]
@@ -327,7 +284,8 @@ class PBProtocol:
         handler, arity = entry
         if len(expression) - 1 != arity:
             raise ProtocolError(f"{command.decode()} takes {arity} fields, got {len(expression) - 1}")
-        return handler(self, *expression[1:])
+        event: Event | None = handler(self, *expression[1:])
+        return event
 
     def _version(self, version: Any) -> None:
         if version != PROTOCOL_VERSION:
@@ -394,22 +352,26 @@ class PBProtocol:
                 self.conduct.warning("failed call", "a call with no answer failed: %r", exc)
             return None
         perspective = getattr(obj, "answer_perspective", None)
-        return IncomingCall(
-            request_id,
-            wants_answer,
-            method,
-            call_args,
-            call_kwargs,
-            perspective,
-            method_name,
-            target if cache else None,
-            time_left,
+        # Built as the tuple it is: IncomingCall(...) would cost a Python-level __new__ per call.
+        return _new_event(
+            IncomingCall,
+            (
+                request_id,
+                wants_answer,
+                method,
+                call_args,
+                call_kwargs,
+                perspective,
+                method_name,
+                target if cache else None,
+                time_left,
+            ),
         )
 
     def _answer(self, request_id: Any, result: Any) -> Answer | Failed:
         self._check_request_id(request_id)
         if type(result) is not list:  # an atom needs no unjelly
-            return Answer(request_id, result)
+            return _new_event(Answer, (request_id, result))
         try:
             return Answer(request_id, self.unjelly(result))
         except JellyError as exc:
@@ -934,6 +896,10 @@ def _simple_args(args: Any) -> tuple[Any, ...] | None:
 # Once this many messages are queued, the small ones (shorter than _PACK_BELOW) at the end are joined.
 _PACK_AT: Final = 256
 _PACK_BELOW: Final = 4096
+
+# Builds an event from the tuple of all its fields, skipping the Python-level
+# __new__ of a named tuple (the hot paths: every call, every atom answer).
+_new_event: Final = tuple.__new__
 
 # Values jelly sends as they are.
 _ATOMS: Final = frozenset({bytes, int, float})
