@@ -75,3 +75,34 @@ def test_the_sentinels_are_singletons_of_their_own_types() -> None:
     server.receive_data(client.data_to_send())
     server.pause_above = -1
     assert server.next_event() is PAUSED
+
+
+# -- state -------------------------------------------------------------------
+
+
+def test_the_state_goes_from_handshake_to_open_to_closed() -> None:
+    server = PBProtocol(None, is_client=False)
+    client = PBProtocol(None, is_client=True)
+    assert server.state is client.state is protocol.State.HANDSHAKE
+    assert client.dialect is None and not client.extended
+    deliver(server, client)  # the offer: the client picks, and is open
+    assert client.state is protocol.State.OPEN and server.state is protocol.State.HANDSHAKE
+    deliver(client, server)  # its choice: the server is open too
+    assert server.state is protocol.State.OPEN
+    assert client.dialect == server.dialect == protocol.EXTENSION_DIALECT
+    assert client.extended and server.extended
+    client.connection_lost()
+    assert client.state is protocol.State.CLOSED and client.closed
+
+
+def test_the_dialect_is_kept_apart_from_the_state() -> None:
+    client, server = connected_pair(extensions=False)
+    assert client.state is server.state is protocol.State.OPEN
+    assert client.dialect == server.dialect == b"pb"
+    assert not client.extended and not server.extended
+
+
+def test_the_protocol_keeps_few_instance_attributes() -> None:
+    # CPython's shared-key instance dicts stop being cheap at 30 attributes.
+    client, server = connected_pair()
+    assert len(vars(client)) <= 29 and len(vars(server)) <= 29

@@ -16,6 +16,7 @@ that cannot be unjellied) fails that call; a broken protocol raises
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import sys
@@ -69,6 +70,7 @@ __all__ = [
     "PBProtocol",
     "Paused",
     "Ready",
+    "State",
 ]
 
 log = logging.getLogger("trio_pb")
@@ -86,6 +88,23 @@ MAX_UNANSWERED_DECACHES: Final = 4096
 #: than any honest message needs (hashing a million items takes a few
 #: hundredths of a second), far less than a message built to be slow.
 DECODE_BUDGET: Final = 0.1
+
+
+class State(enum.Enum):
+    """Where a :class:`PBProtocol` is in the life of its connection."""
+
+    #: The banana dialect is being negotiated: nothing can be sent yet.
+    HANDSHAKE = "HANDSHAKE"
+    #: Calls, answers and releases flow both ways.
+    OPEN = "OPEN"
+    #: The connection is gone (:meth:`PBProtocol.connection_lost`): nothing more is sent.
+    CLOSED = "CLOSED"
+
+
+# Module constants, cheaper to reach than State.OPEN on the hot path.
+_HANDSHAKE: Final = State.HANDSHAKE
+_OPEN: Final = State.OPEN
+_CLOSED: Final = State.CLOSED
 
 
 class _Goodbye(ProtocolError):
@@ -155,14 +174,16 @@ class PBProtocol:
             message_items_limit=max_message_items,
         )
         #: Whether the peer speaks trio_pb's extensions (known after the handshake).
+        #: Derived from :attr:`dialect`, kept as an attribute because every call reads it.
         self.extended = False
+        #: The connection's state: HANDSHAKE, then OPEN, then CLOSED.
+        self.state = _HANDSHAKE
         self._outgoing: list[bytes] = []
         #: How many bytes are queued for the peer and not yet taken by data_to_send().
         self.bytes_to_send = 0
         #: next_event() returns PAUSED while more than this many bytes are queued (set by the driver).
         self.pause_above = sys.maxsize
         self._queue(self._banana.data_to_send())
-        self.closed = False
         #: The perspective Viewables are jellied for at this moment.
         self.serializing_perspective: Any = None
         #: Whether what is being jellied is an answer to the peer.
@@ -219,6 +240,16 @@ class PBProtocol:
     # than CPython shares cheaply (about 30): keep what can be derived derived.
 
     @property
+    def closed(self) -> bool:
+        """Whether the connection is gone (the state is CLOSED)."""
+        return self.state is _CLOSED
+
+    @property
+    def dialect(self) -> bytes | None:
+        """The banana dialect agreed in the handshake (``None`` until then)."""
+        return self._banana.dialect
+
+    @property
     def in_expression(self) -> bool:
         """Whether part of an expression has arrived without the rest."""
         return self._banana.in_expression
@@ -244,6 +275,7 @@ class PBProtocol:
                 self._queue(self._banana.data_to_send())
                 self._send([b"version", PROTOCOL_VERSION])
                 self.extended = expression.dialect == EXTENSION_DIALECT
+                self.state = _OPEN
                 return Ready(expression.dialect)
             event = self._dispatch(expression)
             if event is not None:
@@ -442,7 +474,7 @@ class PBProtocol:
         """Queue a ping to an extended peer and return its request id; its pong is an :class:`Answer`."""
         if not self.extended:
             raise ProtocolError("ping needs the extension dialect; the peer does not speak it")
-        if self.closed:
+        if self.state is not _OPEN:
             raise DeadReferenceError("Calling Stale Broker")
         request_id = self._next_request_id
         self._next_request_id += 1
@@ -460,7 +492,7 @@ class PBProtocol:
 
     def send_cancel(self, request_id: int) -> None:
         """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
-        if self.extended and not self.closed:
+        if self.extended and self.state is _OPEN:
             self._send([b"cancel", request_id])
 
     def _did_not_understand(self, command: Any) -> None:
@@ -749,7 +781,7 @@ class PBProtocol:
         *time_left*: the seconds before the caller's deadline, which an
         extended peer is told so that its method is cancelled by then too.
         """
-        if self.closed:
+        if self.state is not _OPEN:
             raise DeadReferenceError("Calling Stale Broker")
         request_id = self._next_request_id
         if not kwargs and all(type(arg) in _ATOMS for arg in args):
@@ -853,17 +885,17 @@ class PBProtocol:
 
     def send_decache(self, luid: int) -> None:
         """Queue the release of one copy of a cached object the peer gave us."""
-        if not self.closed:
+        if self.state is not _CLOSED:
             self._send([b"decache", luid])
 
     def send_decref(self, luid: int | bytes) -> None:
         """Queue the release of one token of a reference the peer gave us."""
-        if not self.closed and type(luid) is int:
+        if self.state is not _CLOSED and type(luid) is int:
             self._send([b"decref", luid])
 
     def connection_lost(self) -> None:
         """Forget everything the peer held: it is gone."""
-        self.closed = True
+        self.state = _CLOSED
         for luid, local in list(self.local_objects.items()):
             if type(luid) is int:
                 self._forget(luid, local)
