@@ -296,7 +296,7 @@ async def test_cancelled_call_drops_the_late_answer_and_cancels_nothing_else() -
         assert not client._pending
         await trio.sleep(0.6)  # the late answer arrives and is dropped quietly
         assert await root.call_remote("add", 5) == 5
-        assert not client._abandoned
+        assert not client._protocol.abandoned_calls
         await assert_no_leaks(client, server)
 
 
@@ -450,7 +450,7 @@ async def test_extension_dialect_carries_cancellation_to_the_callee() -> None:
                 await trio.sleep(0.01)
         # The callee's error answer lets the caller forget the request id.
         assert await root.call_remote("add", 1) == 1
-        assert not client._abandoned
+        assert not client._protocol.abandoned_calls
         await assert_no_leaks(client, server)
 
 
@@ -492,7 +492,7 @@ async def test_the_callers_deadline_ends_the_callee_without_a_cancel() -> None:
                 await trio.sleep(0.01)
         # Its error answer (the deadline passed) let the caller forget the request id.
         await trio.testing.wait_all_tasks_blocked()
-        assert not client._abandoned
+        assert not client._protocol.abandoned_calls
         await assert_no_leaks(client, server)
 
 
@@ -504,7 +504,7 @@ def test_deadline_commands_are_checked() -> None:
         with pytest.raises(errors.ProtocolError, match="malformed deadline"):
             protocol._deadline(request_id, seconds)
     protocol._deadline(7, 2)
-    assert protocol._next_deadline == (7, 2.0)
+    assert protocol._requests.next_deadline == (7, 2.0)
 
 
 async def test_without_extensions_the_callee_runs_on() -> None:

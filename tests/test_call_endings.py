@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_pb import broker, errors
+from trio_pb import errors, protocol
 from trio_pb.banana import NEED_DATA
 from trio_pb.broker import Broker, open_broker
 from trio_pb.conduct import MAX_VIOLATIONS, TooManyViolations
@@ -169,7 +169,7 @@ async def test_a_deadline_that_passes_as_the_answer_arrives_is_a_cancellation(
         assert scope.cancelled_caught
         # On a socket the caller read the answer itself; in memory the reader task did.
         assert (client_root.ran_in is trio.lowlevel.current_task()) == (each_transport == "socket")
-        assert not client._pending and not client._abandoned
+        assert not client._pending and not client._protocol.abandoned_calls
         # The connection goes on.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(answer_next_call, peer, 5)
@@ -201,7 +201,7 @@ async def test_a_scope_cancelled_as_the_answer_arrives_is_a_cancellation(
                 await root.call_remote("sleep")
         assert scope.cancelled_caught
         assert (client_root.ran_in is trio.lowlevel.current_task()) == (each_transport == "socket")
-        assert not client._pending and not client._abandoned
+        assert not client._pending and not client._protocol.abandoned_calls
 
 
 async def test_a_deadline_that_passes_while_the_answer_travels_between_two_loops_is_a_cancellation() -> None:
@@ -241,7 +241,7 @@ async def test_a_deadline_that_passes_while_the_answer_travels_between_two_loops
                 nursery.start_soon(hold_up_the_loop)
                 await root.call_remote("sleep")
             assert scope.cancelled_caught
-            assert not client._pending and not client._abandoned
+            assert not client._pending and not client._protocol.abandoned_calls
             assert await root.call_remote("add", 2) == 2
 
 
@@ -280,7 +280,7 @@ async def cancel_calls(root: Any, count: int) -> None:
 
 async def until_answered(client: Broker) -> None:
     with trio.fail_after(60):
-        while client._abandoned:
+        while client._protocol.abandoned_calls:
             await trio.sleep(0.01)
     await trio.testing.wait_all_tasks_blocked()
 
@@ -293,7 +293,7 @@ async def test_late_answers_to_many_cancelled_calls_raise_no_warning(
     # (Over memory streams only, to save time: which task reads does not
     # matter here, and the next test covers both transports.)
     server_root = Sleeper()
-    count = broker._MAX_ABANDONED + 5_000
+    count = protocol.MAX_ABANDONED + 5_000
     # All of them run at once on the server, past the default limit on running calls.
     async with open_broker_pair(server_root, extensions=False, max_running_calls=count) as (client, server):
         root = await client.root_object()
@@ -301,7 +301,7 @@ async def test_late_answers_to_many_cancelled_calls_raise_no_warning(
         with trio.fail_after(60):
             while server_root.waiting < count:
                 await trio.sleep(0.01)
-        assert len(client._abandoned) <= broker._MAX_ABANDONED
+        assert client._protocol.abandoned_calls <= protocol.MAX_ABANDONED
         caplog.clear()
         with caplog.at_level(logging.DEBUG, logger="trio_pb"):
             server_root.gate.set()
@@ -316,14 +316,14 @@ async def test_late_answers_to_many_cancelled_calls_raise_no_warning(
 async def test_a_peer_that_never_answers_cancelled_calls_is_given_up_on(
     each_transport: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker, "_MAX_ABANDONED", 5)
+    monkeypatch.setattr(protocol, "MAX_ABANDONED", 5)
     server_root = Sleeper()
     async with open_broker_pair(server_root, extensions=False) as (client, server):
         root = await client.root_object()
         with caplog.at_level(logging.DEBUG, logger="trio_pb"):
             await cancel_calls(root, 8)
             # Memory stays bounded: the oldest calls are given up, and that is said once.
-            assert len(client._abandoned) == 5
+            assert client._protocol.abandoned_calls == 5
             given_up = [r for r in caplog.records if "given up" in r.getMessage()]
             assert [r.levelno for r in given_up] == [logging.WARNING]
             assert client.peer in given_up[0].getMessage()
@@ -344,7 +344,8 @@ async def answer_twice(root: Any, server: Broker) -> int:
     """Make a call, then have the server answer it a second time; return its request id."""
     assert await root.call_remote("add", 1) == 1
     request_id: int = root.broker._protocol._next_request_id - 1
-    server._protocol.send_answer(request_id, 1)
+    # send_answer refuses a second answer: the broken peer's message is queued by hand.
+    server._protocol._send([b"answer", request_id, 1])
     server._flush()
     await trio.testing.wait_all_tasks_blocked()
     return request_id
@@ -371,7 +372,8 @@ async def test_a_peer_that_keeps_answering_twice_is_disconnected(each_transport:
         assert await root.call_remote("add", 1) == 1
         request_id = client._protocol._next_request_id - 1
         for _ in range(MAX_VIOLATIONS + 1):
-            server._protocol.send_answer(request_id, 1)
+            # send_answer refuses a second answer: the broken peer's message is queued by hand.
+            server._protocol._send([b"answer", request_id, 1])
         server._flush()
         with trio.fail_after(5):
             await client.wait_closed()

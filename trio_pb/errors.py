@@ -15,6 +15,7 @@ __all__ = [
     "Error",
     "InsecureJelly",
     "JellyError",
+    "LocalProtocolError",
     "LoginFailed",
     "LoginThrottled",
     "NoSuchMethod",
@@ -35,6 +36,10 @@ class Error(Exception):
     Subclasses of ``Error`` are the "expected" failures of an API (Twisted's
     ``pb.Error``): the broker sends them to the caller without logging them.
     """
+
+
+class LocalProtocolError(Exception):
+    """This side tried something the PB protocol does not allow now; nothing was sent (h11's name)."""
 
 
 class ProtocolError(Exception):

@@ -16,6 +16,7 @@ that cannot be unjellied) fails that call; a broken protocol raises
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import math
@@ -43,10 +44,12 @@ from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, BananaConnection, D
 from .conduct import PeerConduct
 from .errors import (
     BananaError,
+    CancelledByCaller,
     DeadReferenceError,
     DecodeBudgetExceeded,
     Error,
     JellyError,
+    LocalProtocolError,
     ProtocolError,
     TooManyViolations,
 )
@@ -55,6 +58,7 @@ from .references import RemoteReference
 
 __all__ = [
     "DECODE_BUDGET",
+    "MAX_ABANDONED",
     "MAX_BROKER_REFS",
     "MAX_UNANSWERED_DECACHES",
     "EXTENSION_DIALECT",
@@ -84,6 +88,8 @@ EXTENSION_DIALECT: Final = b"trio-pb-1"
 MAX_BROKER_REFS: Final = 1024
 #: How many refused cached objects may wait for the peer's ``uncache`` at once.
 MAX_UNANSWERED_DECACHES: Final = 4096
+#: How many calls we stopped waiting for may go unanswered before the oldest is given up.
+MAX_ABANDONED: Final = 10_000
 #: CPU seconds that building the sets and dicts of one message may take: far more
 #: than any honest message needs (hashing a million items takes a few
 #: hundredths of a second), far less than a message built to be slow.
@@ -113,6 +119,32 @@ class _Goodbye(ProtocolError):
     The driver sends what is queued before it closes the stream, so that the
     caller sees the error (as with Twisted) rather than a lost connection.
     """
+
+
+class _Requests:
+    """Where each request id of the connection is in its life, both ways.
+
+    Every id of ours below the protocol's next one is in :attr:`waiting`
+    (someone waits for its answer), in :attr:`abandoned` (nobody waits, its
+    answer is still due) or finished (answered, or sent wanting no answer),
+    except that one up to :attr:`given_up_to` may have been given up instead
+    (see :meth:`PBProtocol.abandon`).  So above :attr:`given_up_to`, an
+    answer to an id in neither table is a repeated one; and memory is
+    bounded by the waiting callers and :data:`MAX_ABANDONED`, whatever the
+    peer does.  :attr:`incoming` holds the peer's requests that await our
+    answer.  (One object, so that PBProtocol keeps few attributes.)
+    """
+
+    __slots__ = ("abandoned", "given_up_to", "incoming", "next_deadline", "waiting")
+
+    def __init__(self) -> None:
+        # Dicts used as sets: subscripts cost less than set methods on the hot path.
+        self.waiting: dict[int, None] = {}
+        self.abandoned: dict[int, None] = {}  # oldest first (a dict as an ordered set)
+        self.given_up_to = 0
+        self.incoming: dict[int, None] = {}
+        # The (request id, seconds) of a ``deadline`` that announces the next message.
+        self.next_deadline: tuple[int, float] | None = None
 
 
 @attrs.define
@@ -207,8 +239,7 @@ class PBProtocol:
         self._dropped_masters: list[int] = []
         # Cached objects we refused, whose uncache is expected and ignored.
         self._unwanted_uncaches: set[int] = set()
-        # The (request id, seconds) of a ``deadline`` that announces the next message.
-        self._next_deadline: tuple[int, float] | None = None
+        self._requests = _Requests()
 
     # -- bytes in, bytes out ----------------------------------------------
 
@@ -341,12 +372,18 @@ class PBProtocol:
         if type(request_id) is not int or type(answer_required) is not int:
             raise ProtocolError("message with a request id or answer flag that is not an int")
         wants_answer = bool(answer_required)
+        requests = self._requests
         time_left = None
-        if self._next_deadline is not None:
-            deadline_id, seconds = self._next_deadline
-            self._next_deadline = None
+        if requests.next_deadline is not None:
+            deadline_id, seconds = requests.next_deadline
+            requests.next_deadline = None
             if deadline_id == request_id:
                 time_left = seconds
+        if wants_answer:
+            incoming = requests.incoming
+            if request_id in incoming:
+                raise ProtocolError(f"the peer reused request id {request_id} while its call still runs")
+            incoming[request_id] = None
         try:
             if type(name) is not bytes:
                 raise ProtocolError(f"method name is not bytes: {name!r:.100}")
@@ -400,10 +437,23 @@ class PBProtocol:
             ),
         )
 
-    def _answer(self, request_id: Any, result: Any) -> Answer | Failed:
-        self._check_request_id(request_id)
-        if type(result) is not list:  # an atom needs no unjelly
-            return _new_event(Answer, (request_id, result))
+    def _answer(self, request_id: Any, result: Any) -> Answer | Failed | None:
+        try:
+            # One set operation on the hot path (an int, checked after: a
+            # float or bool equal to an id must not pass for it).
+            del self._requests.waiting[request_id]
+            waited = type(request_id) is int
+        except (KeyError, TypeError):
+            waited = False
+        if waited:
+            if type(result) is not list:  # an atom needs no unjelly
+                return _new_event(Answer, (request_id, result))
+        elif not self._late_answer(request_id):
+            if type(result) is list:
+                # Unjellied all the same: the references it carries are released.
+                with contextlib.suppress(JellyError):
+                    self.unjelly(result)
+            return None
         try:
             return Answer(request_id, self.unjelly(result))
         except JellyError as exc:
@@ -420,16 +470,86 @@ class PBProtocol:
             and self.security.is_type_allowed(b"dictionary")
         )
 
-    def _error(self, request_id: Any, payload: Any) -> Failed:
-        self._check_request_id(request_id)
+    def _error(self, request_id: Any, payload: Any) -> Failed | None:
+        wanted = self._expected_answer(request_id)
         try:
-            return Failed(request_id, failures.to_exception(self.unjelly(payload)))
+            event = Failed(request_id, failures.to_exception(self.unjelly(payload)))
         except JellyError as exc:
-            return Failed(request_id, exc)
+            event = Failed(request_id, exc)
+        return event if wanted else None
 
-    def _check_request_id(self, request_id: Any) -> None:
+    def _expected_answer(self, request_id: Any) -> bool:
+        """Whether an answer to *request_id* is for a caller who waits (it then no longer waits)."""
+        waiting = self._requests.waiting
+        if type(request_id) is int and request_id in waiting:
+            del waiting[request_id]
+            return True
+        return self._late_answer(request_id)
+
+    def _late_answer(self, request_id: Any) -> bool:
+        """Sort out an answer to a call nobody waits for: always False (it makes no event), or raises."""
         if type(request_id) is not int or not 0 < request_id < self._next_request_id:
             raise ProtocolError(f"answer to a request never sent: {request_id!r:.20}")
+        requests = self._requests
+        if request_id in requests.abandoned:
+            del requests.abandoned[request_id]  # the late answer to a call we stopped waiting for
+        elif self.state is _CLOSED:
+            pass  # our calls were failed already
+        elif request_id <= requests.given_up_to:
+            self.conduct.warning(
+                "late answer",
+                "dropped the answer to request %d, given up (or answered already)",
+                request_id,
+                level=logging.DEBUG,
+            )
+        else:
+            self.conduct.violation(
+                "answered twice",
+                "the peer answered request %d, which was answered already or wanted no answer",
+                request_id,
+            )
+        return False
+
+    def abandon(self, request_id: int) -> None:
+        """Stop waiting for the answer to our call *request_id*: when it comes, it makes no event.
+
+        Raises :class:`~trio_pb.errors.LocalProtocolError` if no answer to
+        *request_id* is awaited (a no-op once the connection is closed).
+        """
+        requests = self._requests
+        try:
+            del requests.waiting[request_id]
+        except KeyError:
+            if self.state is _CLOSED:
+                return
+            raise LocalProtocolError(f"no answer to request {request_id} is awaited") from None
+        abandoned = requests.abandoned
+        abandoned[request_id] = None
+        if len(abandoned) > MAX_ABANDONED:
+            # A peer that never answers (a Deferred that never fires) must
+            # not grow this forever: the oldest is given up.  From now on an
+            # answer to an id up to the highest given up cannot be told from
+            # a repeated answer, and is dropped with a debug line either way.
+            oldest = next(iter(abandoned))
+            del abandoned[oldest]
+            if not requests.given_up_to:
+                self.conduct.warning(
+                    "given up",
+                    "%d calls that were cancelled here are still unanswered; the oldest are given up, "
+                    "and their answers, should they come, are dropped",
+                    MAX_ABANDONED,
+                )
+            requests.given_up_to = max(requests.given_up_to, oldest)
+
+    @property
+    def abandoned_calls(self) -> int:
+        """How many of our calls nobody waits for any more still have their answer due."""
+        return len(self._requests.abandoned)
+
+    def _refuse(self, what: str) -> LocalProtocolError:
+        if self.state is _HANDSHAKE:
+            return LocalProtocolError(f"cannot {what} before the handshake is over")
+        return LocalProtocolError(f"cannot {what}: the connection is closed")
 
     def _decref(self, luid: Any) -> None:
         local = self.local_objects.get(luid) if type(luid) is int else None
@@ -468,17 +588,24 @@ class PBProtocol:
     def _deadline(self, request_id: Any, seconds: Any) -> None:
         if type(request_id) is not int or type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
             raise ProtocolError(f"malformed deadline: {request_id!r:.20}, {seconds!r:.20}")
-        self._next_deadline = (request_id, float(seconds))
+        self._requests.next_deadline = (request_id, float(seconds))
 
     def send_ping(self) -> int:
-        """Queue a ping to an extended peer and return its request id; its pong is an :class:`Answer`."""
+        """Queue a ping by the best route the peer has, and return the request id its answer takes.
+
+        To an extended peer, a ``ping`` its protocol answers with a ``pong``
+        (an :class:`Answer`); to any other, a call to an object that does not
+        exist, which any PB peer answers with an error (a :class:`Failed`),
+        and does not log.
+        """
         if not self.extended:
-            raise ProtocolError("ping needs the extension dialect; the peer does not speak it")
+            return self.send_call(_PING_TARGET, "ping", (), {})
         if self.state is not _OPEN:
-            raise DeadReferenceError("Calling Stale Broker")
+            raise self._refuse("ping")
         request_id = self._next_request_id
         self._next_request_id += 1
         self._send([b"ping", request_id])
+        self._requests.waiting[request_id] = None
         return request_id
 
     def _ping(self, request_id: Any) -> None:
@@ -486,9 +613,8 @@ class PBProtocol:
             raise ProtocolError(f"ping with a request id that is not an int: {request_id!r:.20}")
         self._send([b"pong", request_id])
 
-    def _pong(self, request_id: Any) -> Answer:
-        self._check_request_id(request_id)
-        return Answer(request_id, None)
+    def _pong(self, request_id: Any) -> Answer | None:
+        return Answer(request_id, None) if self._expected_answer(request_id) else None
 
     def send_cancel(self, request_id: int) -> None:
         """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
@@ -780,9 +906,12 @@ class PBProtocol:
 
         *time_left*: the seconds before the caller's deadline, which an
         extended peer is told so that its method is cancelled by then too.
+        Raises :class:`~trio_pb.errors.LocalProtocolError` unless the state is
+        OPEN.  With *answer_required*, the answer is awaited until it comes
+        (an :class:`Answer` or :class:`Failed` event) or :meth:`abandon`.
         """
         if self.state is not _OPEN:
-            raise DeadReferenceError("Calling Stale Broker")
+            raise self._refuse("send a call")
         request_id = self._next_request_id
         if not kwargs and all(type(arg) in _ATOMS for arg in args):
             # The commonest call, atoms only: what jelly would make, without a Jellier.
@@ -814,10 +943,20 @@ class PBProtocol:
             self._queue(self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]))
         self._next_request_id += 1
         self._queue(data)
+        if answer_required:
+            self._requests.waiting[request_id] = None
         return request_id
 
     def send_answer(self, request_id: int, result: Any, perspective: Any = None) -> None:
-        """Queue the answer to an incoming call; a result that cannot be sent becomes an error."""
+        """Queue the answer to an incoming call; a result that cannot be sent becomes an error.
+
+        Raises :class:`~trio_pb.errors.LocalProtocolError`, sending nothing,
+        unless the peer's request *request_id* awaits an answer.
+        """
+        try:
+            del self._requests.incoming[request_id]
+        except KeyError:
+            raise self._no_answer_due(request_id) from None
         try:
             if type(result) in _ATOMS:
                 data = self._banana.send([b"answer", request_id, result])
@@ -829,21 +968,21 @@ class PBProtocol:
         except ProtocolError as exc:
             if isinstance(exc, _Goodbye):
                 # Twisted's last word: the caller is told why, then the connection closes.
-                self.send_error(request_id, Error(str(exc)))
+                self._send_error(request_id, Error(str(exc)))
                 raise
             if not isinstance(exc, (JellyError, BananaError)):
                 raise
             self.conduct.warning(
                 "unsendable answer", "cannot send the answer to request %d: %s", request_id, exc
             )
-            self.send_error(request_id, exc)
+            self._send_error(request_id, exc)
             return
         except Exception as exc:
             # A Copyable's state hook failed, a quota was hit...: the caller gets the error.
             self.conduct.warning(
                 "unsendable answer", "cannot send the answer to request %d: %r", request_id, exc
             )
-            self.send_error(request_id, exc)
+            self._send_error(request_id, exc)
             return
         self._queue(data)
 
@@ -854,7 +993,37 @@ class PBProtocol:
         (a Copyable error, say) or whose class the security options allow is
         jellied as it is, so that the peer can rebuild that class.  If that
         fails, the caller still gets an answer: the CopyableFailure.
+
+        Raises :class:`~trio_pb.errors.LocalProtocolError`, sending nothing,
+        unless the peer's request *request_id* awaits an answer.
         """
+        try:
+            del self._requests.incoming[request_id]
+        except KeyError:
+            raise self._no_answer_due(request_id) from None
+        self._send_error(request_id, exc)
+
+    def send_cancelled(self, request_id: int, *, deadline_passed: bool) -> None:
+        """Answer the peer's request *request_id*, whose method was cancelled, with CancelledByCaller.
+
+        The peer cancelled the call (*deadline_passed* false) or its deadline
+        passed; either way this answer lets it forget the request id.
+        """
+        if deadline_passed:
+            error = CancelledByCaller("the caller's deadline passed")
+        else:
+            error = CancelledByCaller("the caller cancelled the call")
+        self.send_error(request_id, error)
+
+    def _no_answer_due(self, request_id: int) -> LocalProtocolError:
+        if self.state is not _OPEN:
+            return self._refuse("answer")
+        return LocalProtocolError(
+            f"request {request_id!r:.20} awaits no answer: never received, wanting none, or answered already"
+        )
+
+    def _send_error(self, request_id: int, exc: BaseException) -> None:
+        """Queue the error answer to *request_id*, already taken off the requests that await one."""
         if isinstance(exc, Jellyable) or self.security.is_class_allowed(type(exc)):
             try:
                 with self._sending():
@@ -896,6 +1065,7 @@ class PBProtocol:
     def connection_lost(self) -> None:
         """Forget everything the peer held: it is gone."""
         self.state = _CLOSED
+        self._requests = _Requests()
         for luid, local in list(self.local_objects.items()):
             if type(luid) is int:
                 self._forget(luid, local)
@@ -932,6 +1102,9 @@ _PACK_BELOW: Final = 4096
 # Builds an event from the tuple of all its fields, skipping the Python-level
 # __new__ of a named tuple (the hot paths: every call, every atom answer).
 _new_event: Final = tuple.__new__
+
+# What send_ping() calls on a peer without the extension dialect: a name nobody registers.
+_PING_TARGET: Final = b"trio_pb.ping"
 
 # Values jelly sends as they are.
 _ATOMS: Final = frozenset({bytes, int, float})
