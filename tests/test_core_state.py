@@ -56,16 +56,36 @@ def test_every_event_the_protocol_reports_is_an_event() -> None:
     ],
 )
 def test_events_are_frozen(event: Any, field: str) -> None:
+    before = repr(event)
     with pytest.raises(AttributeError):
         setattr(event, field, 2)
     with pytest.raises(AttributeError):
+        delattr(event, field)
+    with pytest.raises(AttributeError):
         event.new_attribute = 1
+    assert repr(event) == before
+
+
+def test_the_events_built_on_the_hot_path_are_frozen_too() -> None:
+    client, server = connected_pair(Calculator())
+    client.send_call(b"root", "add", (1, 2), {})
+    call = incoming_call(server, client)
+    assert type(call) is IncomingCall
+    with pytest.raises(AttributeError):
+        call.args = (3, 4)
+    server.send_answer(call.request_id, 3)
+    [answer] = deliver(server, client)
+    assert type(answer) is Answer and answer == Answer(call.request_id, 3)
+    with pytest.raises(AttributeError):
+        answer.value = 4
+    assert call == IncomingCall(call.request_id, True, call.method, (1, 2), {}, None, "add", None, None)
 
 
 def test_events_equal_only_events_of_their_own_class() -> None:
     assert Answer(1, None) == Answer(1, None)
     assert Answer(1, None) != Failed(1, None)
     assert Answer(1, None) != (1, None)
+    assert Failed(1, ValueError()) != Failed(1, ValueError())  # exceptions compare by identity
     assert hash(Answer(1, 2)) == hash(Answer(1, 2))
     assert repr(Answer(1, 3)) == "Answer(request_id=1, value=3)"
 

@@ -40,6 +40,8 @@ from ._events import (
     Paused,
     Ready,
 )
+from ._events import answer as _answer_event
+from ._events import incoming_call as _incoming_call
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, BananaConnection, DialectSelected
 from .conduct import PeerConduct
 from .errors import (
@@ -421,20 +423,16 @@ class PBProtocol:
                 self.conduct.warning("failed call", "a call with no answer failed: %r", exc)
             return None
         perspective = getattr(obj, "answer_perspective", None)
-        # Built as the tuple it is: IncomingCall(...) would cost a Python-level __new__ per call.
-        return _new_event(
-            IncomingCall,
-            (
-                request_id,
-                wants_answer,
-                method,
-                call_args,
-                call_kwargs,
-                perspective,
-                method_name,
-                target if cache else None,
-                time_left,
-            ),
+        return _incoming_call(
+            request_id,
+            wants_answer,
+            method,
+            call_args,
+            call_kwargs,
+            perspective,
+            method_name,
+            target if cache else None,
+            time_left,
         )
 
     def _answer(self, request_id: Any, result: Any) -> Answer | Failed | None:
@@ -447,7 +445,7 @@ class PBProtocol:
             waited = False
         if waited:
             if type(result) is not list:  # an atom needs no unjelly
-                return _new_event(Answer, (request_id, result))
+                return _answer_event(request_id, result)
         elif not self._late_answer(request_id):
             if type(result) is list:
                 # Unjellied all the same: the references it carries are released.
@@ -1098,10 +1096,6 @@ def _simple_args(args: Any) -> tuple[Any, ...] | None:
 # Once this many messages are queued, the small ones (shorter than _PACK_BELOW) at the end are joined.
 _PACK_AT: Final = 256
 _PACK_BELOW: Final = 4096
-
-# Builds an event from the tuple of all its fields, skipping the Python-level
-# __new__ of a named tuple (the hot paths: every call, every atom answer).
-_new_event: Final = tuple.__new__
 
 # What send_ping() calls on a peer without the extension dialect: a name nobody registers.
 _PING_TARGET: Final = b"trio_pb.ping"
