@@ -437,7 +437,7 @@ class PBProtocol:
 
     def _answer(self, request_id: Any, result: Any) -> Answer | Failed | None:
         try:
-            # One set operation on the hot path (an int, checked after: a
+            # One dict operation on the hot path (an int, checked after: a
             # float or bool equal to an id must not pass for it).
             del self._requests.waiting[request_id]
             waited = type(request_id) is int
