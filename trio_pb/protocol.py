@@ -586,7 +586,9 @@ class PBProtocol:
 
     def _uncache(self, luid: Any) -> None:
         if type(luid) is not int:
-            raise ProtocolError(f"uncache of a luid that is not an int: {luid!r:.20}")
+            # No cached object has such a luid: a stray release, as for decref and decache.
+            self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
+            return
         if self.locally_cached.pop(luid, None) is None and luid not in self._unwanted_uncaches:
             self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
         self._unwanted_uncaches.discard(luid)
