@@ -346,6 +346,10 @@ def decref_releases_one_reference(dialect: bytes) -> None:
     assert deliver(client, server) == []
     assert server.table_sizes().objects_exported == 0 and released == [True]
     assert server.data_to_send() == b"" and server.conduct.violations == 0
+    # One more than the peer held is a stray release.
+    client.send_decref(reference.luid)
+    assert deliver(client, server) == []
+    assert server.conduct.violations == 1 and released == [True]
 
 
 @scenario(b"decache")
@@ -366,6 +370,9 @@ def decache_releases_one_cached_copy(dialect: bytes) -> None:
     # The last copy released: the server says the luid is done with.
     assert server.data_to_send() == b"\x02\x80\x1f\x87" + b128(luid) + b"\x81"  # [VOCAB uncache, luid]
     assert server.conduct.violations == 0
+    client.send_decache(luid)
+    assert deliver(client, server) == []
+    assert server.conduct.violations == 1 and root.counter.stopped == 1 and server.data_to_send() == b""
 
 
 @scenario(b"uncache")
@@ -382,6 +389,9 @@ def uncache_ends_a_cached_copy(dialect: bytes) -> None:
     client.receive_data(data)
     assert client.next_event() is banana.NEED_DATA
     assert client.table_sizes().caches_imported == 0
+    # The luid is done with: a second uncache of it is a stray release.
+    assert inject(client, [b"uncache", luid]) == []
+    assert client.conduct.violations == 1
 
     # A copy the client refused (no class for it) is given back, and its uncache expected.
     client.send_call(b"root", "unwanted", (), {})
@@ -396,7 +406,7 @@ def uncache_ends_a_cached_copy(dialect: bytes) -> None:
     assert data == banana.encode([b"uncache", refused])
     client.receive_data(data)
     assert client.next_event() is banana.NEED_DATA
-    assert client.conduct.violations == 0 and client.data_to_send() == b""
+    assert client.conduct.violations == 1 and client.data_to_send() == b""  # the one above
 
 
 @scenario(b"didNotUnderstand")
@@ -770,7 +780,8 @@ def test_a_malformed_message(case: Case, dialect: bytes) -> None:
 
 def test_a_stray_decref_of_a_name_keeps_the_named_object() -> None:
     client, server, _ = open_pair(PB)
-    inject(server, [b"decref", b"root"])
+    assert inject(server, [b"decref", b"root"]) == []
+    assert server.conduct.violations == 1
     client.send_call(b"root", "add", (1, 2), {})
     assert serve(server, client) == Answer(1, 3)
 
@@ -790,10 +801,11 @@ def test_the_tables_name_every_command_the_protocol_knows() -> None:
     known = set(_known_commands())
     assert set(WELL_FORMED) == known
     for command, (_, dialects) in WELL_FORMED.items():
-        assert EXT in dialects, command
+        assert EXT in dialects and (PB in dialects or _known_commands()[command]), command
     assert {case.command for case in MALFORMED} - {b""} == known
-    # Each command is got wrong at least once in each dialect that has it.
+    # Each command is got wrong at least once in each dialect that has it, once by its arity.
     for command, extension_only in _known_commands().items():
+        assert any(case.command == command and case.outcome == ARITY for case in MALFORMED), command
         for dialect in (EXT,) if extension_only else (PB, EXT):
             assert any(case.command == command and dialect in case.dialects for case in MALFORMED), (
                 command,
