@@ -615,6 +615,18 @@ MALFORMED: list[Case] = [
     ),
     Case(
         b"message",
+        "a keyword argument name not in UTF-8",
+        message(1, b"root", b"add", 1, [b"tuple", 1], [b"dictionary", [b"\xff", 2]]),
+        FailsCall("keyword argument name is not UTF-8"),
+    ),
+    Case(
+        b"message",
+        "a keyword argument name that is not a string",
+        message(1, b"root", b"add", 1, [b"tuple", 1], [b"dictionary", [1, 2]]),
+        FailsCall("keyword argument name is not a string"),
+    ),
+    Case(
+        b"message",
         "arguments that may not be unjellied; their reference is given back",
         message(1, b"root", b"echo", 1, [b"tuple", [b"remote", 7], [b"frobnicate"]]),
         FailsCall("frobnicate", InsecureJelly, also=([b"decref", 7],)),

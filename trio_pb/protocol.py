@@ -495,9 +495,7 @@ class PBProtocol:
             if type(call_args) is not tuple or type(call_kwargs) is not dict:
                 raise JellyError("call arguments must be a tuple and a dict")
             if any(type(key) is not str for key in call_kwargs):
-                call_kwargs = {
-                    k.decode("utf-8") if type(k) is bytes else k: v for k, v in call_kwargs.items()
-                }
+                call_kwargs = _keyword_names(call_kwargs)
             method = obj.resolve_remote_method(method_name)
         except (Error, SerializationError, AttributeError) as exc:
             # One call's problem; a ProtocolError (a decode budget spent, too
@@ -1025,6 +1023,21 @@ def _short(value: Any) -> Any:
     if type(value) is int and value.bit_length() > 200:
         return f"<int of {value.bit_length()} bits>"
     return value
+
+
+def _keyword_names(kwargs: dict[Any, Any]) -> dict[str, Any]:
+    """*kwargs* with bytes names decoded (older peers send bytes); a name that is not text fails the call."""
+    named = {}
+    for key, value in kwargs.items():
+        if type(key) is bytes:
+            try:
+                key = key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise JellyError(f"a keyword argument name is not UTF-8: {key!r:.100}") from None
+        elif type(key) is not str:
+            raise JellyError(f"a keyword argument name is not a string: {key!r:.100}")
+        named[key] = value
+    return named
 
 
 def _simple_args(args: Any) -> tuple[Any, ...] | None:
