@@ -798,6 +798,17 @@ def test_a_stray_decref_of_a_name_keeps_the_named_object() -> None:
     assert serve(server, client) == Answer(1, 3)
 
 
+@pytest.mark.parametrize("command", [b"decref", b"decache", b"uncache", b"didNotUnderstand"])
+def test_a_long_list_in_a_release_or_did_not_understand_is_logged_cut_short(
+    command: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, server, _ = open_pair(PB)
+    with caplog.at_level("WARNING", logger="trio_pb"):
+        assert inject(server, [command, [b"x" * 1000] * 1000]) == []
+    [record] = caplog.records
+    assert len(record.getMessage()) < 300
+
+
 # -- the tables cover the protocol ------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import reprlib
 import sys
 import weakref
 from collections.abc import Iterator
@@ -1017,12 +1018,26 @@ class PBProtocol:
 
 
 def _short(value: Any) -> Any:
-    """*value*, cut short if it is a long bytes or int (for log lines about the peer's input)."""
+    """*value* cut short if it is a long bytes, a big int or a list (for log lines about peer input)."""
     if type(value) is bytes and len(value) > 100:
         return value[:100] + b"..."
     if type(value) is int and value.bit_length() > 200:
         return f"<int of {value.bit_length()} bits>"
+    if type(value) is list:
+        return _CutList(value)
     return value
+
+
+class _CutList:
+    """A list the peer sent, whose repr (made only if the line is logged) shows its first few items."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: list[Any]) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return reprlib.repr(self.value)
 
 
 def _keyword_names(kwargs: dict[Any, Any]) -> dict[str, Any]:
