@@ -500,7 +500,7 @@ def test_deadline_commands_are_checked() -> None:
         with pytest.raises(errors.ProtocolError, match="malformed deadline"):
             protocol._deadline(request_id, seconds)
     protocol._deadline(7, 2)
-    assert protocol._next_deadline == (7, 2.0)
+    assert protocol._requests.next_deadline == (7, 2.0)
 
 
 async def test_without_extensions_the_callee_runs_on() -> None:

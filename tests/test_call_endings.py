@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_pb import broker, errors
+from trio_pb import errors, protocol
 from trio_pb.banana import NEED_DATA
 from trio_pb.broker import Broker, open_broker
 from trio_pb.conduct import MAX_VIOLATIONS, TooManyViolations
@@ -293,7 +293,7 @@ async def test_late_answers_to_many_cancelled_calls_raise_no_warning(
     # (Over memory streams only, to save time: which task reads does not
     # matter here, and the next test covers both transports.)
     server_root = Sleeper()
-    count = broker._MAX_ABANDONED + 5_000
+    count = protocol.MAX_ABANDONED + 5_000
     # All of them run at once on the server, past the default limit on running calls.
     async with open_broker_pair(server_root, extensions=False, max_running_calls=count) as (client, server):
         root = await client.root_object()
@@ -301,7 +301,7 @@ async def test_late_answers_to_many_cancelled_calls_raise_no_warning(
         with trio.fail_after(60):
             while server_root.waiting < count:
                 await trio.sleep(0.01)
-        assert client.statistics().calls_abandoned <= broker._MAX_ABANDONED
+        assert client.statistics().calls_abandoned <= protocol.MAX_ABANDONED
         caplog.clear()
         with caplog.at_level(logging.DEBUG, logger="trio_pb"):
             server_root.gate.set()
@@ -316,7 +316,7 @@ async def test_late_answers_to_many_cancelled_calls_raise_no_warning(
 async def test_a_peer_that_never_answers_cancelled_calls_is_given_up_on(
     each_transport: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(broker, "_MAX_ABANDONED", 5)
+    monkeypatch.setattr(protocol, "MAX_ABANDONED", 5)
     server_root = Sleeper()
     async with open_broker_pair(server_root, extensions=False) as (client, server):
         root = await client.root_object()
@@ -344,7 +344,8 @@ async def answer_twice(root: Any, server: Broker) -> int:
     """Make a call, then have the server answer it a second time; return its request id."""
     assert await root.call_remote("add", 1) == 1
     request_id: int = root.broker._protocol._next_request_id - 1
-    server._protocol.send_answer(request_id, 1)
+    # send_answer refuses a second answer: the broken peer's message is queued by hand.
+    server._protocol._send([b"answer", request_id, 1])
     server._flush()
     await trio.testing.wait_all_tasks_blocked()
     return request_id
@@ -371,7 +372,8 @@ async def test_a_peer_that_keeps_answering_twice_is_disconnected(each_transport:
         assert await root.call_remote("add", 1) == 1
         request_id = client._protocol._next_request_id - 1
         for _ in range(MAX_VIOLATIONS + 1):
-            server._protocol.send_answer(request_id, 1)
+            # send_answer refuses a second answer: the broken peer's message is queued by hand.
+            server._protocol._send([b"answer", request_id, 1])
         server._flush()
         with trio.fail_after(5):
             await client.wait_closed()

@@ -309,13 +309,18 @@ class Cached(Cacheable):
         self.n = 1
 
 
+class Answering(Root):
+    def remote_answer(self) -> None:
+        """Never run: the tests answer the call themselves."""
+
+
 def answers(result: Any, count: int, **options: Any) -> tuple[list[Any], list[Exception]]:
     """The answers a server protocol sends for *count* requests answered with ``result()``.
 
     Also what ``send_answer`` raised, which makes the driver close the connection.
     """
     server = PBProtocol(None, is_client=False, **options)
-    server.set_name_for_local(b"root", object())
+    server.set_name_for_local(b"root", Answering())
     decoder = banana.Decoder()
     decoder.receive_data(server.data_to_send())
     assert list(decoder)  # the dialect offer
@@ -324,6 +329,10 @@ def answers(result: Any, count: int, **options: Any) -> tuple[list[Any], list[Ex
     assert isinstance(server.next_event(), Ready)
     raised: list[Exception] = []
     for request_id in range(1, count + 1):
+        # The peer's request first: send_answer refuses to answer one never received.
+        call = [b"message", request_id, b"root", b"answer", 1, [b"tuple"], [b"dictionary"]]
+        server.receive_data(banana.encode(call, dialect=b"pb"))
+        assert isinstance(server.next_event(), IncomingCall)
         try:
             server.send_answer(request_id, result())
         except errors.ProtocolError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import trio
@@ -49,32 +50,37 @@ def test_ping_and_pong_on_the_wire() -> None:
     assert server.next_event() is NEED_DATA
     assert deliver(server, client) == [Answer(request_id, None)]
 
-    plain = PBProtocol(None, is_client=True, extensions=False)
-    with pytest.raises(errors.ProtocolError, match="extension dialect"):
-        plain.send_ping()
+    # Without the extension dialect, a ping is a call to a name nobody registers.
+    plain_client = PBProtocol(None, is_client=True, extensions=False)
+    plain_server = PBProtocol(None, is_client=False, extensions=False)
+    deliver(plain_server, plain_client)
+    deliver(plain_client, plain_server)
+    request_id = plain_client.send_ping()
+    message = banana.decode(plain_client.data_to_send(), dialect=b"pb")
+    assert message[:4] == [b"message", request_id, b"trio_pb.ping", b"ping"]
 
 
-class CountingPings:
-    def __init__(self, send_ping: Callable[[], int], pings: list[object]) -> None:
-        self.send_ping = send_ping
-        self.pings = pings
+class CountingCalls:
+    def __init__(self, send_call: Callable[..., int], calls: list[object]) -> None:
+        self.send_call = send_call
+        self.calls = calls
 
-    def __call__(self) -> int:
-        self.pings.append(self)
-        return self.send_ping()
+    def __call__(self, *args: Any, **kwargs: Any) -> int:
+        self.calls.append(self)
+        return self.send_call(*args, **kwargs)
 
 
 @pytest.mark.parametrize("extensions", [True, False])
 async def test_ping_measures_a_round_trip(extensions: bool, caplog: pytest.LogCaptureFixture) -> None:
     async with open_broker_pair(Server(), extensions=extensions) as (client, server):
         assert client._protocol.extended is extensions
-        pings: list[object] = []
+        calls: list[object] = []
         for broker in (client, server):
-            spy = CountingPings(broker._protocol.send_ping, pings)
-            broker._protocol.send_ping = spy  # type: ignore[method-assign]
+            spy = CountingCalls(broker._protocol.send_call, calls)
+            broker._protocol.send_call = spy  # type: ignore[method-assign]
             assert 0 <= await broker.ping() < 5
         # The extension's own ping when there is one, else a call.
-        assert len(pings) == (2 if extensions else 0)
+        assert len(calls) == (0 if extensions else 2)
         # Without the extension it was a call to an object nobody has: answered, not logged.
         root = await client.root_object()
         assert await root.call_remote("add", 1, 2) == 3

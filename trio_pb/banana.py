@@ -19,6 +19,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+from ._events import NEED_DATA
 from .errors import BananaDecodeError, BananaEncodeError
 
 __all__ = [
@@ -109,15 +110,6 @@ DIALECTS: Final[dict[bytes, tuple[bytes, ...] | None]] = {
     b"pb": PB_VOCABULARY,
     b"none": None,
 }
-
-
-class _NeedData:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-#: Returned by :meth:`Decoder.next_expression` when more bytes are needed.
-NEED_DATA: Final[Any] = _NeedData()
 
 
 def int_to_b128(value: int) -> bytes:

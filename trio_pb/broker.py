@@ -35,7 +35,7 @@ import attrs
 import trio
 
 from ._caches import Cacheable, CacheToken, RemoteCacheObserver, new_proxy
-from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA
+from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT
 from .cache import CacheUpdate, CacheUpdates
 from .conduct import MAX_VIOLATIONS, PeerConduct
 from .errors import (
@@ -51,6 +51,7 @@ from .jelly import CopyRegistry, SecurityOptions
 from .protocol import (
     DECODE_BUDGET,
     MAX_BROKER_REFS,
+    NEED_DATA,
     PAUSED,
     Answer,
     BareDriver,
@@ -71,8 +72,6 @@ __all__ = ["MAX_RUNNING_CALLS", "SEND_BUFFER", "Broker", "BrokerOptions", "Broke
 log = logging.getLogger("trio_pb")
 
 _RECEIVE_SIZE = 65536
-#: How many calls we stopped waiting for may go unanswered before the oldest is given up.
-_MAX_ABANDONED = 10_000
 # Results that are certainly not awaitable, checked before the slower inspect.isawaitable.
 _PLAIN_RESULTS = frozenset({type(None), bool, int, float, bytes, str, list, tuple, dict})
 #: A broker stops taking in its peer's calls while more than this many bytes wait to be sent.
@@ -87,8 +86,6 @@ _FLUSH_ON_CLOSE_SECONDS = 5.0
 _WRITE_CHUNK = 65536
 #: About how much the writer takes from the protocol at once (what it holds until sent).
 _WRITE_TAKE = 1024 * 1024
-#: What ping() calls on a peer without the extension dialect: a name nobody registers.
-_PING_TARGET = b"trio_pb.ping"
 
 
 @attrs.define
@@ -329,15 +326,6 @@ class Broker(metaclass=_NoPublicConstructor):
         # Signs of life from the peer, counted for keepalive: bytes from it,
         # or our backlog going out (which needs it to acknowledge).
         self._signs_of_life = 0
-        # Every request id below the protocol's next one is in _pending
-        # (someone waits for its answer), in _abandoned (nobody waits, its
-        # answer is still due) or finished (answered, or sent wanting no
-        # answer), except that one up to _given_up_to may have been given up
-        # instead (see _abandon).  So above _given_up_to, an answer to an id
-        # in neither table is a repeated one; and memory is bounded by the
-        # waiting tasks and _MAX_ABANDONED, whatever the peer does.
-        self._abandoned: dict[int, None] = {}  # oldest first (a dict as an ordered set)
-        self._given_up_to = 0
         # The scopes of the async methods running for the peer, by request id.
         self._call_scopes: dict[int, trio.CancelScope] = {}
         self._disconnect_callbacks: list[Callable[[], Any]] = []
@@ -369,7 +357,7 @@ class Broker(metaclass=_NoPublicConstructor):
         return BrokerStatistics(
             calls_waiting=len(self._pending),
             calls_running=len(self._call_scopes),
-            calls_abandoned=len(self._abandoned),
+            calls_abandoned=self._protocol.abandoned_calls,
             objects_exported=tables.objects_exported,
             export_references=tables.export_references,
             references_imported=self._references_imported,
@@ -457,7 +445,7 @@ class Broker(metaclass=_NoPublicConstructor):
             raise DeadReferenceError("Calling Stale Broker")
         start = trio.current_time()
         try:
-            await self._answer_to(self._send_ping())
+            await self._answer_to(self._protocol.send_ping())
         except DeadReferenceError:
             raise
         except Exception:
@@ -489,14 +477,8 @@ class Broker(metaclass=_NoPublicConstructor):
     def _ping_and_forget(self) -> None:
         """Queue a ping whose answer (any bytes will do) is dropped when it comes."""
         if not self._lost.is_set():
-            self._abandon(self._send_ping())
+            self._protocol.abandon(self._protocol.send_ping())
             self._flush()
-
-    def _send_ping(self) -> int:
-        """Queue a ping by the best route the peer has, and return the request id its answer takes."""
-        if self._protocol.extended:
-            return self._protocol.send_ping()
-        return self._protocol.send_call(_PING_TARGET, "ping", (), {})
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
@@ -563,7 +545,7 @@ class Broker(metaclass=_NoPublicConstructor):
             if self._pending.pop(request_id, None) is not None:
                 # Cancelled: the answer, when it comes, is dropped quietly,
                 # and an extended peer is told to stop working on it.
-                self._abandon(request_id)
+                self._protocol.abandon(request_id)
                 self._protocol.send_cancel(request_id)
                 self._flush()
             raise
@@ -583,26 +565,6 @@ class Broker(metaclass=_NoPublicConstructor):
                 await trio.lowlevel.checkpoint()
             raise pending.take_error()
         return pending.value
-
-    def _abandon(self, request_id: int) -> None:
-        """Drop the answer to *request_id* quietly when it comes."""
-        abandoned = self._abandoned
-        abandoned[request_id] = None
-        if len(abandoned) > _MAX_ABANDONED:
-            # A peer that never answers (a Deferred that never fires) must
-            # not grow this forever: the oldest is given up.  From now on an
-            # answer to an id up to the highest given up cannot be told from
-            # a repeated answer, and is dropped with a debug line either way.
-            oldest = next(iter(abandoned))
-            del abandoned[oldest]
-            if not self._given_up_to:
-                self._protocol.conduct.warning(
-                    "given up",
-                    "%d calls that were cancelled here are still unanswered; the oldest are given up, "
-                    "and their answers, should they come, are dropped",
-                    _MAX_ABANDONED,
-                )
-            self._given_up_to = max(self._given_up_to, oldest)
 
     def call_no_answer(
         self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
@@ -1010,27 +972,9 @@ class Broker(metaclass=_NoPublicConstructor):
         self._flush()
 
     def _settle(self, event: Answer | Failed) -> None:
-        pending = self._pending.pop(event.request_id, None)
-        if pending is None:
-            request_id = event.request_id
-            if request_id in self._abandoned:
-                del self._abandoned[request_id]  # the late answer to a call we stopped waiting for
-            elif self._lost.is_set():
-                pass  # our calls were failed already
-            elif request_id <= self._given_up_to:
-                self._protocol.conduct.warning(
-                    "late answer",
-                    "dropped the answer to request %d, given up (or answered already)",
-                    request_id,
-                    level=logging.DEBUG,
-                )
-            else:
-                self._protocol.conduct.violation(
-                    "answered twice",
-                    "the peer answered request %d, which was answered already or wanted no answer",
-                    request_id,
-                )
-            return
+        # The protocol reports only answers that someone waits for (late and
+        # repeated ones it sorts out itself): the caller's task is in _pending.
+        pending = self._pending.pop(event.request_id)
         if isinstance(event, Answer):
             self._settle_pending(pending, event.value, None)
         else:
@@ -1045,6 +989,8 @@ class Broker(metaclass=_NoPublicConstructor):
             pending.waiter.set()
 
     def _run_call(self, call: IncomingCall) -> None:
+        # The protocol refuses a reused request id awaiting an answer; this
+        # keeps calls that want none from sharing an entry of _call_scopes.
         if call.request_id in self._call_scopes:
             raise ProtocolError(f"the peer reused request id {call.request_id} while its call still runs")
         try:
@@ -1100,13 +1046,9 @@ class Broker(metaclass=_NoPublicConstructor):
             finally:
                 del self._call_scopes[call.request_id]
         if scope.cancelled_caught and call.answer_required and not self._lost.is_set():
-            # The caller cancelled, or its deadline passed: this answer lets it
-            # forget the request id.
-            if trio.current_time() >= scope.deadline:
-                error = CancelledByCaller("the caller's deadline passed")
-            else:
-                error = CancelledByCaller("the caller cancelled the call")
-            self._protocol.send_error(call.request_id, error)
+            # The caller cancelled, or its deadline passed.
+            deadline_passed = trio.current_time() >= scope.deadline
+            self._protocol.send_cancelled(call.request_id, deadline_passed=deadline_passed)
         self._flush()
 
     def _fail_call(self, call: IncomingCall, exc: Exception) -> None:

@@ -16,6 +16,8 @@ that cannot be unjellied) fails that call; a broken protocol raises
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import logging
 import math
 import reprlib
@@ -29,12 +31,28 @@ import attrs
 
 from . import failures
 from ._caches import RemoteCacheObserver, new_proxy, observers_of
-from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, NEED_DATA, BananaConnection, DialectSelected
+from ._events import (
+    NEED_DATA,
+    PAUSED,
+    Answer,
+    CancelRequested,
+    Event,
+    Failed,
+    IncomingCall,
+    NeedData,
+    Paused,
+    Ready,
+)
+from ._events import answer as _answer_event
+from ._events import incoming_call as _incoming_call
+from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, BananaConnection, DialectSelected
 from .conduct import PeerConduct
 from .errors import (
+    CancelledByCaller,
     DeadReferenceError,
     Error,
     JellyError,
+    LocalProtocolError,
     ProtocolError,
     SerializationError,
 )
@@ -54,20 +72,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DECODE_BUDGET",
+    "MAX_ABANDONED",
     "MAX_BROKER_REFS",
     "MAX_UNANSWERED_DECACHES",
     "EXTENSION_DIALECT",
+    "NEED_DATA",
     "PAUSED",
     "PROTOCOL_VERSION",
     "TableSizes",
-    "CancelRequested",
     "Answer",
     "BareDriver",
+    "CancelRequested",
+    "Event",
     "Failed",
     "IncomingCall",
+    "NeedData",
     "PBProtocol",
     "PeerReference",
+    "Paused",
     "Ready",
+    "State",
 ]
 
 log = logging.getLogger("trio_pb")
@@ -81,19 +105,29 @@ EXTENSION_DIALECT: Final = b"trio-pb-1"
 MAX_BROKER_REFS: Final = 1024
 #: How many refused cached objects may wait for the peer's ``uncache`` at once.
 MAX_UNANSWERED_DECACHES: Final = 4096
+#: How many calls we stopped waiting for may go unanswered before the oldest is given up.
+MAX_ABANDONED: Final = 10_000
 #: CPU seconds that building the sets and dicts of one message may take: far more
 #: than any honest message needs (hashing a million items takes a few
 #: hundredths of a second), far less than a message built to be slow.
 DECODE_BUDGET: Final = 0.1
 
 
-class _Paused:
-    def __repr__(self) -> str:
-        return "PAUSED"
+class State(enum.Enum):
+    """Where a :class:`PBProtocol` is in the life of its connection."""
+
+    #: The banana dialect is being negotiated: nothing can be sent yet.
+    HANDSHAKE = "HANDSHAKE"
+    #: Calls, answers and releases flow both ways.
+    OPEN = "OPEN"
+    #: The connection is gone (:meth:`PBProtocol.connection_lost`): nothing more is sent.
+    CLOSED = "CLOSED"
 
 
-#: Returned by :meth:`PBProtocol.next_event` while too much output is queued.
-PAUSED: Final[Any] = _Paused()
+# Module constants, cheaper to reach than State.OPEN on the hot path.
+_HANDSHAKE: Final = State.HANDSHAKE
+_OPEN: Final = State.OPEN
+_CLOSED: Final = State.CLOSED
 
 
 class _Goodbye(ProtocolError):
@@ -104,54 +138,30 @@ class _Goodbye(ProtocolError):
     """
 
 
-@attrs.define
-class Ready:
-    """Event: the handshake is over; calls may be sent."""
+class _Requests:
+    """Where each request id of the connection is in its life, both ways.
 
-    dialect: bytes
+    Every id of ours below the protocol's next one is in :attr:`waiting`
+    (someone waits for its answer), in :attr:`abandoned` (nobody waits, its
+    answer is still due) or finished (answered, or sent wanting no answer),
+    except that one up to :attr:`given_up_to` may have been given up instead
+    (see :meth:`PBProtocol.abandon`).  So above :attr:`given_up_to`, an
+    answer to an id in neither table is a repeated one; and memory is
+    bounded by the waiting callers and :data:`MAX_ABANDONED`, whatever the
+    peer does.  :attr:`incoming` holds the peer's requests that await our
+    answer.  (One object, so that PBProtocol keeps few attributes.)
+    """
 
+    __slots__ = ("abandoned", "given_up_to", "incoming", "next_deadline", "waiting")
 
-@attrs.define
-class IncomingCall:
-    """Event: the peer called *method*; answer with ``send_answer``/``send_error`` if wanted."""
-
-    request_id: int
-    answer_required: bool
-    method: Any
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    #: The perspective the answer is to be jellied with (the avatar, for Viewables).
-    perspective: Any
-    #: The method name as called.
-    name: str = ""
-    #: For a ``cachemessage``: the luid of the cached object it updates.
-    cache_luid: int | None = None
-    #: Extension dialect only: the seconds the caller had left before its
-    #: deadline when it sent the call (``None``: it had no deadline).
-    time_left: float | None = None
-
-
-@attrs.define
-class CancelRequested:
-    """Event (extension dialect only): the peer gave up waiting for its call *request_id*."""
-
-    request_id: int
-
-
-@attrs.define
-class Answer:
-    """Event: the answer to one of our calls."""
-
-    request_id: int
-    value: Any
-
-
-@attrs.define
-class Failed:
-    """Event: one of our calls failed; *error* is the exception to raise in the caller."""
-
-    request_id: int
-    error: BaseException
+    def __init__(self) -> None:
+        # Dicts used as sets: subscripts cost less than set methods on the hot path.
+        self.waiting: dict[int, None] = {}
+        self.abandoned: dict[int, None] = {}  # oldest first (a dict as an ordered set)
+        self.given_up_to = 0
+        self.incoming: dict[int, None] = {}
+        # The (request id, seconds) of a ``deadline`` that announces the next message.
+        self.next_deadline: tuple[int, float] | None = None
 
 
 @attrs.define
@@ -312,14 +322,16 @@ class PBProtocol:
             message_items_limit=max_message_items,
         )
         #: Whether the peer speaks trio_pb's extensions (known after the handshake).
+        #: Derived from :attr:`dialect`, kept as an attribute because every call reads it.
         self.extended = False
+        #: The connection's state: HANDSHAKE, then OPEN, then CLOSED.
+        self.state = _HANDSHAKE
         self._outgoing: list[bytes] = []
         #: How many bytes are queued for the peer and not yet taken by data_to_send().
         self.bytes_to_send = 0
         #: next_event() returns PAUSED while more than this many bytes are queued (set by the driver).
         self.pause_above = sys.maxsize
         self._queue(self._banana.data_to_send())
-        self.closed = False
         #: The perspective Viewables are jellied for at this moment.
         self.serializing_perspective: Any = None
         #: Whether what is being jellied is an answer to the peer.
@@ -342,8 +354,7 @@ class PBProtocol:
         self._dropped_masters: list[int] = []
         # Cached objects we refused, whose uncache is expected and ignored.
         self._unwanted_uncaches: set[int] = set()
-        # The (request id, seconds) of a ``deadline`` that announces the next message.
-        self._next_deadline: tuple[int, float] | None = None
+        self._requests = _Requests()
 
     # -- bytes in, bytes out ----------------------------------------------
 
@@ -375,12 +386,22 @@ class PBProtocol:
     # than CPython shares cheaply (about 30): keep what can be derived derived.
 
     @property
+    def closed(self) -> bool:
+        """Whether the connection is gone (the state is CLOSED)."""
+        return self.state is _CLOSED
+
+    @property
+    def dialect(self) -> bytes | None:
+        """The banana dialect agreed in the handshake (``None`` until then)."""
+        return self._banana.dialect
+
+    @property
     def in_expression(self) -> bool:
         """Whether part of an expression has arrived without the rest."""
         return self._banana.in_expression
 
-    def next_event(self) -> Any:
-        """The next event, :data:`~trio_pb.banana.NEED_DATA`, or :data:`PAUSED`.
+    def next_event(self) -> Event | NeedData | Paused:
+        """The next event, :data:`NEED_DATA`, or :data:`PAUSED`.
 
         :data:`PAUSED` (as in h11) means that more than :attr:`pause_above`
         bytes wait to be sent: the peer's messages are left unread until
@@ -393,13 +414,14 @@ class PBProtocol:
         while True:
             if self.bytes_to_send > self.pause_above:
                 return PAUSED
-            expression = self._banana.next_event()
+            expression: object = self._banana.next_event()
             if expression is NEED_DATA:
                 return NEED_DATA
             if isinstance(expression, DialectSelected):
                 self._queue(self._banana.data_to_send())
                 self._send([b"version", PROTOCOL_VERSION])
                 self.extended = expression.dialect == EXTENSION_DIALECT
+                self.state = _OPEN
                 return Ready(expression.dialect)
             event = self._dispatch(expression)
             if event is not None:
@@ -424,7 +446,7 @@ class PBProtocol:
 
     # -- incoming expressions -----------------------------------------------
 
-    def _dispatch(self, expression: Any) -> Any:
+    def _dispatch(self, expression: Any) -> Event | None:
         if type(expression) is not list or not expression or type(expression[0]) is not bytes:
             raise ProtocolError(f"expected a command list, got {expression!r:.100}")
         command = expression[0]
@@ -440,7 +462,8 @@ class PBProtocol:
         handler, arity = entry
         if len(expression) - 1 != arity:
             raise ProtocolError(f"{command.decode()} takes {arity} fields, got {len(expression) - 1}")
-        return handler(self, *expression[1:])
+        event: Event | None = handler(self, *expression[1:])
+        return event
 
     def _version(self, version: Any) -> None:
         if version != PROTOCOL_VERSION:
@@ -464,12 +487,18 @@ class PBProtocol:
         if type(request_id) is not int or type(answer_required) is not int:
             raise ProtocolError("message with a request id or answer flag that is not an int")
         wants_answer = bool(answer_required)
+        requests = self._requests
         time_left = None
-        if self._next_deadline is not None:
-            deadline_id, seconds = self._next_deadline
-            self._next_deadline = None
+        if requests.next_deadline is not None:
+            deadline_id, seconds = requests.next_deadline
+            requests.next_deadline = None
             if deadline_id == request_id:
                 time_left = seconds
+        if wants_answer:
+            incoming = requests.incoming
+            if request_id in incoming:
+                raise ProtocolError(f"the peer reused request id {request_id} while its call still runs")
+            incoming[request_id] = None
         try:
             # A message that is well framed but cannot be made into a call
             # fails that call (a SerializationError), as Twisted fails it.
@@ -520,7 +549,7 @@ class PBProtocol:
                 self.conduct.warning("failed call", "a call with no answer failed: %r", exc)
             return None
         perspective = getattr(obj, "answer_perspective", None)
-        return IncomingCall(
+        return _incoming_call(
             request_id,
             wants_answer,
             method,
@@ -532,10 +561,23 @@ class PBProtocol:
             time_left,
         )
 
-    def _answer(self, request_id: Any, result: Any) -> Answer | Failed:
-        self._check_request_id(request_id)
-        if type(result) is not list:  # an atom needs no unjelly
-            return Answer(request_id, result)
+    def _answer(self, request_id: Any, result: Any) -> Answer | Failed | None:
+        try:
+            # One dict operation on the hot path (an int, checked after: a
+            # float or bool equal to an id must not pass for it).
+            del self._requests.waiting[request_id]
+            waited = type(request_id) is int
+        except (KeyError, TypeError):
+            waited = False
+        if waited:
+            if type(result) is not list:  # an atom needs no unjelly
+                return _answer_event(request_id, result)
+        elif not self._late_answer(request_id):
+            if type(result) is list:
+                # Unjellied all the same: the references it carries are released.
+                with contextlib.suppress(JellyError):
+                    self.unjelly(result)
+            return None
         try:
             return Answer(request_id, self.unjelly(result))
         except JellyError as exc:
@@ -552,16 +594,86 @@ class PBProtocol:
             and self.security.is_type_allowed(b"dictionary")
         )
 
-    def _error(self, request_id: Any, payload: Any) -> Failed:
-        self._check_request_id(request_id)
+    def _error(self, request_id: Any, payload: Any) -> Failed | None:
+        wanted = self._expected_answer(request_id)
         try:
-            return Failed(request_id, failures.to_exception(self.unjelly(payload)))
+            event = Failed(request_id, failures.to_exception(self.unjelly(payload)))
         except JellyError as exc:
-            return Failed(request_id, exc)
+            event = Failed(request_id, exc)
+        return event if wanted else None
 
-    def _check_request_id(self, request_id: Any) -> None:
+    def _expected_answer(self, request_id: Any) -> bool:
+        """Whether an answer to *request_id* is for a caller who waits (it then no longer waits)."""
+        waiting = self._requests.waiting
+        if type(request_id) is int and request_id in waiting:
+            del waiting[request_id]
+            return True
+        return self._late_answer(request_id)
+
+    def _late_answer(self, request_id: Any) -> bool:
+        """Sort out an answer to a call nobody waits for: always False (it makes no event), or raises."""
         if type(request_id) is not int or not 0 < request_id < self._next_request_id:
             raise ProtocolError(f"answer to a request never sent: {request_id!r:.20}")
+        requests = self._requests
+        if request_id in requests.abandoned:
+            del requests.abandoned[request_id]  # the late answer to a call we stopped waiting for
+        elif self.state is _CLOSED:
+            pass  # our calls were failed already
+        elif request_id <= requests.given_up_to:
+            self.conduct.warning(
+                "late answer",
+                "dropped the answer to request %d, given up (or answered already)",
+                request_id,
+                level=logging.DEBUG,
+            )
+        else:
+            self.conduct.violation(
+                "answered twice",
+                "the peer answered request %d, which was answered already or wanted no answer",
+                request_id,
+            )
+        return False
+
+    def abandon(self, request_id: int) -> None:
+        """Stop waiting for the answer to our call *request_id*: when it comes, it makes no event.
+
+        Raises :class:`~trio_pb.errors.LocalProtocolError` if no answer to
+        *request_id* is awaited (a no-op once the connection is closed).
+        """
+        requests = self._requests
+        try:
+            del requests.waiting[request_id]
+        except KeyError:
+            if self.state is _CLOSED:
+                return
+            raise LocalProtocolError(f"no answer to request {request_id} is awaited") from None
+        abandoned = requests.abandoned
+        abandoned[request_id] = None
+        if len(abandoned) > MAX_ABANDONED:
+            # A peer that never answers (a Deferred that never fires) must
+            # not grow this forever: the oldest is given up.  From now on an
+            # answer to an id up to the highest given up cannot be told from
+            # a repeated answer, and is dropped with a debug line either way.
+            oldest = next(iter(abandoned))
+            del abandoned[oldest]
+            if not requests.given_up_to:
+                self.conduct.warning(
+                    "given up",
+                    "%d calls that were cancelled here are still unanswered; the oldest are given up, "
+                    "and their answers, should they come, are dropped",
+                    MAX_ABANDONED,
+                )
+            requests.given_up_to = max(requests.given_up_to, oldest)
+
+    @property
+    def abandoned_calls(self) -> int:
+        """How many of our calls nobody waits for any more still have their answer due."""
+        return len(self._requests.abandoned)
+
+    def _refuse(self, what: str) -> LocalProtocolError:
+        if self.state is _HANDSHAKE:
+            return LocalProtocolError(f"cannot {what} before the handshake is over")
+        return LocalProtocolError(f"cannot {what}: the connection is closed")
 
     def _decref(self, luid: Any) -> None:
         local = self.local_objects.get(luid) if type(luid) is int else None
@@ -601,17 +713,24 @@ class PBProtocol:
     def _deadline(self, request_id: Any, seconds: Any) -> None:
         if type(request_id) is not int or type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
             raise ProtocolError(f"malformed deadline: {request_id!r:.20}, {seconds!r:.20}")
-        self._next_deadline = (request_id, float(seconds))
+        self._requests.next_deadline = (request_id, float(seconds))
 
     def send_ping(self) -> int:
-        """Queue a ping to an extended peer and return its request id; its pong is an :class:`Answer`."""
+        """Queue a ping by the best route the peer has, and return the request id its answer takes.
+
+        To an extended peer, a ``ping`` its protocol answers with a ``pong``
+        (an :class:`Answer`); to any other, a call to an object that does not
+        exist, which any PB peer answers with an error (a :class:`Failed`),
+        and does not log.
+        """
         if not self.extended:
-            raise ProtocolError("ping needs the extension dialect; the peer does not speak it")
-        if self.closed:
-            raise DeadReferenceError("Calling Stale Broker")
+            return self.send_call(_PING_TARGET, "ping", (), {})
+        if self.state is not _OPEN:
+            raise self._refuse("ping")
         request_id = self._next_request_id
         self._next_request_id += 1
         self._send([b"ping", request_id])
+        self._requests.waiting[request_id] = None
         return request_id
 
     def _ping(self, request_id: Any) -> None:
@@ -619,13 +738,12 @@ class PBProtocol:
             raise ProtocolError(f"ping with a request id that is not an int: {request_id!r:.20}")
         self._send([b"pong", request_id])
 
-    def _pong(self, request_id: Any) -> Answer:
-        self._check_request_id(request_id)
-        return Answer(request_id, None)
+    def _pong(self, request_id: Any) -> Answer | None:
+        return Answer(request_id, None) if self._expected_answer(request_id) else None
 
     def send_cancel(self, request_id: int) -> None:
         """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
-        if self.extended and not self.closed:
+        if self.extended and self.state is _OPEN:
             self._send([b"cancel", request_id])
 
     def _did_not_understand(self, command: Any) -> None:
@@ -893,9 +1011,12 @@ class PBProtocol:
 
         *time_left*: the seconds before the caller's deadline, which an
         extended peer is told so that its method is cancelled by then too.
+        Raises :class:`~trio_pb.errors.LocalProtocolError` unless the state is
+        OPEN.  With *answer_required*, the answer is awaited until it comes
+        (an :class:`Answer` or :class:`Failed` event) or :meth:`abandon`.
         """
-        if self.closed:
-            raise DeadReferenceError("Calling Stale Broker")
+        if self.state is not _OPEN:
+            raise self._refuse("send a call")
         request_id = self._next_request_id
         if not kwargs and all(type(arg) in _ATOMS for arg in args):
             # The commonest call, atoms only: what jelly would make, without a Jellier.
@@ -927,10 +1048,20 @@ class PBProtocol:
             self._queue(self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]))
         self._next_request_id += 1
         self._queue(data)
+        if answer_required:
+            self._requests.waiting[request_id] = None
         return request_id
 
     def send_answer(self, request_id: int, result: Any, perspective: Any = None) -> None:
-        """Queue the answer to an incoming call; a result that cannot be sent becomes an error."""
+        """Queue the answer to an incoming call; a result that cannot be sent becomes an error.
+
+        Raises :class:`~trio_pb.errors.LocalProtocolError`, sending nothing,
+        unless the peer's request *request_id* awaits an answer.
+        """
+        try:
+            del self._requests.incoming[request_id]
+        except KeyError:
+            raise self._no_answer_due(request_id) from None
         try:
             if type(result) in _ATOMS:
                 data = self._banana.send([b"answer", request_id, result])
@@ -942,20 +1073,20 @@ class PBProtocol:
         except ProtocolError as exc:
             if isinstance(exc, _Goodbye):
                 # Twisted's last word: the caller is told why, then the connection closes.
-                self.send_error(request_id, Error(str(exc)))
+                self._send_error(request_id, Error(str(exc)))
             raise
         except SerializationError as exc:
             self.conduct.warning(
                 "unsendable answer", "cannot send the answer to request %d: %s", request_id, exc
             )
-            self.send_error(request_id, exc)
+            self._send_error(request_id, exc)
             return
         except Exception as exc:
             # A Copyable's state hook failed, a quota was hit...: the caller gets the error.
             self.conduct.warning(
                 "unsendable answer", "cannot send the answer to request %d: %r", request_id, exc
             )
-            self.send_error(request_id, exc)
+            self._send_error(request_id, exc)
             return
         self._queue(data)
 
@@ -966,7 +1097,37 @@ class PBProtocol:
         (a Copyable error, say) or whose class the security options allow is
         jellied as it is, so that the peer can rebuild that class.  If that
         fails, the caller still gets an answer: the CopyableFailure.
+
+        Raises :class:`~trio_pb.errors.LocalProtocolError`, sending nothing,
+        unless the peer's request *request_id* awaits an answer.
         """
+        try:
+            del self._requests.incoming[request_id]
+        except KeyError:
+            raise self._no_answer_due(request_id) from None
+        self._send_error(request_id, exc)
+
+    def send_cancelled(self, request_id: int, *, deadline_passed: bool) -> None:
+        """Answer the peer's request *request_id*, whose method was cancelled, with CancelledByCaller.
+
+        The peer cancelled the call (*deadline_passed* false) or its deadline
+        passed; either way this answer lets it forget the request id.
+        """
+        if deadline_passed:
+            error = CancelledByCaller("the caller's deadline passed")
+        else:
+            error = CancelledByCaller("the caller cancelled the call")
+        self.send_error(request_id, error)
+
+    def _no_answer_due(self, request_id: int) -> LocalProtocolError:
+        if self.state is not _OPEN:
+            return self._refuse("answer")
+        return LocalProtocolError(
+            f"request {request_id!r:.20} awaits no answer: never received, wanting none, or answered already"
+        )
+
+    def _send_error(self, request_id: int, exc: BaseException) -> None:
+        """Queue the error answer to *request_id*, already taken off the requests that await one."""
         if isinstance(exc, Jellyable) or self.security.is_class_allowed(type(exc)):
             try:
                 with self._sending():
@@ -997,17 +1158,18 @@ class PBProtocol:
 
     def send_decache(self, luid: int) -> None:
         """Queue the release of one copy of a cached object the peer gave us."""
-        if not self.closed:
+        if self.state is not _CLOSED:
             self._send([b"decache", luid])
 
     def send_decref(self, luid: int | bytes) -> None:
         """Queue the release of one token of a reference the peer gave us."""
-        if not self.closed and type(luid) is int:
+        if self.state is not _CLOSED and type(luid) is int:
             self._send([b"decref", luid])
 
     def connection_lost(self) -> None:
         """Forget everything the peer held: it is gone."""
-        self.closed = True
+        self.state = _CLOSED
+        self._requests = _Requests()
         for luid, local in list(self.local_objects.items()):
             if type(luid) is int:
                 self._forget(luid, local)
@@ -1065,6 +1227,9 @@ def _simple_args(args: Any) -> tuple[Any, ...] | None:
 # Once this many messages are queued, the small ones (shorter than _PACK_BELOW) at the end are joined.
 _PACK_AT: Final = 256
 _PACK_BELOW: Final = 4096
+
+# What send_ping() calls on a peer without the extension dialect: a name nobody registers.
+_PING_TARGET: Final = b"trio_pb.ping"
 
 # Values jelly sends as they are.
 _ATOMS: Final = frozenset({bytes, int, float})
