@@ -34,7 +34,7 @@ CONVERSATION = textwrap.dedent(
     import trio_pb.banana, trio_pb.jelly, trio_pb.protocol  # noqa: E401
     from core_pair import connected_pair, deliver
     from trio_pb import Cacheable, Copyable, Referenceable, RemoteCopy, Root
-    from trio_pb.errors import DeadReferenceError, RemoteError
+    from trio_pb.errors import LocalProtocolError, RemoteError
     from trio_pb.jelly import CopyRegistry
     from trio_pb.protocol import Answer, Failed, IncomingCall, PeerReference
 
@@ -170,7 +170,7 @@ CONVERSATION = textwrap.dedent(
     assert list(server.local_objects) == []
     try:
         client.send_call(b"root", "echo", (), {})
-    except DeadReferenceError:
+    except LocalProtocolError:
         pass
     else:
         raise AssertionError("a call was sent on a lost connection")
