@@ -20,6 +20,7 @@ import contextlib
 import enum
 import logging
 import math
+import reprlib
 import sys
 import weakref
 from collections.abc import Iterator
@@ -524,9 +525,7 @@ class PBProtocol:
             if type(call_args) is not tuple or type(call_kwargs) is not dict:
                 raise JellyError("call arguments must be a tuple and a dict")
             if any(type(key) is not str for key in call_kwargs):
-                call_kwargs = {
-                    k.decode("utf-8") if type(k) is bytes else k: v for k, v in call_kwargs.items()
-                }
+                call_kwargs = _keyword_names(call_kwargs)
             method = obj.resolve_remote_method(method_name)
         except (Error, SerializationError, AttributeError) as exc:
             # One call's problem; a ProtocolError (a decode budget spent, too
@@ -698,7 +697,9 @@ class PBProtocol:
 
     def _uncache(self, luid: Any) -> None:
         if type(luid) is not int:
-            raise ProtocolError(f"uncache of a luid that is not an int: {luid!r:.20}")
+            # No cached object has such a luid: a stray release, as for decref and decache.
+            self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
+            return
         if self.locally_cached.pop(luid, None) is None and luid not in self._unwanted_uncaches:
             self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
         self._unwanted_uncaches.discard(luid)
@@ -1179,12 +1180,41 @@ class PBProtocol:
 
 
 def _short(value: Any) -> Any:
-    """*value*, cut short if it is a long bytes or int (for log lines about the peer's input)."""
+    """*value* cut short if it is a long bytes, a big int or a list (for log lines about peer input)."""
     if type(value) is bytes and len(value) > 100:
         return value[:100] + b"..."
     if type(value) is int and value.bit_length() > 200:
         return f"<int of {value.bit_length()} bits>"
+    if type(value) is list:
+        return _CutList(value)
     return value
+
+
+class _CutList:
+    """A list the peer sent, whose repr (made only if the line is logged) shows its first few items."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: list[Any]) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return reprlib.repr(self.value)
+
+
+def _keyword_names(kwargs: dict[Any, Any]) -> dict[str, Any]:
+    """*kwargs* with bytes names decoded (older peers send bytes); a name that is not text fails the call."""
+    named = {}
+    for key, value in kwargs.items():
+        if type(key) is bytes:
+            try:
+                key = key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise JellyError(f"a keyword argument name is not UTF-8: {key!r:.100}") from None
+        elif type(key) is not str:
+            raise JellyError(f"a keyword argument name is not a string: {key!r:.100}")
+        named[key] = value
+    return named
 
 
 def _simple_args(args: Any) -> tuple[Any, ...] | None:
