@@ -9,7 +9,18 @@ from core_pair import connected_pair, deliver
 
 from trio_pb import banana, errors, protocol
 from trio_pb.flavors import Copyable, Root
-from trio_pb.protocol import NEED_DATA, PAUSED, Answer, Event, Failed, IncomingCall, PBProtocol, Ready
+from trio_pb.protocol import (
+    EXTENSION_DIALECT,
+    NEED_DATA,
+    PAUSED,
+    Answer,
+    CancelRequested,
+    Event,
+    Failed,
+    IncomingCall,
+    PBProtocol,
+    Ready,
+)
 
 
 class Calculator(Root):
@@ -364,3 +375,36 @@ def test_a_ping_takes_the_best_route_and_its_answer_settles_it(extensions: bool)
     deliver(client, server)
     assert deliver(server, client) == []
     assert client.abandoned_calls == 0 and client.conduct.violations == 0
+
+
+def test_a_pong_settles_only_a_ping_and_an_answer_only_a_call() -> None:
+    """Request ids of pings and of calls are told apart: the peer cannot settle one with the other."""
+    client, server = connected_pair(Root())
+    ping = client.send_ping()
+    call = client.send_call(b"root", "nothing", (), {})
+    deliver(client, server)
+    server.data_to_send()  # the pong and the error answer, dropped: forged ones follow
+    for forged in ([b"answer", ping, 1], [b"pong", call]):
+        client.receive_data(banana.encode(forged, dialect=EXTENSION_DIALECT))
+        assert client.next_event() is NEED_DATA
+    assert client.conduct.violations == 2
+    client.receive_data(banana.encode([b"pong", ping], dialect=EXTENSION_DIALECT))
+    assert client.next_event() == Answer(ping, None)
+
+
+def test_a_cancel_of_a_call_answered_already_makes_no_event() -> None:
+    """A cancel that crossed the answer finds nothing to cancel; one for a running call is an event."""
+
+    class Two(Root):
+        def remote_a(self) -> None: ...
+        def remote_b(self) -> None: ...
+
+    client, server = connected_pair(Two())
+    answered = client.send_call(b"root", "a", (), {})
+    running = client.send_call(b"root", "b", (), {})
+    first, second = deliver(client, server)
+    server.send_answer(first.request_id, 1)
+    client.send_cancel(answered)
+    client.send_cancel(running)
+    assert deliver(client, server) == [CancelRequested(running)]
+    assert server.conduct.violations == 0

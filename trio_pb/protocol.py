@@ -142,21 +142,23 @@ class _Requests:
     """Where each request id of the connection is in its life, both ways.
 
     Every id of ours below the protocol's next one is in :attr:`waiting`
-    (someone waits for its answer), in :attr:`abandoned` (nobody waits, its
+    or :attr:`pings` (someone waits for its answer), in :attr:`abandoned` (nobody waits, its
     answer is still due) or finished (answered, or sent wanting no answer),
     except that one up to :attr:`given_up_to` may have been given up instead
     (see :meth:`PBProtocol.abandon`).  So above :attr:`given_up_to`, an
-    answer to an id in neither table is a repeated one; and memory is
+    answer to an id in none of these tables is a repeated one; and memory is
     bounded by the waiting callers and :data:`MAX_ABANDONED`, whatever the
     peer does.  :attr:`incoming` holds the peer's requests that await our
     answer.  (One object, so that PBProtocol keeps few attributes.)
     """
 
-    __slots__ = ("abandoned", "given_up_to", "incoming", "next_deadline", "waiting")
+    __slots__ = ("abandoned", "given_up_to", "incoming", "next_deadline", "pings", "waiting")
 
     def __init__(self) -> None:
         # Dicts used as sets: subscripts cost less than set methods on the hot path.
         self.waiting: dict[int, None] = {}
+        # Our pings awaiting their pong, apart: a pong settles only a ping, an answer only a call.
+        self.pings: dict[int, None] = {}
         self.abandoned: dict[int, None] = {}  # oldest first (a dict as an ordered set)
         self.given_up_to = 0
         self.incoming: dict[int, None] = {}
@@ -604,10 +606,13 @@ class PBProtocol:
 
     def _expected_answer(self, request_id: Any) -> bool:
         """Whether an answer to *request_id* is for a caller who waits (it then no longer waits)."""
-        waiting = self._requests.waiting
-        if type(request_id) is int and request_id in waiting:
-            del waiting[request_id]
-            return True
+        requests = self._requests
+        if type(request_id) is int:
+            # An error may answer a ping too (a peer that cannot pong says why).
+            for waiting in (requests.waiting, requests.pings):
+                if request_id in waiting:
+                    del waiting[request_id]
+                    return True
         return self._late_answer(request_id)
 
     def _late_answer(self, request_id: Any) -> bool:
@@ -642,7 +647,7 @@ class PBProtocol:
         """
         requests = self._requests
         try:
-            del requests.waiting[request_id]
+            del (requests.waiting if request_id in requests.waiting else requests.pings)[request_id]
         except KeyError:
             if self.state is _CLOSED:
                 return
@@ -705,10 +710,11 @@ class PBProtocol:
         self._unwanted_uncaches.discard(luid)
         self.driver.cache_ended(luid)
 
-    def _cancel(self, request_id: Any) -> CancelRequested:
+    def _cancel(self, request_id: Any) -> CancelRequested | None:
         if type(request_id) is not int:
             raise ProtocolError(f"cancel of a request id that is not an int: {request_id!r:.20}")
-        return CancelRequested(request_id)
+        # A cancel of a call answered already crossed its answer: nothing is left to cancel.
+        return CancelRequested(request_id) if request_id in self._requests.incoming else None
 
     def _deadline(self, request_id: Any, seconds: Any) -> None:
         if type(request_id) is not int or type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
@@ -730,7 +736,7 @@ class PBProtocol:
         request_id = self._next_request_id
         self._next_request_id += 1
         self._send([b"ping", request_id])
-        self._requests.waiting[request_id] = None
+        self._requests.pings[request_id] = None
         return request_id
 
     def _ping(self, request_id: Any) -> None:
@@ -739,7 +745,12 @@ class PBProtocol:
         self._send([b"pong", request_id])
 
     def _pong(self, request_id: Any) -> Answer | None:
-        return Answer(request_id, None) if self._expected_answer(request_id) else None
+        pings = self._requests.pings
+        if type(request_id) is int and request_id in pings:
+            del pings[request_id]
+            return Answer(request_id, None)
+        self._late_answer(request_id)  # a pong for a call, or a repeated one: no event
+        return None
 
     def send_cancel(self, request_id: int) -> None:
         """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
