@@ -1,7 +1,7 @@
 """Who reads a broker's socket: the reader task, or a caller waiting for its own answer.
 
 On a socket, a caller whose call is the only one outstanding reads the answer
-itself while the reader task stands by (see ``Broker._call``).  These tests
+itself while the reader task stands by (see ``trio_pb._reading``).  These tests
 check that this path is taken and that it behaves like the reader task in
 everything else: calls from the peer served in order and in the broker's
 context, cancellation, lost connections, protocol errors, and the reader
