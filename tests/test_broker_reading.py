@@ -1,7 +1,7 @@
 """Who reads a broker's socket: the reader task, or a caller waiting for its own answer.
 
 On a socket, a caller whose call is the only one outstanding reads the answer
-itself while the reader task stands by (see ``Broker._call``).  These tests
+itself while the reader task stands by (see ``trio_pb._reading``).  These tests
 check that this path is taken and that it behaves like the reader task in
 everything else: calls from the peer served in order and in the broker's
 context, cancellation, lost connections, protocol errors, and the reader
@@ -111,7 +111,7 @@ async def until_reading(client: Broker, server_root: ServerRoot) -> None:
     """Wait until ``hang`` runs on the server, and check that its caller is the one reading."""
     await server_root.hanging.wait()
     await trio.testing.wait_all_tasks_blocked()
-    assert client._leading
+    assert client._reading.leading
 
 
 async def hang_while(client: Broker, root: Any, server_root: ServerRoot, action: Any) -> None:
@@ -239,8 +239,11 @@ async def test_the_reader_serves_the_peer_once_the_caller_has_its_answer() -> No
             # ... and once it has its answer, the reader is back on the socket.
             with trio.fail_after(5):
                 assert await (await server_root.client_root()).call_remote("double", value) == 2 * value
-        assert [task for task, _ in client_root.seen] == [client._reader, trio.lowlevel.current_task()] * 5
-        assert client_root.doubled_by == [client._reader] * 5
+        assert [task for task, _ in client_root.seen] == [
+            client._reading.reader,
+            trio.lowlevel.current_task(),
+        ] * 5
+        assert client_root.doubled_by == [client._reading.reader] * 5
         await assert_no_leaks(client, server)
 
 

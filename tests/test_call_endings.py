@@ -232,7 +232,7 @@ async def test_a_deadline_that_passes_while_the_answer_travels_between_two_loops
 
             async def hold_up_the_loop() -> None:
                 await trio.testing.wait_all_tasks_blocked()
-                assert client._leading  # the caller is the one reading
+                assert client._reading.leading  # the caller is the one reading
                 # Blocking on purpose: nothing in this run moves meanwhile.
                 readable, _, _ = select.select([client_socket], [], [], 10)
                 assert readable, "the server did not answer"

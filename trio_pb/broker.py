@@ -8,13 +8,9 @@ queued, so that no caller's cancellation can ever cut a message in half.
 Plain ``remote_*`` methods run inline, where the bytes are read; ``async
 def`` ones run as tasks in the broker's nursery.
 
-On a plain socket, the reader task stands by once it has handed over the
-answer to the last outstanding call, and a call made meanwhile (typically the
-next one of a loop) is read for by its own caller instead of being passed on
-by the reader: one task switch less in each round trip of sequential calls.
-Whoever reads does exactly what the reader task would, in the same order and
-in the broker's own context; the reader takes the socket back as soon as
-that caller is done with it.
+How the stream is read and written (directly on a plain socket) is
+:mod:`trio_pb._socket_io`'s; who reads it, the reader task or a caller
+reading for its own answer, is :mod:`trio_pb._reading`'s.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ import contextvars
 import inspect
 import logging
 import math
-import os
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -35,6 +30,8 @@ import attrs
 import trio
 
 from ._caches import Cacheable, CacheToken, RemoteCacheObserver, new_proxy
+from ._reading import Baton
+from ._socket_io import stream_io, without_tracebacks
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT
 from .cache import CacheUpdate, CacheUpdates
 from .conduct import MAX_VIOLATIONS, PeerConduct
@@ -71,7 +68,6 @@ __all__ = ["MAX_RUNNING_CALLS", "SEND_BUFFER", "Broker", "BrokerOptions", "Broke
 
 log = logging.getLogger("trio_pb")
 
-_RECEIVE_SIZE = 65536
 # Results that are certainly not awaitable, checked before the slower inspect.isawaitable.
 _PLAIN_RESULTS = frozenset({type(None), bool, int, float, bytes, str, list, tuple, dict})
 #: A broker stops taking in its peer's calls while more than this many bytes wait to be sent.
@@ -306,23 +302,13 @@ class Broker(metaclass=_NoPublicConstructor):
         self._draining = 0
         # Whether complete messages wait in the decoder because answers are backed up.
         self._input_held = False
-        # Where direct writes may go: a plain TCP or unix socket (not TLS, not memory).
-        self._socket = stream.socket if isinstance(stream, trio.SocketStream) and os.name == "posix" else None
+        # Reading and direct writes: straight on a plain TCP or unix socket (not TLS, not memory).
+        self._io = stream_io(stream)
         self._pending: dict[int, _PendingCall] = {}
-        # Who reads (see call): the reader task, or a caller "leading" for
-        # its own answer while the reader task is parked.  The reader parks
-        # only while someone is bound to wake it: a leader, or callers woken
-        # by an answer (_wakes_due) who have not run yet.
-        self._reader: trio.lowlevel.Task | None = None
-        self._reader_parked = False
-        self._reader_on_socket = False
-        self._leading = False
-        self._wakes_due = 0
-        # What a leading caller met that is not its own (a bug, or a
-        # BaseException from a plain method), for the reader task to raise.
-        self._crash: BaseException | None = None
         # Incoming calls run in the broker's context, whichever task reads.
         self._context = contextvars.copy_context()
+        # Who reads: the reader task, or a caller reading for its own answer.
+        self._reading = Baton(self._io.receive, self._context, direct=self._io.direct)
         # Signs of life from the peer, counted for keepalive: bytes from it,
         # or our backlog going out (which needs it to acknowledge).
         self._signs_of_life = 0
@@ -534,10 +520,10 @@ class Broker(metaclass=_NoPublicConstructor):
         pending = self._pending[request_id] = _PendingCall()
         self._flush()
         try:
-            if self._may_lead():
+            if self._reading.may_lead(self):
                 # The reader task stands by: read the answer here, saving
-                # the switch from the reader to this task (module docstring).
-                await self._read_until_settled(pending)
+                # the switch from the reader to this task (trio_pb._reading).
+                await self._reading.read_until_settled(self, pending)
             if not pending.settled:
                 pending.waiter = trio.Event()
                 await pending.waiter.wait()
@@ -552,8 +538,7 @@ class Broker(metaclass=_NoPublicConstructor):
         finally:
             if pending.waiter is not None and pending.settled:
                 # Woken by whoever read the answer: the reader may be parked until now.
-                self._wakes_due -= 1
-                self._release_reader()
+                self._reading.woken()
         if pending.error is not None:
             if isinstance(pending.error, CancelledByCaller):
                 # The peer stopped at our deadline (our cancel it only gets
@@ -705,33 +690,34 @@ class Broker(metaclass=_NoPublicConstructor):
     # -- the tasks ---------------------------------------------------------------
 
     async def _read(self) -> None:
-        self._reader = trio.lowlevel.current_task()
+        reading = self._reading
+        receive = self._io.receive
+        run = self._context.run
+        reading.reader = trio.lowlevel.current_task()
         try:
             while not self._lost.is_set():
-                if self._leading or (self._wakes_due and not self._pending and self._socket is not None):
-                    # A caller reads, or one is about to run and may well
-                    # make its next call and read for it: stand by.
-                    await self._park_reader()
+                if reading.should_park(len(self._pending)):
+                    await reading.park()
                     continue
                 # Backpressure: while too much waits to go out (a peer that
                 # sends calls but does not read the answers), take in nothing.
                 await self._wait_for_room()
-                if self._leading or self._lost.is_set():
+                if reading.leading or self._lost.is_set():
                     continue
                 if self._input_held:
                     # Messages that arrived while answers were backed up come first.
-                    self._context.run(self._resume_input)
+                    run(self._resume_input)
                     continue
-                self._reader_on_socket = True
+                reading.on_socket = True
                 try:
-                    data = await self._receive()
+                    data = await receive()
                 finally:
-                    self._reader_on_socket = False
-                self._context.run(self._take_in, data)
-            if self._crash is not None:
-                raise self._crash
+                    reading.on_socket = False
+                run(self.take_in, data)
+            if reading.crash is not None:
+                raise reading.crash
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            _without_tracebacks(exc)  # as in _write: a cycle on Python 3.12+
+            without_tracebacks(exc)  # as in _write: a cycle on Python 3.12+
         except ProtocolError as exc:
             self._broke_protocol(exc)
         finally:
@@ -739,72 +725,14 @@ class Broker(metaclass=_NoPublicConstructor):
             with trio.CancelScope(shield=True):
                 await self._close_stream()
 
-    async def _park_reader(self) -> None:
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._reader_parked = False
-            return trio.lowlevel.Abort.SUCCEEDED
+    # -- what the reading callers need (trio_pb._reading.ReadingConnection) --
 
-        self._reader_parked = True
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def room_to_read(self) -> bool:
+        """Whether more may be read now: no input held back, no more output queued than the send buffer."""
+        return not self._input_held and self._protocol.bytes_to_send + self._unsent_size <= self._send_buffer
 
-    def _release_reader(self) -> None:
-        """Wake the parked reader task unless someone else is still bound to read."""
-        if self._reader_parked and not self._leading and not self._wakes_due:
-            self._reader_parked = False
-            assert self._reader is not None
-            trio.lowlevel.reschedule(self._reader)
-
-    def _may_lead(self) -> bool:
-        """Whether a caller may read its answer itself right now (see :meth:`_read_until_settled`)."""
-        return (
-            self._socket is not None
-            and not self._leading
-            and not self._reader_on_socket
-            and self._reader is not None
-            and not self._input_held
-            and self._pending_output() <= self._send_buffer
-            # Not from an except block: the peer's plain methods would run
-            # with the caller's exception as their context.
-            and sys.exc_info()[1] is None
-        )
-
-    async def _read_until_settled(self, pending: _PendingCall) -> None:
-        """Read in the calling task until *pending* is settled, or until reading must stop.
-
-        The reader task is off the socket (parked, or about to park), so the
-        answer is read by the task that waits for it: no wake-up of the
-        reader, then of the caller.  Everything else that arrives meanwhile
-        is handled as the reader would.  Reading stops early under
-        backpressure, and the caller then waits like any other.
-        """
-        run = self._context.run
-        self._leading = True
-        try:
-            while (
-                not pending.settled and not self._input_held and self._pending_output() <= self._send_buffer
-            ):
-                # Only waiting belongs to the caller (its cancellation); what
-                # happens to the connection is the broker's, as in the reader.
-                try:
-                    data = await self._receive()
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    _without_tracebacks(exc)  # as in _write: a cycle on Python 3.12+
-                    run(self._connection_lost)
-                    break
-                try:
-                    run(self._take_in, data)
-                except ProtocolError as exc:
-                    run(self._broke_protocol, exc)
-                except BaseException as exc:
-                    # The reader task raises it out of open_broker, as if it had met it.
-                    self._crash = exc
-                    run(self._connection_lost)
-        finally:
-            self._leading = False
-            self._release_reader()
-
-    def _take_in(self, data: bytes | bytearray | None) -> None:
-        """Act on bytes from :meth:`_receive`; empty bytes end the connection."""
+    def take_in(self, data: bytes | bytearray | None) -> None:
+        """Act on bytes read from the stream; empty bytes end the connection, None is nothing."""
         if data is None:
             return
         if not data:
@@ -816,6 +744,16 @@ class Broker(metaclass=_NoPublicConstructor):
         self._protocol.receive_data(data)  # the decoder keeps its own copy
         self._handle_events()
 
+    def connection_lost(self) -> None:
+        """The stream is gone: end the connection (fail our calls, cancel the peer's)."""
+        self._connection_lost()
+
+    def broke_protocol(self, exc: ProtocolError) -> None:
+        """The peer broke the protocol: end the connection with *exc* as :attr:`error`."""
+        self._broke_protocol(exc)
+
+    # -- the tasks, continued ----------------------------------------------------
+
     def _resume_input(self) -> None:
         """Handle the messages that waited in the decoder while answers were backed up."""
         self._input_held = False
@@ -825,26 +763,6 @@ class Broker(metaclass=_NoPublicConstructor):
         """Wait while more than the send buffer's worth of output waits to go out."""
         while self._pending_output() > self._send_buffer and not self._lost.is_set():
             await self._write_progress.wait()
-
-    async def _receive(self) -> bytes | bytearray | None:
-        """The next bytes from the peer: empty at end of file, None if there were none after all."""
-        if self._socket is None:
-            return await self._stream.receive_some(_RECEIVE_SIZE)
-        # Wait, then read once: trio's receive_some() reads first, and that
-        # read fails (EAGAIN) whenever the peer is slower than we are.
-        # The stream may have been closed by another task, before or during the wait.
-        if self._socket.fileno() < 0:
-            raise trio.ClosedResourceError
-        await trio.lowlevel.wait_readable(self._socket)
-        fd = self._socket.fileno()  # -1 once closed: never a stale number
-        if fd < 0:
-            raise trio.ClosedResourceError
-        try:
-            return os.read(fd, _RECEIVE_SIZE)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            raise trio.BrokenResourceError from exc
 
     async def _write(self) -> None:
         protocol = self._protocol
@@ -888,7 +806,7 @@ class Broker(metaclass=_NoPublicConstructor):
             # whose local `value` is the OSError.  Through f_back the cycle
             # holds the frames of send_all (the stream) and of this method
             # (the broker).  Without the tracebacks nothing holds the frames.
-            _without_tracebacks(exc)
+            without_tracebacks(exc)
             self._connection_lost()
         finally:
             self._writer_done.set()
@@ -900,7 +818,7 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def _broke_protocol(self, exc: ProtocolError) -> None:
         log.error("closing the connection: the peer broke the protocol: %s", exc)
-        self.error = _without_tracebacks(exc)
+        self.error = without_tracebacks(exc)
         if isinstance(exc, _Goodbye):
             # The protocol queued an error that tells the peer why; as in
             # Twisted, it goes out before the stream closes (_close_stream).
@@ -922,23 +840,18 @@ class Broker(metaclass=_NoPublicConstructor):
         protocol = self._protocol
         if not protocol.bytes_to_send:
             return
-        socket = self._socket
-        if socket is not None and self._unsent is None:
-            fd = socket.fileno()
-            if fd >= 0 and not self._lost.is_set():
-                data = protocol.data_to_send()
-                self._bytes_taken += len(data)
-                try:
-                    sent = os.write(fd, data)
-                except OSError:
-                    sent = 0  # full (BlockingIOError) or broken: the writer finds out which
-                self._bytes_sent += sent
-                if sent == len(data):
-                    if self._draining:
-                        self._progress()
-                    return
-                self._unsent = memoryview(data)[sent:]
-                self._unsent_size = len(data)
+        io = self._io
+        if io.direct and self._unsent is None and not self._lost.is_set():
+            data = protocol.data_to_send()
+            self._bytes_taken += len(data)
+            sent = io.write(data)  # 0 if full, closed or broken: the writer finds out which
+            self._bytes_sent += sent
+            if sent == len(data):
+                if self._draining:
+                    self._progress()
+                return
+            self._unsent = memoryview(data)[sent:]
+            self._unsent_size = len(data)
         self._wake_writer()
 
     def _pending_output(self) -> int:
@@ -985,7 +898,7 @@ class Broker(metaclass=_NoPublicConstructor):
         pending.error = error
         pending.settled = True
         if pending.waiter is not None:
-            self._wakes_due += 1
+            self._reading.wakes_due += 1
             pending.waiter.set()
 
     def _run_call(self, call: IncomingCall) -> None:
@@ -1077,11 +990,8 @@ class Broker(metaclass=_NoPublicConstructor):
         for call in pending.values():
             error = PBConnectionLost("the connection was lost before the answer came")
             self._settle_pending(call, None, error)
-        if self._reader_parked:
-            # On its way out it closes the stream, which wakes a caller reading it.
-            self._reader_parked = False
-            assert self._reader is not None
-            trio.lowlevel.reschedule(self._reader)
+        # On its way out the reader closes the stream, which wakes a caller reading it.
+        self._reading.wake_reader()
         for scope in self._call_scopes.values():
             scope.cancel()
         for callback in list(self._disconnect_callbacks):
@@ -1105,30 +1015,9 @@ class Broker(metaclass=_NoPublicConstructor):
         self._protocol.driver = BareDriver(self._protocol)
         # A kept exception: its traceback holds the frames of our methods, which hold us.
         # (self.error has none: see _broke_protocol.)
-        self._crash = None
+        self._reading.crash = None
         # Called at the disconnect, and often holding us.
         self._disconnect_callbacks.clear()
-
-
-def _without_tracebacks(error: BaseException) -> BaseException:
-    """*error*, once it has been caught for good, without the tracebacks that hold the frames it went through.
-
-    Kept on a broker, a traceback would keep the frames of the broker's own
-    methods, and so the broker itself, in a reference cycle.  The
-    exceptions it caused or interrupted lose theirs too.
-    """
-    seen: set[int] = set()
-    chain: list[BaseException | None] = [error]
-    while chain:
-        exc = chain.pop()
-        if exc is None or id(exc) in seen:
-            continue
-        seen.add(id(exc))
-        exc.__traceback__ = None
-        chain += [exc.__cause__, exc.__context__]
-        if isinstance(exc, BaseExceptionGroup):
-            chain += exc.exceptions
-    return error
 
 
 def peer_name(stream: trio.abc.Stream) -> str:
