@@ -16,8 +16,9 @@ import trio.testing
 import trio_pb
 from trio_pb import banana
 from trio_pb.banana import NEED_DATA
-from trio_pb.broker import MAX_RUNNING_CALLS, SEND_BUFFER, Broker, open_broker
+from trio_pb.broker import Broker, open_broker
 from trio_pb.errors import TooManyCalls
+from trio_pb.options import MAX_RUNNING_CALLS, SEND_BUFFER
 from trio_pb.protocol import PAUSED, PBProtocol
 from trio_pb.testing import open_broker_pair
 

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 import trio_pb
-from trio_pb import errors
+from trio_pb import errors, options
 from trio_pb.broker import Broker, open_broker
 from trio_pb.flavors import Copyable, Referenceable, RemoteCopy, Root, Viewable
 from trio_pb.jelly import CopyRegistry
@@ -678,7 +678,7 @@ async def test_a_peer_that_does_not_read_answers_is_not_read_from_either() -> No
         queued = server._pending_output()
         # Blocked well before 200 answers of 600 KB (120 MB) were queued.
         assert sent < 199
-        assert queued < broker.SEND_BUFFER + 2_000_000
+        assert queued < options.SEND_BUFFER + 2_000_000
         nursery.cancel_scope.cancel()
 
 

@@ -14,13 +14,14 @@ import trio.testing
 from trio.testing import assert_checkpoints
 
 import trio_pb
-from trio_pb.broker import Broker, BrokerOptions, open_broker
+from trio_pb.broker import Broker, open_broker
 from trio_pb.cache import Cacheable, RemoteCache
 from trio_pb.connect import open_tcp_broker, open_unix_broker, serve_tcp, serve_unix
 from trio_pb.cred import AllowAnonymousAccess, Anonymous, Portal
 from trio_pb.factories import PBClientFactory, PBServerFactory
 from trio_pb.flavors import Referenceable, Root
 from trio_pb.jelly import CopyRegistry
+from trio_pb.options import BrokerOptions
 from trio_pb.paging import FilePager, PageCollector, Pager, send_pages
 from trio_pb.testing import open_broker_pair
 

@@ -12,10 +12,11 @@ import trio.testing
 
 import trio_pb
 from trio_pb.banana import NEED_DATA
-from trio_pb.broker import Broker, BrokerStatistics, open_broker
+from trio_pb.broker import Broker, open_broker
 from trio_pb.cache import Cacheable, RemoteCache
 from trio_pb.flavors import Referenceable, Root
 from trio_pb.jelly import CopyRegistry
+from trio_pb.options import BrokerStatistics
 from trio_pb.protocol import PBProtocol, Ready
 from trio_pb.testing import assert_no_leaks, open_broker_pair
 

@@ -60,9 +60,10 @@ from .jelly import (
     setUnjellyableFactoryForClass,
     setUnjellyableForClass,
 )
+from .options import BrokerOptions, BrokerStatistics
 
 if TYPE_CHECKING:
-    from .broker import Broker, BrokerOptions, BrokerStatistics, open_broker
+    from .broker import Broker, open_broker
     from .cache import CacheUpdates, RemoteCache
     from .connect import open_tcp_broker, open_unix_broker, serve_tcp, serve_unix
     from .cred import (
@@ -86,8 +87,6 @@ _LAZY: dict[str, str] = {
     "AllowAnonymousAccess": "cred",
     "Anonymous": "cred",
     "Broker": "broker",
-    "BrokerOptions": "broker",
-    "BrokerStatistics": "broker",
     "CacheUpdates": "cache",
     "FilePasswordChecker": "cred",
     "InMemoryPasswordChecker": "cred",

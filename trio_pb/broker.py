@@ -22,7 +22,7 @@ import logging
 import math
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,11 +30,11 @@ import attrs
 import trio
 
 from ._caches import Cacheable, CacheToken, RemoteCacheObserver, new_proxy
+from ._groups import plain_errors
 from ._reading import Baton
 from ._socket_io import stream_io, without_tracebacks
-from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT
 from .cache import CacheUpdate, CacheUpdates
-from .conduct import MAX_VIOLATIONS, PeerConduct
+from .conduct import PeerConduct
 from .errors import (
     CancelledByCaller,
     DeadReferenceError,
@@ -44,10 +44,8 @@ from .errors import (
     ProtocolError,
     TooManyCalls,
 )
-from .jelly import CopyRegistry, SecurityOptions
+from .options import BrokerOptions, BrokerStatistics
 from .protocol import (
-    DECODE_BUDGET,
-    MAX_BROKER_REFS,
     NEED_DATA,
     PAUSED,
     Answer,
@@ -62,20 +60,14 @@ from .protocol import (
 from .references import RemoteReference
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+    pass  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["MAX_RUNNING_CALLS", "SEND_BUFFER", "Broker", "BrokerOptions", "BrokerStatistics", "open_broker"]
+__all__ = ["Broker", "open_broker"]
 
 log = logging.getLogger("trio_pb")
 
 # Results that are certainly not awaitable, checked before the slower inspect.isawaitable.
 _PLAIN_RESULTS = frozenset({type(None), bool, int, float, bytes, str, list, tuple, dict})
-#: A broker stops taking in its peer's calls while more than this many bytes wait to be sent.
-SEND_BUFFER = 16 * 1024 * 1024
-#: How many of the peer's calls to ``async def`` methods may run at once on one connection.
-#: Each holds its answer until there is room to send it, so this times the size of
-#: your largest answer is what the peer's calls can make a connection hold.
-MAX_RUNNING_CALLS = 100
 #: How long leaving open_broker waits for queued messages to go out.
 _FLUSH_ON_CLOSE_SECONDS = 5.0
 #: The most the writer task hands the stream at once.
@@ -99,119 +91,6 @@ class _PendingCall:
         error, self.error = self.error, None
         assert error is not None
         return error
-
-
-def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{attribute.name} must be a positive number of seconds, not {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class BrokerOptions:
-    """Every option of a broker, with its default: the keywords of :func:`open_broker`.
-
-    :func:`open_broker`, :func:`~trio_pb.connect.serve_tcp`,
-    :func:`~trio_pb.connect.open_tcp_broker`, the factories and
-    :func:`~trio_pb.testing.open_broker_pair` all take these as keyword
-    arguments (or one of these objects as ``options=``), and refuse an
-    unknown one at once with a :class:`TypeError` that names it.  The limits
-    bound what the peer can make a connection hold; docs/internals.rst,
-    "Limits", says what the peer sees past each.
-    """
-
-    #: What the peer may make us rebuild (None: :data:`~trio_pb.jelly.global_security`).
-    security: SecurityOptions | None = None
-    #: Copy registrations for this connection, on top of the global ones.
-    registry: CopyRegistry | None = None
-    #: Whether errors sent to the peer carry their tracebacks (Twisted's ``unsafeTracebacks``).
-    unsafe_tracebacks: bool = False
-    #: How many of our objects the peer may hold references to (Twisted's ``MAX_BROKER_REFS``).
-    max_references: int = MAX_BROKER_REFS
-    #: Whether to speak trio_pb's extension dialect with a peer that knows it (a
-    #: cancelled call then cancels the peer's ``async def`` method too); a
-    #: Twisted peer never sees the difference.
-    extensions: bool = True
-    #: Seconds the PB handshake may take before :class:`trio.TooSlowError` is
-    #: raised (servers default to :data:`~trio_pb.connect.HANDSHAKE_TIMEOUT`,
-    #: so that a client that says nothing cannot hold a task forever).
-    handshake_timeout: float = math.inf
-    #: Seconds without a sign of life from the peer (bytes received, or a backlog
-    #: of ours going out) after which it is pinged; if the next such interval
-    #: passes without one either, the connection is closed and
-    #: :attr:`Broker.error` is a :class:`~trio_pb.errors.PeerUnresponsive`.
-    #: None: never (a vanished peer is then noticed only when TCP gives up).
-    keepalive: float | None = attrs.field(default=None, validator=_positive_seconds)
-    #: Bytes of output queued before the peer's calls stop being taken in.
-    send_buffer: int = SEND_BUFFER
-    #: How many of the peer's calls to ``async def`` methods may run at once
-    #: (more are refused with :class:`~trio_pb.errors.TooManyCalls`).
-    max_running_calls: int = MAX_RUNNING_CALLS
-    #: The most bytes one message may take, either way.
-    max_message_size: int = MESSAGE_SIZE_LIMIT
-    #: The most banana elements one message may hold, either way.
-    max_message_items: int = MESSAGE_ITEMS_LIMIT
-    #: CPU seconds the sets and dicts of one message may cost to build (None: no limit).
-    decode_budget: float | None = DECODE_BUDGET
-    #: Protocol violations (stray releases, unknown commands ...) before the connection is closed.
-    max_violations: int = MAX_VIOLATIONS
-
-    @classmethod
-    def build(cls, caller: str, keywords: Mapping[str, Any]) -> BrokerOptions:
-        """The options given as *caller*'s keywords; an unknown one is a :class:`TypeError` naming it.
-
-        ``options`` among them, a :class:`BrokerOptions`, gives the starting
-        point (else the defaults); the other keywords override its fields.
-        """
-        fields = dict(keywords)
-        base = fields.pop("options", None)
-        unknown = sorted(set(fields) - _OPTION_NAMES)
-        if unknown:
-            raise TypeError(
-                f"{caller}() got an unknown broker option {unknown[0]!r}; "
-                f"the options are: {', '.join(sorted(_OPTION_NAMES))}"
-            )
-        if base is None:
-            return cls(**fields)
-        if not isinstance(base, BrokerOptions):
-            raise TypeError(f"{caller}(): options must be a BrokerOptions, not {type(base).__name__}")
-        return attrs.evolve(base, **fields) if fields else base
-
-
-_OPTION_NAMES = frozenset(field.name for field in attrs.fields(BrokerOptions))
-
-
-@attrs.frozen(kw_only=True)
-class BrokerStatistics:
-    """What a connection holds at one moment, from :meth:`Broker.statistics` (for debugging and tests).
-
-    Like trio's ``statistics()`` methods: a snapshot, computed when asked
-    for, that costs the connection nothing the rest of the time.
-    """
-
-    #: Our calls waiting for their answers.
-    calls_waiting: int
-    #: The peer's calls to ``async def`` methods running here (plain methods run inline).
-    calls_running: int
-    #: Our calls we stopped waiting for (cancelled) whose answers are still due.
-    calls_abandoned: int
-    #: Our objects the peer holds references to (counted ones, not names like ``b"root"``).
-    objects_exported: int
-    #: The references the peer holds to them, in all (the sum of their refcounts).
-    export_references: int
-    #: References to the peer's objects held here and not released yet.
-    references_imported: int
-    #: Our Cacheables the peer holds copies of.
-    caches_exported: int
-    #: The peer's cached objects we hold copies of.
-    caches_imported: int
-    #: ``updates()`` iterators following the peer's cached objects here.
-    cache_listeners: int
-    #: Bytes queued for the peer and not yet handed to the stream.
-    bytes_queued: int
-    #: Seconds the last :meth:`Broker.ping` took (None before the first).
-    last_ping_rtt: float | None
-    #: Whether the connection is still up.
-    connected: bool
 
 
 class _NoPublicConstructor(type):
@@ -337,7 +216,7 @@ class Broker(metaclass=_NoPublicConstructor):
         """What this connection holds now: calls in flight each way, objects, caches, bytes queued.
 
         Computed when called (from the tables the connection keeps anyway),
-        so it costs nothing per call; see :class:`BrokerStatistics`.
+        so it costs nothing per call; see :class:`~trio_pb.options.BrokerStatistics`.
         """
         tables = self._protocol.table_sizes()
         return BrokerStatistics(
@@ -1056,43 +935,6 @@ class _BreakingCycles:
             broker._break_cycles()
 
 
-class plain_errors:  # noqa: N801 (named as the function it is used as: with plain_errors(): ...)
-    """Let a lone exception out of a nursery as itself rather than in an ExceptionGroup."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, group: BaseException | None, tb: Any) -> None:
-        if not isinstance(group, BaseExceptionGroup):
-            return
-        single = _unwrap_single(group)
-        if single is None:
-            return
-        # Without a cycle (as trio does for its groups): the exception keeps
-        # its own context, not the group that contains it, and this frame,
-        # which its traceback holds, no longer refers to either of them.
-        context = single.__context__
-        del exc_type, group, tb
-        try:
-            raise single
-        finally:
-            single.__context__ = context
-            del single, context
-
-
-def _unwrap_single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside nested groups, or None if there are several."""
-    leaves: list[BaseException] = []
-    nested: list[BaseException] = [group]
-    while nested:
-        exc = nested.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            nested += exc.exceptions
-        else:
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 else None
-
-
 @asynccontextmanager
 async def open_broker(
     stream: trio.abc.Stream,
@@ -1111,12 +953,12 @@ async def open_broker(
     :class:`~trio_pb.errors.PBConnectionLost`.  An exception from the block
     comes out as itself, not wrapped in an ExceptionGroup.
 
-    Every other keyword is a broker option: a field of :class:`BrokerOptions`,
+    Every other keyword is a broker option: a field of :class:`~trio_pb.options.BrokerOptions`,
     which says what each does and its default (*extensions*,
     *handshake_timeout*, *keepalive*, the limits *send_buffer*,
     *max_running_calls*, *max_message_size*, *max_message_items*,
     *decode_budget*, *max_violations* ...).  *options*, a
-    :class:`BrokerOptions`, gives them all at once (keywords win over it).
+    :class:`~trio_pb.options.BrokerOptions`, gives them all at once (keywords win over it).
     An unknown keyword raises :class:`TypeError` at once.
     """
     settings = BrokerOptions.build("open_broker", {"options": options, **keywords})

@@ -32,8 +32,10 @@ from typing import Any
 
 import trio
 
-from .broker import Broker, BrokerOptions, open_broker, peer_name, plain_errors
+from ._groups import plain_errors
+from .broker import Broker, open_broker, peer_name
 from .errors import DisconnectedError, ProtocolError
+from .options import BrokerOptions
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -74,7 +76,7 @@ async def serve_tcp(
     finished its handshakes within ``handshake_timeout`` seconds (a broker
     option; :data:`HANDSHAKE_TIMEOUT` by default) is closed.  *broker_options*
     are :func:`~trio_pb.broker.open_broker`'s (see
-    :class:`~trio_pb.broker.BrokerOptions`); an unknown one raises
+    :class:`~trio_pb.options.BrokerOptions`); an unknown one raises
     :class:`TypeError` here, before anything listens.
 
     Connections run in this function's nursery, so cancelling it closes them

@@ -23,9 +23,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .broker import Broker, BrokerOptions
+from .broker import Broker
 from .connect import ServedRoot, open_tcp_broker, open_unix_broker
 from .jelly import SecurityOptions
+from .options import BrokerOptions
 from .references import RemoteReference
 
 __all__ = ["PBClientFactory", "PBServerFactory"]
@@ -38,7 +39,7 @@ class PBServerFactory(ServedRoot):
     :class:`~trio_pb.flavors.Root`, a :class:`~trio_pb.cred.Portal` ...).
     *unsafeTracebacks* and *security* are Twisted's arguments; any other
     keyword is a :func:`~trio_pb.broker.open_broker` option
-    (:class:`~trio_pb.broker.BrokerOptions`; an unknown one raises
+    (:class:`~trio_pb.options.BrokerOptions`; an unknown one raises
     :class:`TypeError` here).  Options given to ``serve_tcp`` itself win
     over the factory's.
     """
@@ -73,7 +74,7 @@ class PBClientFactory:
     is connected (or once it has been), its methods raise
     :class:`RuntimeError`.  *unsafeTracebacks* and *security* are Twisted's
     arguments; other keywords are :func:`~trio_pb.broker.open_broker`
-    options (:class:`~trio_pb.broker.BrokerOptions`; an unknown one raises
+    options (:class:`~trio_pb.options.BrokerOptions`; an unknown one raises
     :class:`TypeError` here).
     """
 

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Protocol
 
 import trio
 
-from .broker import plain_errors
+from ._groups import plain_errors
 from .errors import PBConnectionLost, PBError
 from .flavors import Referenceable, TwistedHooks
 from .jelly import Invoker, Jellier

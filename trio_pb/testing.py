@@ -10,7 +10,9 @@ from typing import Any, Literal
 import trio
 import trio.testing
 
-from .broker import Broker, BrokerOptions, open_broker, plain_errors
+from ._groups import plain_errors
+from .broker import Broker, open_broker
+from .options import BrokerOptions
 
 __all__ = ["assert_no_leaks", "open_broker_pair"]
 
@@ -27,7 +29,7 @@ async def open_broker_pair(
 
     *root* is the server's root object, *client_root* the client's; other
     keyword arguments are broker options for both
-    (:class:`~trio_pb.broker.BrokerOptions`; an unknown one raises
+    (:class:`~trio_pb.options.BrokerOptions`; an unknown one raises
     :class:`TypeError` at once).
     *transport* ``"memory"`` connects them with in-memory streams;
     ``"socket"`` with a connected pair of real sockets, which takes the
