@@ -326,7 +326,9 @@ async def test_garbage_read_by_a_caller_closes_the_connection(caplog: pytest.Log
     assert "broke the protocol" in caplog.text
 
 
-async def test_an_unexpected_error_met_by_a_reading_caller_ends_the_broker() -> None:
+async def test_an_unexpected_error_met_by_a_reading_caller_ends_the_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A bug in handling incoming data is not the caller's: like one in the
     # reader task, it comes out of open_broker.  The caller's call fails.
     server_root = ServerRoot()
@@ -336,10 +338,15 @@ async def test_an_unexpected_error_met_by_a_reading_caller_ends_the_broker() -> 
             await server_broker(server_root, server)
             root = await warm_root(client)
 
-            def broken(event: object) -> None:
-                raise RuntimeError("a bug")
+            settle = Broker._settle
 
-            client._settle = broken  # type: ignore[method-assign]
+            def broken(broker: Broker, event: Any) -> None:
+                if broker is client:
+                    raise RuntimeError("a bug")
+                settle(broker, event)
+
+            # On the class: a Broker has __slots__.
+            monkeypatch.setattr(Broker, "_settle", broken)
             with trio.fail_after(5):
                 try:
                     await root.call_remote("add", 1, 2)

@@ -151,6 +151,22 @@ def _check_dialect(dialect: bytes) -> tuple[bytes, ...] | None:
         raise ValueError(f"unknown banana dialect {dialect!r}") from None
 
 
+_VOCAB_TOKENS: dict[tuple[bytes, ...], dict[bytes, bytes]] = {}
+_NO_VOCAB_TOKENS: Final[dict[bytes, bytes]] = {}
+
+
+def _vocab_tokens(vocabulary: tuple[bytes, ...] | None) -> dict[bytes, bytes]:
+    """The VOCAB token of each word of *vocabulary*, made once per vocabulary and shared (never changed)."""
+    if not vocabulary:
+        return _NO_VOCAB_TOKENS
+    tokens = _VOCAB_TOKENS.get(vocabulary)
+    if tokens is None:
+        tokens = _VOCAB_TOKENS[vocabulary] = {
+            word: int_to_b128(i) + b"\x87" for i, word in enumerate(vocabulary) if i
+        }
+    return tokens
+
+
 class Encoder:
     """Encodes expressions for one dialect.
 
@@ -177,9 +193,8 @@ class Encoder:
         self.message_items_limit = message_items_limit
         # Lengths below this use the cached headers; never above the limit.
         self._short = min(_CACHED, size_limit + 1)
-        self._vocab_tokens: dict[bytes, bytes] = (
-            {word: int_to_b128(i) + b"\x87" for i, word in enumerate(vocabulary) if i} if vocabulary else {}
-        )
+        # Shared by every encoder of the dialect (read only): one per connection would cost ~2 KB each.
+        self._vocab_tokens: dict[bytes, bytes] = _vocab_tokens(vocabulary)
 
     def encode(self, obj: object) -> bytes:
         """The bytes for *obj*; on failure, raises :class:`~trio_pb.errors.BananaEncodeError`."""

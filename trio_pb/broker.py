@@ -21,7 +21,6 @@ import inspect
 import logging
 import math
 import sys
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -111,6 +110,46 @@ class Broker(metaclass=_NoPublicConstructor):
     ...) makes one; calling ``Broker(...)`` raises :class:`TypeError`.
     """
 
+    # Slots: an idle connection costs less (no instance dict), and attribute
+    # access on the call path is no slower.
+    __slots__ = (
+        "__weakref__",
+        "_bytes_sent",
+        "_bytes_taken",
+        "_cache_listeners",
+        "_call_scopes",
+        "_closing",
+        "_context",
+        "_disconnect_callbacks",
+        "_draining",
+        "_gc_releases",
+        "_input_held",
+        "_io",
+        "_last_ping_rtt",
+        "_last_words",
+        "_lost",
+        "_max_running_calls",
+        "_nursery",
+        "_pending",
+        "_protocol",
+        "_reading",
+        "_ready",
+        "_reference_disconnect_callbacks",
+        "_references_imported",
+        "_send_buffer",
+        "_signs_of_life",
+        "_stream",
+        "_token",
+        "_unsent",
+        "_unsent_size",
+        "_write_progress",
+        "_writer_done",
+        "_writer_started",
+        "_writer_wakeup",
+        "error",
+        "peer",
+    )
+
     @classmethod
     def _create(
         cls,
@@ -157,10 +196,13 @@ class Broker(metaclass=_NoPublicConstructor):
         self._token = trio.lowlevel.current_trio_token()
         # Releases the garbage collector asked for, oldest first: sent before
         # any later call or answer from this side, as Twisted sends them at once.
-        self._gc_releases: deque[tuple[bool, int | bytes]] = deque()
+        self._gc_releases: list[tuple[bool, int | bytes]] = []
         self._ready = trio.Event()
         self._lost = trio.Event()
         self._writer_wakeup = trio.Event()
+        # On a plain socket the writer task starts only once a write does not
+        # go straight out (or calls are coalesced): an idle connection has none.
+        self._writer_started = False
         self._closing = False
         # Whether the output queued at a goodbye is sent before the stream closes.
         self._last_words = False
@@ -397,7 +439,14 @@ class Broker(metaclass=_NoPublicConstructor):
     async def _answer_to(self, request_id: int) -> Any:
         """Wait for the answer to *request_id*, just queued; raise the error if it failed."""
         pending = self._pending[request_id] = _PendingCall()
-        self._flush()
+        if len(self._pending) == 1:
+            # The only call in flight: out at once, no task switch.
+            self._flush()
+        else:
+            # Others in flight: calls queued in the same scheduling round
+            # (callers woken by one read's answers) go out in one write,
+            # by the writer, which runs once they all wait.
+            self._wake_writer()
         try:
             if self._reading.may_lead(self):
                 # The reader task stands by: read the answer here, saving
@@ -464,7 +513,8 @@ class Broker(metaclass=_NoPublicConstructor):
     def release_reference_from_gc(self, luid: int | bytes) -> None:
         """Like :meth:`release_reference`, from a finalizer in any thread: sent before our next message."""
         # Called from __del__, possibly in another thread or in the middle of
-        # encoding a message: only queue it (a deque's append is atomic).
+        # encoding a message: only queue it (a list's append and pop are atomic;
+        # a list, not a deque, as an empty deque costs ~600 bytes per connection).
         self._gc_releases.append((False, luid))
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(self._send_gc_releases)
@@ -477,7 +527,7 @@ class Broker(metaclass=_NoPublicConstructor):
         """Send the releases the garbage collector queued: due before our next call or answer."""
         releases = self._gc_releases
         while releases:
-            cached, luid = releases.popleft()
+            cached, luid = releases.pop(0)
             if cached:
                 assert isinstance(luid, int)
                 self.release_cache(luid)
@@ -649,6 +699,10 @@ class Broker(metaclass=_NoPublicConstructor):
             while True:
                 await self._writer_wakeup.wait()
                 self._writer_wakeup = trio.Event()
+                if self._io.direct and self._unsent is None and protocol.bytes_to_send:
+                    # Coalesced output (see _answer_to): straight into the
+                    # socket if it takes it all, as _flush does.
+                    self._write_directly()
                 while True:
                     view = self._unsent
                     if view is None:
@@ -707,6 +761,16 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def _wake_writer(self) -> None:
         self._writer_wakeup.set()
+        if not self._writer_started:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self._lost.is_set() and not self._closing:
+            # Nothing will be sent any more (and the nursery may be gone).
+            self._writer_done.set()
+            return
+        self._writer_started = True
+        self._nursery.start_soon(self._write)
 
     def _flush(self) -> None:
         """Send what the protocol queued: straight into the socket if it takes it all, else by the writer.
@@ -716,22 +780,28 @@ class Broker(metaclass=_NoPublicConstructor):
         half-way, and it only happens while the writer has nothing in hand,
         so messages keep their order.
         """
-        protocol = self._protocol
-        if not protocol.bytes_to_send:
+        if not self._protocol.bytes_to_send:
             return
-        io = self._io
-        if io.direct and self._unsent is None and not self._lost.is_set():
-            data = protocol.data_to_send()
-            self._bytes_taken += len(data)
-            sent = io.write(data)  # 0 if full, closed or broken: the writer finds out which
-            self._bytes_sent += sent
-            if sent == len(data):
-                if self._draining:
-                    self._progress()
-                return
-            self._unsent = memoryview(data)[sent:]
-            self._unsent_size = len(data)
+        if self._io.direct and self._unsent is None and not self._lost.is_set() and self._write_directly():
+            return
         self._wake_writer()
+
+    def _write_directly(self) -> bool:
+        """Write all the protocol queued with one non-blocking write: whether the socket took it all.
+
+        What it did not take is left in :attr:`_unsent` for the writer task.
+        """
+        data = self._protocol.data_to_send()
+        self._bytes_taken += len(data)
+        sent = self._io.write(data)  # 0 if full, closed or broken: the writer finds out which
+        self._bytes_sent += sent
+        if sent == len(data):
+            if self._draining:
+                self._progress()
+            return True
+        self._unsent = memoryview(data)[sent:]
+        self._unsent_size = len(data)
+        return False
 
     def _pending_output(self) -> int:
         """How many bytes wait to be handed to the stream."""
@@ -968,8 +1038,10 @@ async def open_broker(
                 stream, nursery, is_client=not server, root=root, options=settings
             )
             nursery.start_soon(broker._read)
-            nursery.start_soon(broker._write)
-            broker._wake_writer()
+            if broker._io.direct:
+                broker._flush()  # the handshake, straight into the socket if it takes it
+            else:
+                broker._wake_writer()
             try:
                 with trio.fail_after(settings.handshake_timeout):
                     await broker._ready.wait()
