@@ -144,7 +144,6 @@ class Broker(metaclass=_NoPublicConstructor):
         "_unsent_size",
         "_write_progress",
         "_writer_done",
-        "_writer_started",
         "_writer_wakeup",
         "error",
         "peer",
@@ -199,14 +198,14 @@ class Broker(metaclass=_NoPublicConstructor):
         self._gc_releases: list[tuple[bool, int | bytes]] = []
         self._ready = trio.Event()
         self._lost = trio.Event()
-        self._writer_wakeup = trio.Event()
-        # On a plain socket the writer task starts only once a write does not
-        # go straight out (or calls are coalesced): an idle connection has none.
-        self._writer_started = False
+        # The writer task's wake-up and end, made when it starts: on a plain
+        # socket only once a write does not go straight out (or calls are
+        # coalesced), so that an idle connection has no writer task.
+        self._writer_wakeup: trio.Event | None = None
+        self._writer_done: trio.Event | None = None
         self._closing = False
         # Whether the output queued at a goodbye is sent before the stream closes.
         self._last_words = False
-        self._writer_done = trio.Event()
         self._send_buffer = options.send_buffer
         self._max_running_calls = options.max_running_calls
         # Output taken from the protocol and not yet handed to the stream: a
@@ -218,8 +217,9 @@ class Broker(metaclass=_NoPublicConstructor):
         # Bytes ever taken from the protocol, and ever handed to the stream (for drain()).
         self._bytes_taken = 0
         self._bytes_sent = 0
-        # Set (and replaced) whenever bytes go out: backpressure waits on it.
-        self._write_progress = trio.Event()
+        # Set (and dropped) whenever bytes go out: backpressure waits on it
+        # (made by the first to wait, see _progress_made).
+        self._write_progress: trio.Event | None = None
         self._draining = 0
         # Whether complete messages wait in the decoder because answers are backed up.
         self._input_held = False
@@ -335,7 +335,7 @@ class Broker(metaclass=_NoPublicConstructor):
             while self._bytes_sent < target:
                 if self._lost.is_set():
                     raise DeadReferenceError("the connection was lost before the data was sent")
-                await self._write_progress.wait()
+                await self._progress_made().wait()
         finally:
             self._draining -= 1
 
@@ -404,7 +404,9 @@ class Broker(metaclass=_NoPublicConstructor):
         """Wait (a bounded time, whatever cancels the caller) for the writer to send what is queued."""
         with trio.move_on_after(_FLUSH_ON_CLOSE_SECONDS) as scope:
             scope.shield = True
-            await self._writer_done.wait()
+            done = self._writer_done
+            if done is not None:  # else the writer never had anything to send
+                await done.wait()
 
     async def _close_stream(self) -> None:
         """Close the stream at once, or after a goodbye's last words are sent."""
@@ -691,14 +693,16 @@ class Broker(metaclass=_NoPublicConstructor):
     async def _wait_for_room(self) -> None:
         """Wait while more than the send buffer's worth of output waits to go out."""
         while self._pending_output() > self._send_buffer and not self._lost.is_set():
-            await self._write_progress.wait()
+            await self._progress_made().wait()
 
     async def _write(self) -> None:
         protocol = self._protocol
+        wakeup, done = self._writer_wakeup, self._writer_done
+        assert wakeup is not None and done is not None
         try:
             while True:
-                await self._writer_wakeup.wait()
-                self._writer_wakeup = trio.Event()
+                await wakeup.wait()
+                wakeup = self._writer_wakeup = trio.Event()
                 if self._io.direct and self._unsent is None and protocol.bytes_to_send:
                     # Coalesced output (see _answer_to): straight into the
                     # socket if it takes it all, as _flush does.
@@ -742,12 +746,21 @@ class Broker(metaclass=_NoPublicConstructor):
             without_tracebacks(exc)
             self._connection_lost()
         finally:
-            self._writer_done.set()
-            self._write_progress.set()
+            done.set()
+            self._progress()
 
     def _progress(self) -> None:
-        self._write_progress.set()
-        self._write_progress = trio.Event()
+        event = self._write_progress
+        if event is not None:
+            event.set()
+            self._write_progress = None
+
+    def _progress_made(self) -> trio.Event:
+        """The event set when bytes next go out (or the connection is lost)."""
+        event = self._write_progress
+        if event is None:
+            event = self._write_progress = trio.Event()
+        return event
 
     def _broke_protocol(self, exc: ProtocolError) -> None:
         log.error("closing the connection: the peer broke the protocol: %s", exc)
@@ -760,16 +773,18 @@ class Broker(metaclass=_NoPublicConstructor):
         self._connection_lost()
 
     def _wake_writer(self) -> None:
-        self._writer_wakeup.set()
-        if not self._writer_started:
+        wakeup = self._writer_wakeup
+        if wakeup is not None:
+            wakeup.set()
+        else:
             self._start_writer()
 
     def _start_writer(self) -> None:
         if self._lost.is_set() and not self._closing:
-            # Nothing will be sent any more (and the nursery may be gone).
-            self._writer_done.set()
-            return
-        self._writer_started = True
+            return  # nothing will be sent any more (and the nursery may be gone)
+        self._writer_wakeup = trio.Event()
+        self._writer_wakeup.set()
+        self._writer_done = trio.Event()
         self._nursery.start_soon(self._write)
 
     def _flush(self) -> None:
@@ -932,7 +947,7 @@ class Broker(metaclass=_NoPublicConstructor):
             return
         self._lost.set()
         self._ready.set()
-        self._write_progress.set()
+        self._progress()
         self._protocol.connection_lost()
         self._protocol.conduct.summary()
         pending, self._pending = self._pending, {}
