@@ -118,6 +118,7 @@ class Broker(metaclass=_NoPublicConstructor):
         "_bytes_taken",
         "_cache_listeners",
         "_call_scopes",
+        "_closed",
         "_closing",
         "_context",
         "_disconnect_callbacks",
@@ -197,7 +198,9 @@ class Broker(metaclass=_NoPublicConstructor):
         # any later call or answer from this side, as Twisted sends them at once.
         self._gc_releases: list[tuple[bool, int | bytes]] = []
         self._ready = trio.Event()
-        self._lost = trio.Event()
+        # Whether the connection is gone; _closed is set then, if someone made it to wait for that.
+        self._lost = False
+        self._closed: trio.Event | None = None
         # The writer task's wake-up and end, made when it starts: on a plain
         # socket only once a write does not go straight out (or calls are
         # coalesced), so that an idle connection has no writer task.
@@ -252,7 +255,7 @@ class Broker(metaclass=_NoPublicConstructor):
     @property
     def connected(self) -> bool:
         """Whether the connection is still up."""
-        return not self._lost.is_set()
+        return not self._lost
 
     def statistics(self) -> BrokerStatistics:
         """What this connection holds now: calls in flight each way, objects, caches, bytes queued.
@@ -279,7 +282,7 @@ class Broker(metaclass=_NoPublicConstructor):
     async def root_object(self) -> RemoteReference:
         """The peer's root object (Twisted's ``getRootObject``)."""
         await self._ready.wait()
-        if self._lost.is_set():
+        if self._lost:
             raise DeadReferenceError("the connection closed before the handshake finished")
         return RemoteReference(self, b"root", counted=False)
 
@@ -333,7 +336,7 @@ class Broker(metaclass=_NoPublicConstructor):
         self._draining += 1
         try:
             while self._bytes_sent < target:
-                if self._lost.is_set():
+                if self._lost:
                     raise DeadReferenceError("the connection was lost before the data was sent")
                 await self._progress_made().wait()
         finally:
@@ -348,7 +351,7 @@ class Broker(metaclass=_NoPublicConstructor):
         log).  Raises :class:`~trio_pb.errors.DeadReferenceError` if the
         connection is lost first.
         """
-        if self._lost.is_set():
+        if self._lost:
             raise DeadReferenceError("Calling Stale Broker")
         start = trio.current_time()
         try:
@@ -367,14 +370,14 @@ class Broker(metaclass=_NoPublicConstructor):
         # counts: a peer sending a long message, or slowly reading ours, is
         # alive.  (Checking once an interval keeps the per-read cost to an
         # increment; the price is closing 2 to 3 intervals after the last sign.)
-        while not self._lost.is_set():
+        while not self._lost:
             signs_of_life = self._signs_of_life
             await trio.sleep(interval)
             if self._signs_of_life != signs_of_life:
                 continue
             self._ping_and_forget()
             await trio.sleep(interval)
-            if self._signs_of_life == signs_of_life and not self._lost.is_set():
+            if self._signs_of_life == signs_of_life and not self._lost:
                 log.warning("closing the connection: no sign of life from the peer in %g s", 2 * interval)
                 self.error = PeerUnresponsive(f"no sign of life from the peer in {2 * interval:g} s")
                 with trio.CancelScope(shield=True):
@@ -383,17 +386,22 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def _ping_and_forget(self) -> None:
         """Queue a ping whose answer (any bytes will do) is dropped when it comes."""
-        if not self._lost.is_set():
+        if not self._lost:
             self._protocol.abandon(self._protocol.send_ping())
             self._flush()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is gone."""
-        await self._lost.wait()
+        if self._lost:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._closed is None:
+            self._closed = trio.Event()
+        await self._closed.wait()
 
     async def aclose(self) -> None:
         """Send what is queued, close the stream and fail every outstanding call."""
-        if not self._closing and not self._lost.is_set():
+        if not self._closing and not self._lost:
             self._closing = True
             self._wake_writer()
             await self._wait_for_writer()
@@ -424,7 +432,7 @@ class Broker(metaclass=_NoPublicConstructor):
         What :meth:`RemoteReference.call_remote <trio_pb.references.RemoteReference.call_remote>`
         runs; *command* is ``b"cachemessage"`` for a cached object's update.
         """
-        if self._lost.is_set():
+        if self._lost:
             raise DeadReferenceError("Calling Stale Broker")
         if self._gc_releases:
             self._send_gc_releases()
@@ -485,7 +493,7 @@ class Broker(metaclass=_NoPublicConstructor):
         self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
     ) -> None:
         """Send a call to *target* that wants no answer (see :meth:`call`)."""
-        if self._lost.is_set():
+        if self._lost:
             raise DeadReferenceError("Calling Stale Broker")
         if self._gc_releases:
             self._send_gc_releases()
@@ -560,7 +568,7 @@ class Broker(metaclass=_NoPublicConstructor):
     def cache_updates(self, luid: int, buffer: int) -> CacheUpdates:
         """An iterator of the updates applied to our copy of the cached object *luid* from now on."""
         updates = CacheUpdates(buffer)
-        if self._lost.is_set():
+        if self._lost:
             updates.close(DeadReferenceError("the connection is closed"))
         elif luid not in self._protocol.locally_cached:
             updates.close()
@@ -626,14 +634,14 @@ class Broker(metaclass=_NoPublicConstructor):
         run = self._context.run
         reading.reader = trio.lowlevel.current_task()
         try:
-            while not self._lost.is_set():
+            while not self._lost:
                 if reading.should_park(len(self._pending)):
                     await reading.park()
                     continue
                 # Backpressure: while too much waits to go out (a peer that
                 # sends calls but does not read the answers), take in nothing.
                 await self._wait_for_room()
-                if reading.leading or self._lost.is_set():
+                if reading.leading or self._lost:
                     continue
                 if self._input_held:
                     # Messages that arrived while answers were backed up come first.
@@ -692,7 +700,7 @@ class Broker(metaclass=_NoPublicConstructor):
 
     async def _wait_for_room(self) -> None:
         """Wait while more than the send buffer's worth of output waits to go out."""
-        while self._pending_output() > self._send_buffer and not self._lost.is_set():
+        while self._pending_output() > self._send_buffer and not self._lost:
             await self._progress_made().wait()
 
     async def _write(self) -> None:
@@ -780,7 +788,7 @@ class Broker(metaclass=_NoPublicConstructor):
             self._start_writer()
 
     def _start_writer(self) -> None:
-        if self._lost.is_set() and not self._closing:
+        if self._lost and not self._closing:
             return  # nothing will be sent any more (and the nursery may be gone)
         self._writer_wakeup = trio.Event()
         self._writer_wakeup.set()
@@ -797,7 +805,7 @@ class Broker(metaclass=_NoPublicConstructor):
         """
         if not self._protocol.bytes_to_send:
             return
-        if self._io.direct and self._unsent is None and not self._lost.is_set() and self._write_directly():
+        if self._io.direct and self._unsent is None and not self._lost and self._write_directly():
             return
         self._wake_writer()
 
@@ -914,7 +922,7 @@ class Broker(metaclass=_NoPublicConstructor):
             except Exception as exc:
                 self._fail_call(call, exc)
             else:
-                if not self._lost.is_set():
+                if not self._lost:
                     try:
                         self._call_done(call, result)
                     except ProtocolError as exc:
@@ -922,7 +930,7 @@ class Broker(metaclass=_NoPublicConstructor):
                         await self._close_stream()
             finally:
                 del self._call_scopes[call.request_id]
-        if scope.cancelled_caught and call.answer_required and not self._lost.is_set():
+        if scope.cancelled_caught and call.answer_required and not self._lost:
             # The caller cancelled, or its deadline passed.
             deadline_passed = trio.current_time() >= scope.deadline
             self._protocol.send_cancelled(call.request_id, deadline_passed=deadline_passed)
@@ -937,15 +945,17 @@ class Broker(metaclass=_NoPublicConstructor):
                 level=logging.ERROR,
                 exc_info=exc,
             )
-        if call.answer_required and not self._lost.is_set():
+        if call.answer_required and not self._lost:
             if self._gc_releases:
                 self._send_gc_releases()
             self._protocol.send_error(call.request_id, exc)
 
     def _connection_lost(self) -> None:
-        if self._lost.is_set():
+        if self._lost:
             return
-        self._lost.set()
+        self._lost = True
+        if self._closed is not None:
+            self._closed.set()
         self._ready.set()
         self._progress()
         self._protocol.connection_lost()
@@ -1060,7 +1070,7 @@ async def open_broker(
             try:
                 with trio.fail_after(settings.handshake_timeout):
                     await broker._ready.wait()
-                if broker._lost.is_set():
+                if broker._lost:
                     raise broker.error or DeadReferenceError("the connection closed during the handshake")
                 if settings.keepalive is not None:
                     nursery.start_soon(broker._keep_alive, settings.keepalive)
