@@ -60,25 +60,29 @@ def test_ping_and_pong_on_the_wire() -> None:
     assert message[:4] == [b"message", request_id, b"trio_pb.ping", b"ping"]
 
 
-class CountingCalls:
-    def __init__(self, send_call: Callable[..., int], calls: list[object]) -> None:
-        self.send_call = send_call
-        self.calls = calls
+def counting_calls(calls: list[object]) -> Callable[..., int]:
+    """PBProtocol.send_call, noting each protocol that sends a call in *calls*."""
+    send_call = PBProtocol.send_call
 
-    def __call__(self, *args: Any, **kwargs: Any) -> int:
-        self.calls.append(self)
-        return self.send_call(*args, **kwargs)
+    def counting(protocol: PBProtocol, *args: Any, **kwargs: Any) -> int:
+        calls.append(protocol)
+        return send_call(protocol, *args, **kwargs)
+
+    return counting
 
 
 @pytest.mark.parametrize("extensions", [True, False])
-async def test_ping_measures_a_round_trip(extensions: bool, caplog: pytest.LogCaptureFixture) -> None:
+async def test_ping_measures_a_round_trip(
+    extensions: bool, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with open_broker_pair(Server(), extensions=extensions) as (client, server):
         assert client._protocol.extended is extensions
         calls: list[object] = []
+        # On the class (PBProtocol has __slots__): every send_call of both ends is counted.
+        monkeypatch.setattr(PBProtocol, "send_call", counting_calls(calls))
         for broker in (client, server):
-            spy = CountingCalls(broker._protocol.send_call, calls)
-            broker._protocol.send_call = spy  # type: ignore[method-assign]
             assert 0 <= await broker.ping() < 5
+        monkeypatch.undo()
         # The extension's own ping when there is one, else a call.
         assert len(calls) == (0 if extensions else 2)
         # Without the extension it was a call to an object nobody has: answered, not logged.

@@ -288,6 +288,40 @@ class PBProtocol:
     None drives the protocol by hand, with a :class:`BareDriver`.
     """
 
+    # Slots, not an instance dict: less memory per connection, and attribute
+    # access on the call path at least as fast (no shared-key dict to keep small).
+    __slots__ = (
+        "__weakref__",
+        "_banana",
+        "_cache_luids",
+        "_dropped_masters",
+        "_luids",
+        "_made",
+        "_next_luid",
+        "_next_request_id",
+        "_outgoing",
+        "_registered",
+        "_release_callbacks",
+        "_requests",
+        "_unwanted_uncaches",
+        "bytes_to_send",
+        "conduct",
+        "decode_budget",
+        "driver",
+        "extended",
+        "local_objects",
+        "locally_cached",
+        "max_references",
+        "pause_above",
+        "registry",
+        "remotely_cached",
+        "security",
+        "serializing_answer",
+        "serializing_perspective",
+        "state",
+        "unsafe_tracebacks",
+    )
+
     def __init__(
         self,
         driver: ProtocolDriver | None,
