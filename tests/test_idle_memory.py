@@ -11,6 +11,7 @@ import trio.testing
 
 import trio_pb
 from trio_pb.broker import open_broker
+from trio_pb.testing import open_broker_pair
 
 PAIRS = 200
 #: The most an idle broker may cost beyond a raw trio socket read by one task, per
@@ -67,3 +68,17 @@ async def test_an_idle_broker_costs_little_more_than_its_socket() -> None:
     raw = await _memory_per_end(_hold_raw)
     broker = await _memory_per_end(_hold_broker)
     assert broker - raw <= MAX_EXTRA_BYTES, f"{broker:.0f} bytes per idle broker, {raw:.0f} per raw socket"
+
+
+class Calc(trio_pb.Root):
+    def remote_add(self, a: int, b: int) -> int:
+        return a + b
+
+
+async def test_an_idle_broker_on_a_socket_runs_only_its_reader() -> None:
+    async with open_broker_pair(Calc(), transport="socket") as (client, server):
+        root = await client.root_object()
+        assert await root.call_remote("add", 1, 2) == 3
+        await trio.testing.wait_all_tasks_blocked()
+        # Every write went straight into the socket: no writer task was needed.
+        assert len(client._nursery.child_tasks) == len(server._nursery.child_tasks) == 1
