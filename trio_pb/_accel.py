@@ -1,0 +1,42 @@
+"""The one place that decides whether the compiled codec (``trio_pb._speedups``) is used.
+
+The extension is optional: it is built where a C compiler exists, and the pure-Python modules
+remain the reference and the fallback.  ``TRIO_PB_NO_EXTENSIONS`` set to anything but ``""`` or
+``"0"`` in the environment when trio_pb is imported makes it ignore the extension even when it
+is built (the convention of aiohttp, yarl and msgpack).  Everything else asks the names here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Final
+
+from .banana import DIALECTS, PB_VOCABULARY, Encoder
+
+__all__ = ["DISABLED", "IN_USE", "encode_message", "encode_plain"]
+
+#: Whether the environment asked for the pure-Python path.
+DISABLED: Final = os.environ.get("TRIO_PB_NO_EXTENSIONS", "") not in ("", "0")
+
+#: ``encode_plain(encoder, value)``: ``encoder.encode(jelly(value))`` for plain data, ``None``
+#: for anything else; ``None`` itself when the extension is not in use.
+encode_plain: Callable[[Encoder, Any], bytes | None] | None = None
+#: ``encode_message(encoder, head, values)``: ``encoder.encode([*head, *map(jelly, values)])``
+#: when every value is plain data, else ``None``; ``None`` itself when the extension is not in use.
+encode_message: Callable[[Encoder, tuple[Any, ...], tuple[Any, ...]], bytes | None] | None = None
+
+if not DISABLED:
+    try:
+        from . import _speedups
+    except ImportError:
+        pass
+    else:
+        # The C side knows one vocabulary: every dialect must use it or none.
+        assert all(v is None or v is PB_VOCABULARY for v in DIALECTS.values())
+        _speedups.set_vocabulary(PB_VOCABULARY)
+        encode_plain = _speedups.encode_plain
+        encode_message = _speedups.encode_message
+
+#: Whether the compiled codec is in use in this process.
+IN_USE: Final = encode_message is not None
