@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Final
 
-from .banana import DIALECTS, PB_VOCABULARY, Encoder
+from .banana import PB_VOCABULARY, Encoder
 
 __all__ = ["DISABLED", "IN_USE", "encode_message", "encode_plain"]
 
@@ -28,15 +28,12 @@ encode_message: Callable[[Encoder, tuple[Any, ...], tuple[Any, ...]], bytes | No
 
 if not DISABLED:
     try:
-        from . import _speedups
+        from ._speedups import encode_message, encode_plain, set_vocabulary
     except ImportError:
         pass
     else:
-        # The C side knows one vocabulary: every dialect must use it or none.
-        assert all(v is None or v is PB_VOCABULARY for v in DIALECTS.values())
-        _speedups.set_vocabulary(PB_VOCABULARY)
-        encode_plain = _speedups.encode_plain
-        encode_message = _speedups.encode_message
+        # The C side knows one vocabulary (an encoder with another one is left to the pure path).
+        set_vocabulary(PB_VOCABULARY)
 
 #: Whether the compiled codec is in use in this process.
 IN_USE: Final = encode_message is not None

@@ -45,7 +45,8 @@
 #define VOCAB_WORD_MAX 32
 static char vocab_words[VOCAB_MAX][VOCAB_WORD_MAX];
 static Py_ssize_t vocab_lengths[VOCAB_MAX];
-static Py_ssize_t vocab_size = 0; /* 0: no vocabulary set yet */
+static Py_ssize_t vocab_size = 0;
+static PyObject *vocab_tuple = NULL; /* the tuple given to set_vocabulary, which encoders share */
 
 /* The vocabulary index of s, or 0 if it is not a word (index 0 is unused on the wire). */
 static inline Py_ssize_t
@@ -83,6 +84,8 @@ set_vocabulary(PyObject *module, PyObject *words)
     /* Index 0 is never a word, whatever the tuple holds there. */
     vocab_lengths[0] = -1;
     vocab_size = count;
+    Py_INCREF(words);
+    Py_XSETREF(vocab_tuple, words);
     Py_RETURN_NONE;
 }
 
@@ -498,7 +501,7 @@ read_limit(PyObject *encoder, const char *name, Py_ssize_t *out)
     return 0;
 }
 
-/* The limits and dialect of a banana.Encoder. */
+/* The limits and dialect of a banana.Encoder: 0, BAIL for a vocabulary not set here, or -1. */
 static int
 ctx_setup(Ctx *c, PyObject *encoder)
 {
@@ -508,18 +511,18 @@ ctx_setup(Ctx *c, PyObject *encoder)
         read_limit(encoder, "message_size_limit", &c->message_size_limit) < 0 ||
         read_limit(encoder, "message_items_limit", &c->items_limit) < 0)
         return -1;
-    PyObject *tokens = PyObject_GetAttrString(encoder, "_vocab_tokens");
-    if (tokens == NULL)
+    PyObject *vocabulary = PyObject_GetAttrString(encoder, "vocabulary");
+    if (vocabulary == NULL)
         return -1;
-    c->use_vocab = PyObject_IsTrue(tokens);
-    Py_DECREF(tokens);
-    if (c->use_vocab < 0)
-        return -1;
-    if (c->use_vocab && vocab_size == 0) {
-        PyErr_SetString(PyExc_RuntimeError, "trio_pb._speedups: set_vocabulary was not called");
-        return -1;
-    }
-    return 0;
+    int result = 0;
+    if (vocabulary == Py_None)
+        c->use_vocab = 0;
+    else if (vocabulary == vocab_tuple)
+        c->use_vocab = 1;
+    else
+        result = BAIL; /* a vocabulary this module was not given: the pure path */
+    Py_DECREF(vocabulary);
+    return result;
 }
 
 /* The bytes built, None if the value was not plain, NULL on error. */
@@ -543,10 +546,9 @@ encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Ctx c;
-    if (ctx_setup(&c, args[0]) < 0) {
-        ctx_free(&c);
-        return NULL;
-    }
+    int setup = ctx_setup(&c, args[0]);
+    if (setup)
+        return finish(&c, setup);
     PyObject *value = args[1];
     PyTypeObject *type = Py_TYPE(value);
     int result;
@@ -570,10 +572,9 @@ encode_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *head = args[1], *values = args[2];
     Ctx c;
-    if (ctx_setup(&c, args[0]) < 0) {
-        ctx_free(&c);
-        return NULL;
-    }
+    int setup = ctx_setup(&c, args[0]);
+    if (setup)
+        return finish(&c, setup);
     Py_ssize_t n_head = PyTuple_GET_SIZE(head), n_values = PyTuple_GET_SIZE(values);
     c.items = 1;
     int result = open_list(&c, n_head + n_values, 1);

@@ -171,6 +171,8 @@ class Encoder:
     ) -> None:
         vocabulary = _check_dialect(dialect)
         self.dialect = dialect
+        #: The dialect's VOCAB table, or ``None`` if it has none.
+        self.vocabulary = vocabulary
         self.size_limit = size_limit
         self.depth_limit = depth_limit
         self.message_size_limit = message_size_limit
