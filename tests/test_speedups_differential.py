@@ -38,7 +38,6 @@ def _speedups() -> ModuleType:
         if os.environ.get("TRIO_PB_REQUIRE_EXTENSIONS", "") not in ("", "0"):
             raise
         pytest.skip("the compiled codec is not built here")
-    _speedups.set_vocabulary(PB_VOCABULARY)
     return _speedups
 
 
@@ -278,9 +277,3 @@ def test_the_protocol_raises_the_pure_error_over_a_limit(monkeypatch: pytest.Mon
         errors.append((type(info.value), str(info.value)))
     assert errors[0] == errors[1]
     assert errors[0][0] is BananaEncodeError
-
-
-def test_an_unknown_vocabulary_is_left_to_the_general_path() -> None:
-    encoder = Encoder(b"pb")
-    encoder.vocabulary = tuple(list(PB_VOCABULARY))  # equal, but not the table the C side was given
-    assert _speedups().encode_plain(encoder, [b"list"]) is None

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from .banana import PB_VOCABULARY, Encoder
+if TYPE_CHECKING:
+    # Only for the types: banana itself imports this module.
+    from .banana import Decoder, Encoder
 
-__all__ = ["DISABLED", "IN_USE", "encode_message", "encode_plain"]
+__all__ = ["DISABLED", "IN_USE", "decode_parse", "encode_message", "encode_plain"]
 
 #: Whether the environment asked for the pure-Python path.
 DISABLED: Final = os.environ.get("TRIO_PB_NO_EXTENSIONS", "") not in ("", "0")
@@ -25,15 +27,20 @@ encode_plain: Callable[[Encoder, Any], bytes | None] | None = None
 #: ``encode_message(encoder, head, values)``: ``encoder.encode([*head, *map(jelly, values)])``
 #: when every value is plain data, else ``None``; ``None`` itself when the extension is not in use.
 encode_message: Callable[[Encoder, tuple[Any, ...], tuple[Any, ...]], bytes | None] | None = None
+#: ``decode_parse(decoder)``: what ``decoder._parse()`` returns, computed in C; ``None`` when the
+#: extension is not in use.
+decode_parse: Callable[[Decoder], Any] | None = None
 
 if not DISABLED:
     try:
-        from ._speedups import encode_message, encode_plain, set_vocabulary
+        from ._speedups import decode_parse as _decode
+        from ._speedups import encode_message as _message
+        from ._speedups import encode_plain as _plain
     except ImportError:
         pass
     else:
-        # The C side knows one vocabulary (an encoder with another one is left to the pure path).
-        set_vocabulary(PB_VOCABULARY)
+        # All or none: an extension built from older sources may lack a name.
+        decode_parse, encode_message, encode_plain = _decode, _message, _plain
 
 #: Whether the compiled codec is in use in this process.
 IN_USE: Final = encode_message is not None

@@ -15,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #define BAIL 1 /* not plain, or over a limit: the caller returns None */
@@ -39,14 +40,15 @@
 #define DEPTH_CAP 100
 
 /* -------------------------------------------------------------------------------------------
- * The vocabulary, set once by trio_pb._accel from banana.PB_VOCABULARY. */
+ * The vocabulary of the encoder's dialect: a table built from its tuple (banana.PB_VOCABULARY,
+ * which every Encoder shares) and kept until an encoder comes with another tuple. */
 
 #define VOCAB_MAX 128
 #define VOCAB_WORD_MAX 32
 static char vocab_words[VOCAB_MAX][VOCAB_WORD_MAX];
 static Py_ssize_t vocab_lengths[VOCAB_MAX];
 static Py_ssize_t vocab_size = 0;
-static PyObject *vocab_tuple = NULL; /* the tuple given to set_vocabulary, which encoders share */
+static PyObject *vocab_tuple = NULL; /* the tuple the table was built from (a strong reference) */
 
 /* The vocabulary index of s, or 0 if it is not a word (index 0 is unused on the wire). */
 static inline Py_ssize_t
@@ -61,20 +63,19 @@ vocab_index(const char *s, Py_ssize_t n)
     return 0;
 }
 
-static PyObject *
-set_vocabulary(PyObject *module, PyObject *words)
+/* Make words the table: 0, or BAIL if it is not a tuple of at most 128 short bytes. */
+static int
+use_vocabulary(PyObject *words)
 {
-    if (!PyTuple_CheckExact(words) || PyTuple_GET_SIZE(words) > VOCAB_MAX) {
-        PyErr_SetString(PyExc_TypeError, "set_vocabulary takes a tuple of at most 128 bytes");
-        return NULL;
-    }
+    if (words == vocab_tuple)
+        return 0;
+    if (!PyTuple_CheckExact(words) || PyTuple_GET_SIZE(words) > VOCAB_MAX)
+        return BAIL;
     Py_ssize_t count = PyTuple_GET_SIZE(words);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *word = PyTuple_GET_ITEM(words, i);
-        if (!PyBytes_CheckExact(word) || PyBytes_GET_SIZE(word) >= VOCAB_WORD_MAX) {
-            PyErr_SetString(PyExc_TypeError, "vocabulary words must be bytes of fewer than 32 bytes");
-            return NULL;
-        }
+        if (!PyBytes_CheckExact(word) || PyBytes_GET_SIZE(word) >= VOCAB_WORD_MAX)
+            return BAIL;
     }
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *word = PyTuple_GET_ITEM(words, i);
@@ -82,11 +83,12 @@ set_vocabulary(PyObject *module, PyObject *words)
         memcpy(vocab_words[i], PyBytes_AS_STRING(word), (size_t)vocab_lengths[i]);
     }
     /* Index 0 is never a word, whatever the tuple holds there. */
-    vocab_lengths[0] = -1;
+    if (count)
+        vocab_lengths[0] = -1;
     vocab_size = count;
     Py_INCREF(words);
     Py_XSETREF(vocab_tuple, words);
-    Py_RETURN_NONE;
+    return 0;
 }
 
 /* -------------------------------------------------------------------------------------------
@@ -501,7 +503,7 @@ read_limit(PyObject *encoder, const char *name, Py_ssize_t *out)
     return 0;
 }
 
-/* The limits and dialect of a banana.Encoder: 0, BAIL for a vocabulary not set here, or -1. */
+/* The limits and dialect of a banana.Encoder: 0, BAIL for a vocabulary not handled here, or -1. */
 static int
 ctx_setup(Ctx *c, PyObject *encoder)
 {
@@ -515,12 +517,9 @@ ctx_setup(Ctx *c, PyObject *encoder)
     if (vocabulary == NULL)
         return -1;
     int result = 0;
-    if (vocabulary == Py_None)
-        c->use_vocab = 0;
-    else if (vocabulary == vocab_tuple)
-        c->use_vocab = 1;
-    else
-        result = BAIL; /* a vocabulary this module was not given: the pure path */
+    c->use_vocab = vocabulary != Py_None;
+    if (c->use_vocab)
+        result = use_vocabulary(vocabulary); /* BAIL: an odd table, left to the pure path */
     Py_DECREF(vocabulary);
     return result;
 }
@@ -595,6 +594,423 @@ encode_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return finish(&c, result);
 }
 
+/* -------------------------------------------------------------------------------------------
+ * Decoding: banana.Decoder._parse, line for line.
+ *
+ * The bytes come from the peer.  Every read of buf is at an index checked against `end` first;
+ * lengths are compared with what is left (`number > end - body`) rather than added to an offset,
+ * so no sum can overflow; a prefix wider than 63 bits becomes a Python int, never a C one; lists
+ * are nested on an explicit stack bounded by depth_limit, never by recursion. */
+
+static PyObject *DecodeError = NULL; /* trio_pb.errors.BananaDecodeError */
+static PyObject *NeedData = NULL;    /* trio_pb._events.NEED_DATA */
+
+typedef struct {
+    Py_ssize_t remaining;
+    PyObject *items; /* a strong reference */
+} Frame;
+
+/* A limit that fits a Py_ssize_t: 0, BAIL if it does not (the pure path takes over), -1. */
+static int
+read_exact_limit(PyObject *decoder, const char *name, Py_ssize_t *out)
+{
+    PyObject *value = PyObject_GetAttrString(decoder, name);
+    if (value == NULL)
+        return -1;
+    if (!PyLong_CheckExact(value)) {
+        Py_DECREF(value);
+        return BAIL;
+    }
+    *out = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    if (*out == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+        return BAIL;
+    }
+    return 0;
+}
+
+static int
+set_ssize(PyObject *decoder, const char *name, Py_ssize_t value)
+{
+    PyObject *number = PyLong_FromSsize_t(value);
+    if (number == NULL)
+        return -1;
+    int result = PyObject_SetAttrString(decoder, name, number);
+    Py_DECREF(number);
+    return result;
+}
+
+/* The number of a prefix of n base-128 digits (low first), as a Python int of any size. */
+static PyObject *
+big_prefix(const unsigned char *digits, Py_ssize_t n)
+{
+    PyObject *result = PyLong_FromLong(0);
+    PyObject *seven = PyLong_FromLong(7);
+    if (result == NULL || seven == NULL)
+        goto fail;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        PyObject *shifted = PyNumber_Lshift(result, seven);
+        Py_DECREF(result);
+        result = NULL;
+        if (shifted == NULL)
+            goto fail;
+        PyObject *digit = PyLong_FromLong(digits[i]);
+        if (digit == NULL) {
+            Py_DECREF(shifted);
+            goto fail;
+        }
+        result = PyNumber_Or(shifted, digit);
+        Py_DECREF(shifted);
+        Py_DECREF(digit);
+        if (result == NULL)
+            goto fail;
+    }
+    Py_DECREF(seven);
+    return result;
+fail:
+    Py_XDECREF(result);
+    Py_XDECREF(seven);
+    return NULL;
+}
+
+static PyObject *
+decode_parse(PyObject *module, PyObject *decoder)
+{
+    Py_ssize_t pos, base, message_start, message_items, size_limit, prefix_limit, depth_limit;
+    Py_ssize_t message_size_limit, items_limit;
+    int r;
+    if ((r = read_exact_limit(decoder, "_pos", &pos)) || (r = read_exact_limit(decoder, "_base", &base)) ||
+        (r = read_exact_limit(decoder, "_message_start", &message_start)) ||
+        (r = read_exact_limit(decoder, "_message_items", &message_items)) ||
+        (r = read_exact_limit(decoder, "size_limit", &size_limit)) ||
+        (r = read_exact_limit(decoder, "prefix_limit", &prefix_limit)) ||
+        (r = read_exact_limit(decoder, "depth_limit", &depth_limit)) ||
+        (r = read_exact_limit(decoder, "message_size_limit", &message_size_limit)) ||
+        (r = read_exact_limit(decoder, "message_items_limit", &items_limit))) {
+        if (r < 0)
+            return NULL;
+        /* A limit or position beyond Py_ssize_t, or not an int: the pure parser. */
+        return PyObject_CallMethod(decoder, "_parse", NULL);
+    }
+    /* Below 2**61, a sum of three of these (or of a size and a length within size_limit) cannot
+     * overflow; the pure parser takes anything larger (an exabyte into a stream, or no limit). */
+    const Py_ssize_t big = (Py_ssize_t)1 << 61;
+    if (pos > big || base > big || message_start > big || message_items > big || size_limit > big ||
+        message_size_limit > big || items_limit > big || pos < 0 || base < 0 || message_start < 0)
+        return PyObject_CallMethod(decoder, "_parse", NULL);
+    PyObject *buffer = PyObject_GetAttrString(decoder, "_buffer");
+    if (buffer == NULL)
+        return NULL;
+    PyObject *stack_list = PyObject_GetAttrString(decoder, "_stack");
+    PyObject *vocabulary = PyObject_GetAttrString(decoder, "vocabulary");
+    if (stack_list == NULL || vocabulary == NULL || !PyBytes_CheckExact(buffer) ||
+        !PyList_CheckExact(stack_list) || (vocabulary != Py_None && !PyTuple_CheckExact(vocabulary))) {
+        Py_DECREF(buffer);
+        Py_XDECREF(stack_list);
+        Py_XDECREF(vocabulary);
+        if (PyErr_Occurred())
+            return NULL;
+        return PyObject_CallMethod(decoder, "_parse", NULL);
+    }
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(buffer);
+    const Py_ssize_t end = PyBytes_GET_SIZE(buffer);
+    PyObject *result = NULL;
+    PyObject *item = NULL;
+    Py_ssize_t needed = 1;
+
+    /* The lists being filled: the innermost in (remaining, items), those around it in frames. */
+    Frame *frames = NULL;
+    Py_ssize_t depth = 0, capacity = 0;
+    Py_ssize_t remaining = 0;
+    PyObject *items = NULL;
+    Py_ssize_t saved = PyList_GET_SIZE(stack_list);
+    if (saved) {
+        capacity = saved + 16;
+        frames = PyMem_Malloc((size_t)capacity * sizeof(Frame));
+        if (frames == NULL) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        for (Py_ssize_t i = 0; i < saved; i++) {
+            PyObject *entry = PyList_GET_ITEM(stack_list, i);
+            Py_ssize_t count;
+            if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+                !PyList_CheckExact(PyTuple_GET_ITEM(entry, 1)) ||
+                (count = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0))) < 0) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "Decoder._stack holds (remaining, list) pairs");
+                goto error;
+            }
+            frames[depth].remaining = count;
+            frames[depth].items = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+            depth++;
+        }
+        if (PyList_SetSlice(stack_list, 0, saved, NULL) < 0)
+            goto error;
+        depth--;
+        remaining = frames[depth].remaining;
+        items = frames[depth].items; /* the reference moves to `items` */
+    }
+
+    while (pos < end) {
+        /* The prefix: at most prefix_limit bytes below 0x80, then the type byte. */
+        Py_ssize_t k = 0;
+        while (pos + k < end && buf[pos + k] < 0x80 && k <= prefix_limit)
+            k++;
+        if (!(pos + k < end && buf[pos + k] >= 0x80 && k <= prefix_limit)) {
+            if (end - pos > prefix_limit) {
+                PyErr_Format(DecodeError, "Security precaution: more than %zd bytes of prefix", prefix_limit);
+                goto error;
+            }
+            needed = end - pos + 1;
+            break;
+        }
+        Py_ssize_t type_at = pos + k;
+        /* The number, exact in `number` below 2**63 (nine significant digits; high zero digits
+         * are legal), or in `wide`, a Python int, beyond. */
+        Py_ssize_t significant = k;
+        while (significant > 0 && buf[pos + significant - 1] == 0)
+            significant--;
+        uint64_t number = 0;
+        PyObject *wide = NULL;
+        if (significant <= 9) {
+            for (Py_ssize_t i = significant - 1; i >= 0; i--)
+                number = (number << 7) | buf[pos + i];
+        }
+        else {
+            wide = big_prefix(buf + pos, significant);
+            if (wide == NULL)
+                goto error;
+        }
+        unsigned char kind = buf[type_at];
+        Py_ssize_t body = type_at + 1;
+        if (kind == T_STRING) {
+            if (wide != NULL || number > (uint64_t)size_limit) {
+                Py_XDECREF(wide);
+                PyErr_SetString(DecodeError, "Security precaution: String too long.");
+                goto error;
+            }
+            Py_ssize_t length = (Py_ssize_t)number;
+            if (length > end - body) {
+                if (items != NULL) {
+                    /* length <= size_limit and every offset is a Py_ssize_t: no overflow here. */
+                    Py_ssize_t size = base + body + length - message_start;
+                    if (size > message_size_limit) {
+                        PyErr_Format(DecodeError,
+                                     "Security precaution: a message of more than %zd bytes (%zd at least)",
+                                     message_size_limit, size);
+                        goto error;
+                    }
+                }
+                needed = body + length - pos;
+                break;
+            }
+            item = PyBytes_FromStringAndSize((const char *)buf + body, length);
+            if (item == NULL)
+                goto error;
+            pos = body + length;
+        }
+        else if (kind == T_LIST) {
+            if (wide != NULL || number > (uint64_t)size_limit) {
+                Py_XDECREF(wide);
+                PyErr_SetString(DecodeError, "Security precaution: List too long.");
+                goto error;
+            }
+            Py_ssize_t count = (Py_ssize_t)number;
+            if (items == NULL) {
+                /* A new top-level expression: one PB message. */
+                message_start = base + pos;
+                if (set_ssize(decoder, "_message_start", message_start) < 0)
+                    goto error;
+                message_items = 1 + count;
+            }
+            else {
+                message_items += count;
+            }
+            if (message_items > items_limit) {
+                PyErr_Format(DecodeError, "Security precaution: a message of more than %zd elements",
+                             items_limit);
+                goto error;
+            }
+            pos = body;
+            if (count) {
+                if (items != NULL) {
+                    if (depth + 1 >= depth_limit) {
+                        PyErr_Format(DecodeError, "lists are nested more than %zd deep", depth_limit);
+                        goto error;
+                    }
+                    if (depth == capacity) {
+                        Py_ssize_t grown = capacity ? capacity * 2 : 16;
+                        Frame *more = PyMem_Realloc(frames, (size_t)grown * sizeof(Frame));
+                        if (more == NULL) {
+                            PyErr_NoMemory();
+                            goto error;
+                        }
+                        frames = more;
+                        capacity = grown;
+                    }
+                    frames[depth].remaining = remaining;
+                    frames[depth].items = items;
+                    depth++;
+                    items = NULL;
+                }
+                /* The list grows as items come: a peer's count is not trusted with memory. */
+                items = PyList_New(0);
+                if (items == NULL)
+                    goto error;
+                remaining = count;
+                continue;
+            }
+            item = PyList_New(0);
+            if (item == NULL)
+                goto error;
+        }
+        else if (kind == T_INT || kind == T_LONGINT) {
+            item = wide != NULL ? wide : PyLong_FromUnsignedLongLong(number);
+            if (item == NULL)
+                goto error;
+            pos = body;
+        }
+        else if (kind == T_VOCAB) {
+            if (vocabulary == Py_None || wide != NULL || number == 0 ||
+                number >= (uint64_t)PyTuple_GET_SIZE(vocabulary)) {
+                PyObject *shown = wide != NULL ? wide : PyLong_FromUnsignedLongLong(number);
+                if (shown != NULL) {
+                    if (vocabulary == Py_None)
+                        PyErr_Format(DecodeError, "VOCAB element %S outside the pb dialect", shown);
+                    else
+                        PyErr_Format(DecodeError, "VOCAB element %S is not in the vocabulary", shown);
+                    Py_DECREF(shown);
+                }
+                goto error;
+            }
+            item = Py_NewRef(PyTuple_GET_ITEM(vocabulary, (Py_ssize_t)number));
+            pos = body;
+        }
+        else if (kind == T_NEG || kind == T_LONGNEG) {
+            if (wide != NULL) {
+                item = PyNumber_Negative(wide);
+                Py_DECREF(wide);
+            }
+            else {
+                PyObject *magnitude = PyLong_FromUnsignedLongLong(number);
+                item = magnitude != NULL ? PyNumber_Negative(magnitude) : NULL;
+                Py_XDECREF(magnitude);
+            }
+            if (item == NULL)
+                goto error;
+            pos = body;
+        }
+        else if (kind == T_FLOAT) {
+            Py_XDECREF(wide);
+            if (8 > end - body) {
+                needed = body + 8 - pos;
+                break;
+            }
+#if PY_VERSION_HEX >= 0x030B0000
+            double value = PyFloat_Unpack8((const char *)buf + body, 0);
+#else
+            double value = _PyFloat_Unpack8(buf + body, 0);
+#endif
+            if (value == -1.0 && PyErr_Occurred())
+                goto error;
+            item = PyFloat_FromDouble(value);
+            if (item == NULL)
+                goto error;
+            pos = body + 8;
+        }
+        else {
+            Py_XDECREF(wide);
+            char text[8];
+            snprintf(text, sizeof(text), "%02x", (unsigned)kind);
+            PyErr_Format(DecodeError, "invalid type byte 0x%s", text);
+            goto error;
+        }
+        /* Hand the item to the innermost open list; a list that is now full is itself an item
+         * of the list around it. */
+        if (items == NULL) {
+            if (set_ssize(decoder, "_pos", pos) < 0 || set_ssize(decoder, "_needed", 1) < 0 ||
+                set_ssize(decoder, "last_message_items", 1) < 0)
+                goto error;
+            result = item;
+            item = NULL;
+            goto done;
+        }
+        if (PyList_Append(items, item) < 0)
+            goto error;
+        Py_CLEAR(item);
+        remaining--;
+        while (!remaining) {
+            if (depth == 0) {
+                if (set_ssize(decoder, "_pos", pos) < 0 || set_ssize(decoder, "_needed", 1) < 0)
+                    goto error;
+                Py_ssize_t size = base + pos - message_start;
+                if (size > message_size_limit) {
+                    PyErr_Format(DecodeError,
+                                 "Security precaution: a message of more than %zd bytes (%zd at least)",
+                                 message_size_limit, size);
+                    goto error;
+                }
+                if (set_ssize(decoder, "last_message_items", message_items) < 0)
+                    goto error;
+                result = items;
+                items = NULL;
+                goto done;
+            }
+            PyObject *full = items;
+            depth--;
+            remaining = frames[depth].remaining;
+            items = frames[depth].items;
+            int appended = PyList_Append(items, full);
+            Py_DECREF(full);
+            if (appended < 0)
+                goto error;
+            remaining--;
+        }
+    }
+    /* Out of bytes, or waiting for `needed` of them: keep the open lists for the next call. */
+    if (set_ssize(decoder, "_needed", needed) < 0)
+        goto error;
+    if (items != NULL) {
+        for (Py_ssize_t i = 0; i <= depth; i++) {
+            Py_ssize_t count = i < depth ? frames[i].remaining : remaining;
+            PyObject *list = i < depth ? frames[i].items : items;
+            PyObject *entry = Py_BuildValue("(nO)", count, list);
+            if (entry == NULL || PyList_Append(stack_list, entry) < 0) {
+                Py_XDECREF(entry);
+                goto error;
+            }
+            Py_DECREF(entry);
+        }
+        Py_ssize_t size = base + pos - message_start;
+        if (size > message_size_limit) {
+            PyErr_Format(DecodeError, "Security precaution: a message of more than %zd bytes (%zd at least)",
+                         message_size_limit, size);
+            goto error;
+        }
+    }
+    if (set_ssize(decoder, "_message_items", message_items) < 0 || set_ssize(decoder, "_pos", pos) < 0)
+        goto error;
+    result = Py_NewRef(NeedData);
+    goto done;
+
+error:
+    result = NULL;
+done:
+    Py_XDECREF(item);
+    Py_XDECREF(items);
+    for (Py_ssize_t i = 0; i < depth; i++)
+        Py_DECREF(frames[i].items);
+    PyMem_Free(frames);
+    Py_DECREF(buffer);
+    Py_DECREF(stack_list);
+    Py_DECREF(vocabulary);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encode_plain", (PyCFunction)(void (*)(void))encode_plain, METH_FASTCALL,
      "encode_plain(encoder, value): banana.encode(jelly.jelly(value)) in the encoder's dialect, "
@@ -602,7 +1018,8 @@ static PyMethodDef methods[] = {
     {"encode_message", (PyCFunction)(void (*)(void))encode_message, METH_FASTCALL,
      "encode_message(encoder, head, values): the list of head's atoms and each value's jelly, "
      "encoded, or None if a value is not plain data."},
-    {"set_vocabulary", set_vocabulary, METH_O, "set_vocabulary(words): the pb dialect's vocabulary."},
+    {"decode_parse", decode_parse, METH_O,
+     "decode_parse(decoder): what decoder._parse() returns, the next expression or NEED_DATA."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -610,8 +1027,23 @@ static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "trio_pb._speedups", "trio_pb's compiled codec (optional).", -1, methods,
 };
 
+static PyObject *
+import_name(const char *module_name, const char *name)
+{
+    PyObject *module = PyImport_ImportModule(module_name);
+    if (module == NULL)
+        return NULL;
+    PyObject *value = PyObject_GetAttrString(module, name);
+    Py_DECREF(module);
+    return value;
+}
+
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    if (DecodeError == NULL && (DecodeError = import_name("trio_pb.errors", "BananaDecodeError")) == NULL)
+        return NULL;
+    if (NeedData == NULL && (NeedData = import_name("trio_pb._events", "NEED_DATA")) == NULL)
+        return NULL;
     return PyModule_Create(&module_def);
 }
