@@ -167,6 +167,9 @@ ptrset_add(PtrSet *s, void *p)
 typedef struct {
     unsigned char *data;
     Py_ssize_t len, cap;
+    /* Past the inline buffer the output is built in a bytes object, handed out at the end
+     * without another copy (a message of large strings is copied once, as b"".join does). */
+    PyObject *bytes;
     int use_vocab;
     Py_ssize_t size_limit, depth_limit, message_size_limit, items_limit;
     Py_ssize_t items; /* elements of the expression so far, itself included */
@@ -185,20 +188,16 @@ grow(Ctx *c, Py_ssize_t need)
     Py_ssize_t cap = c->cap * 2;
     if (cap < want)
         cap = want;
-    unsigned char *data;
-    if (c->data == c->inline_data) {
-        data = PyMem_Malloc((size_t)cap);
-        if (data != NULL)
-            memcpy(data, c->data, (size_t)c->len);
+    if (c->bytes == NULL) {
+        c->bytes = PyBytes_FromStringAndSize(NULL, cap);
+        if (c->bytes == NULL)
+            return -1;
+        memcpy(PyBytes_AS_STRING(c->bytes), c->data, (size_t)c->len);
     }
-    else {
-        data = PyMem_Realloc(c->data, (size_t)cap);
+    else if (_PyBytes_Resize(&c->bytes, cap) < 0) {
+        return -1; /* c->bytes is NULL now */
     }
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    c->data = data;
+    c->data = (unsigned char *)PyBytes_AS_STRING(c->bytes);
     c->cap = cap;
     return 0;
 }
@@ -215,6 +214,7 @@ ctx_init(Ctx *c)
     c->data = c->inline_data;
     c->len = 0;
     c->cap = (Py_ssize_t)sizeof(c->inline_data);
+    c->bytes = NULL;
     c->items = 0;
     ptrset_init(&c->seen);
 }
@@ -222,8 +222,7 @@ ctx_init(Ctx *c)
 static void
 ctx_free(Ctx *c)
 {
-    if (c->data != c->inline_data)
-        PyMem_Free(c->data);
+    Py_CLEAR(c->bytes);
     ptrset_clear(&c->seen);
 }
 
@@ -529,8 +528,15 @@ static PyObject *
 finish(Ctx *c, int result)
 {
     PyObject *out = NULL;
-    if (result == 0 && c->len <= c->message_size_limit)
-        out = PyBytes_FromStringAndSize((const char *)c->data, c->len);
+    if (result == 0 && c->len <= c->message_size_limit) {
+        if (c->bytes == NULL) {
+            out = PyBytes_FromStringAndSize((const char *)c->data, c->len);
+        }
+        else if (_PyBytes_Resize(&c->bytes, c->len) == 0) {
+            out = c->bytes;
+            c->bytes = NULL;
+        }
+    }
     else if (result >= 0)
         out = Py_NewRef(Py_None);
     ctx_free(c);
