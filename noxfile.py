@@ -21,11 +21,27 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 nox.options.error_on_missing_interpreters = False
 
 
-@nox.session(python=PYTHONS)
-def tests(session: nox.Session) -> None:
-    """The whole test suite, including the tests against real Twisted."""
+#: (Python, codec) pairs: the compiled codec on every Python, the pure-Python fallback
+#: (TRIO_PB_NO_EXTENSIONS=1) on the oldest and the newest, which keeps the session's time down
+#: while both ends of the supported range run the code that ships everywhere.
+TEST_RUNS = [(python, "compiled") for python in PYTHONS] + [(PYTHONS[0], "pure"), (PYTHONS[-1], "pure")]
+
+
+@nox.session
+@nox.parametrize(("python", "codec"), TEST_RUNS, ids=[f"{python}-{codec}" for python, codec in TEST_RUNS])
+def tests(session: nox.Session, codec: str) -> None:
+    """The whole test suite, including the tests against real Twisted, on one codec.
+
+    ``pip install -e .`` builds the C extension (it is optional: without a compiler the install
+    still succeeds).  The compiled runs set TRIO_PB_REQUIRE_EXTENSIONS=1, so that a test fails
+    if the extension did not build, rather than the fallback being tested twice.
+    """
     session.install("-e", ".[test]")
-    session.run("pytest", *(session.posargs or ["-q"]))
+    if codec == "compiled":
+        env = {"TRIO_PB_REQUIRE_EXTENSIONS": "1", "TRIO_PB_NO_EXTENSIONS": ""}
+    else:
+        env = {"TRIO_PB_NO_EXTENSIONS": "1", "TRIO_PB_REQUIRE_EXTENSIONS": ""}
+    session.run("pytest", *(session.posargs or ["-q"]), env=env)
 
 
 @nox.session

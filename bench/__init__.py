@@ -170,4 +170,7 @@ def nested_dicts() -> list[dict[str, Any]]:
 
 
 def python_description() -> str:
-    return f"{platform.python_implementation()} {sys.version.split()[0]} on {platform.machine()}"
+    from trio_pb import _accel
+
+    codec = "compiled codec" if _accel.IN_USE else "pure-Python codec"
+    return f"{platform.python_implementation()} {sys.version.split()[0]} on {platform.machine()}, {codec}"

@@ -33,7 +33,7 @@ from typing import Any
 from twisted.spread import banana as tw_banana
 from twisted.spread import jelly as tw_jelly
 
-from trio_pb import banana, jelly
+from trio_pb import _accel, banana, jelly
 
 from . import (
     Measurement,
@@ -110,6 +110,11 @@ class TrioSide:
     def jelly_encoder(self, obj: Any) -> Callable[[], bytes]:
         send = self.connection.send
         jelly_ = jelly.jelly
+        plain = _accel.encode_plain
+        if plain is not None:
+            # What the protocol does with an answer: the one-pass compiled encoder first.
+            encoder = self.connection.encoder
+            return lambda: plain(encoder, obj) or send(jelly_(obj))
         return lambda: send(jelly_(obj))
 
     def decoder(self, chunks: list[bytes]) -> Callable[[], Any]:

@@ -19,6 +19,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+from ._accel import decode_parse as _compiled_parse
 from ._events import NEED_DATA
 from .errors import BananaDecodeError, BananaEncodeError
 
@@ -187,6 +188,7 @@ class Encoder:
     ) -> None:
         vocabulary = _check_dialect(dialect)
         self.dialect = dialect
+        self._vocabulary = vocabulary
         self.size_limit = size_limit
         self.depth_limit = depth_limit
         self.message_size_limit = message_size_limit
@@ -195,6 +197,11 @@ class Encoder:
         self._short = min(_CACHED, size_limit + 1)
         # Shared by every encoder of the dialect (read only): one per connection would cost ~2 KB each.
         self._vocab_tokens: dict[bytes, bytes] = _vocab_tokens(vocabulary)
+
+    @property
+    def vocabulary(self) -> tuple[bytes, ...] | None:
+        """The dialect's VOCAB table, or ``None`` if it has none."""
+        return self._vocabulary
 
     def encode(self, obj: object) -> bytes:
         """The bytes for *obj*; on failure, raises :class:`~trio_pb.errors.BananaEncodeError`."""
@@ -456,7 +463,8 @@ class Decoder:
             self._pending = bytearray()
         elif available < self._needed:
             return NEED_DATA
-        return self._parse()
+        # The compiled parser, when it is in use, does exactly what _parse does.
+        return self._parse() if _compiled_parse is None else _compiled_parse(self)
 
     def _message_too_large(self, size: int) -> BananaDecodeError:
         return BananaDecodeError(

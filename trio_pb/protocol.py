@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from . import failures
+from ._accel import encode_message as _encode_message
 from ._caches import RemoteCacheObserver, new_proxy, observers_of
 from ._events import (
     NEED_DATA,
@@ -1063,7 +1064,20 @@ class PBProtocol:
         if self.state is not _OPEN:
             raise self._refuse("send a call")
         request_id = self._next_request_id
-        if not kwargs and all(type(arg) in _ATOMS for arg in args):
+        if (
+            _encode_message is not None
+            and (
+                plain := _encode_message(
+                    self._banana.encoder,
+                    (command, request_id, target, name.encode("utf-8"), int(answer_required)),
+                    (args if type(args) is tuple else tuple(args), kwargs),
+                )
+            )
+            is not None
+        ):
+            # The compiled codec took it: plain data, the same bytes as jelly and banana make.
+            data = plain
+        elif not kwargs and all(type(arg) in _ATOMS for arg in args):
             # The commonest call, atoms only: what jelly would make, without a Jellier.
             data = self._banana.send(
                 [
@@ -1110,6 +1124,12 @@ class PBProtocol:
         try:
             if type(result) in _ATOMS:
                 data = self._banana.send([b"answer", request_id, result])
+            elif (
+                _encode_message is not None
+                and (plain := _encode_message(self._banana.encoder, (b"answer", request_id), (result,)))
+                is not None
+            ):
+                data = plain
             else:
                 with self._sending(perspective, answer=True):
                     data = self._banana.send(

@@ -1,0 +1,1055 @@
+/* trio_pb._speedups: the compiled codec (see "The compiled codec" in docs/internals.rst).
+ *
+ * The pure-Python modules trio_pb.banana and trio_pb.jelly are the reference; this module only
+ * ever produces what they produce.  Whenever it is not sure, it returns None ("not plain: use
+ * the general path") and the pure path decides, bytes or error.  That includes every value over
+ * a limit, so that the error raised, its class and its message, are always the pure path's own.
+ *
+ * encode_plain(value, ...) is banana.encode(jelly.jelly(value)) for plain data: None, bool, int,
+ * float, str, bytes, and list, tuple, dict, set, frozenset of them, nested.  Instances, shared
+ * containers (one seen twice, which jelly sends with reference/dereference tags) and cycles give
+ * None.  encode_message(head, values, ...) is one PB message: the banana atoms of head, then the
+ * jelly of each value, each value with its own space of references as jelly gives it.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#define BAIL 1 /* not plain, or over a limit: the caller returns None */
+
+/* Banana type bytes. */
+#define T_LIST 0x80
+#define T_INT 0x81
+#define T_STRING 0x82
+#define T_NEG 0x83
+#define T_FLOAT 0x84
+#define T_LONGINT 0x85
+#define T_LONGNEG 0x86
+#define T_VOCAB 0x87
+
+/* The largest prefix banana sends, in base-128 digits (banana.PREFIX_LIMIT). */
+#define PREFIX_DIGITS 64
+
+/* Deepest banana list nesting encoded here; deeper values go to the pure path.  Far below
+ * the recursion limit, so that the C stack is never at risk whatever depth limit an Encoder
+ * has, and so that nothing is encoded here that pure jelly, which recurses a few Python frames
+ * per level, would refuse with its "nested too deeply" error. */
+#define DEPTH_CAP 100
+
+/* -------------------------------------------------------------------------------------------
+ * The vocabulary of the encoder's dialect: a table built from its tuple (banana.PB_VOCABULARY,
+ * which every Encoder shares) and kept until an encoder comes with another tuple. */
+
+#define VOCAB_MAX 128
+#define VOCAB_WORD_MAX 32
+static char vocab_words[VOCAB_MAX][VOCAB_WORD_MAX];
+static Py_ssize_t vocab_lengths[VOCAB_MAX];
+static Py_ssize_t vocab_size = 0;
+static PyObject *vocab_tuple = NULL; /* the tuple the table was built from (a strong reference) */
+
+/* The vocabulary index of s, or 0 if it is not a word (index 0 is unused on the wire). */
+static inline Py_ssize_t
+vocab_index(const char *s, Py_ssize_t n)
+{
+    if (n == 0 || n >= VOCAB_WORD_MAX)
+        return 0;
+    for (Py_ssize_t i = 1; i < vocab_size; i++) {
+        if (vocab_lengths[i] == n && vocab_words[i][0] == s[0] && memcmp(vocab_words[i], s, n) == 0)
+            return i;
+    }
+    return 0;
+}
+
+/* Make words the table: 0, or BAIL if it is not a tuple of at most 128 short bytes. */
+static int
+use_vocabulary(PyObject *words)
+{
+    if (words == vocab_tuple)
+        return 0;
+    if (!PyTuple_CheckExact(words) || PyTuple_GET_SIZE(words) > VOCAB_MAX)
+        return BAIL;
+    Py_ssize_t count = PyTuple_GET_SIZE(words);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *word = PyTuple_GET_ITEM(words, i);
+        if (!PyBytes_CheckExact(word) || PyBytes_GET_SIZE(word) >= VOCAB_WORD_MAX)
+            return BAIL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *word = PyTuple_GET_ITEM(words, i);
+        vocab_lengths[i] = PyBytes_GET_SIZE(word);
+        memcpy(vocab_words[i], PyBytes_AS_STRING(word), (size_t)vocab_lengths[i]);
+    }
+    /* Index 0 is never a word, whatever the tuple holds there. */
+    if (count)
+        vocab_lengths[0] = -1;
+    vocab_size = count;
+    Py_INCREF(words);
+    Py_XSETREF(vocab_tuple, words);
+    return 0;
+}
+
+/* -------------------------------------------------------------------------------------------
+ * A set of object addresses: the containers already met in one jelly operation. */
+
+typedef struct {
+    void **slots;
+    size_t mask; /* capacity - 1; capacity is a power of two */
+    size_t used;
+    void *inline_slots[64];
+} PtrSet;
+
+static void
+ptrset_init(PtrSet *s)
+{
+    memset(s->inline_slots, 0, sizeof(s->inline_slots));
+    s->slots = s->inline_slots;
+    s->mask = 63;
+    s->used = 0;
+}
+
+static void
+ptrset_clear(PtrSet *s)
+{
+    if (s->slots != s->inline_slots)
+        PyMem_Free(s->slots);
+    ptrset_init(s);
+}
+
+static inline size_t
+ptr_hash(void *p)
+{
+    uintptr_t x = (uintptr_t)p >> 4;
+    return (size_t)(x * (uintptr_t)0x9E3779B97F4A7C15ULL);
+}
+
+/* Add p: 0 if it was new, BAIL if it was there already, -1 on memory error. */
+static int
+ptrset_add(PtrSet *s, void *p)
+{
+    size_t i = ptr_hash(p) & s->mask;
+    while (s->slots[i] != NULL) {
+        if (s->slots[i] == p)
+            return BAIL;
+        i = (i + 1) & s->mask;
+    }
+    s->slots[i] = p;
+    s->used++;
+    if (s->used * 2 > s->mask) {
+        size_t capacity = (s->mask + 1) * 2;
+        void **slots = PyMem_Calloc(capacity, sizeof(void *));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t j = 0; j <= s->mask; j++) {
+            void *q = s->slots[j];
+            if (q != NULL) {
+                size_t k = ptr_hash(q) & (capacity - 1);
+                while (slots[k] != NULL)
+                    k = (k + 1) & (capacity - 1);
+                slots[k] = q;
+            }
+        }
+        if (s->slots != s->inline_slots)
+            PyMem_Free(s->slots);
+        s->slots = slots;
+        s->mask = capacity - 1;
+    }
+    return 0;
+}
+
+/* -------------------------------------------------------------------------------------------
+ * The encoder state: the output and the limits of one Encoder. */
+
+typedef struct {
+    unsigned char *data;
+    Py_ssize_t len, cap;
+    /* Past the inline buffer the output is built in a bytes object, handed out at the end
+     * without another copy (a message of large strings is copied once, as b"".join does). */
+    PyObject *bytes;
+    int use_vocab;
+    Py_ssize_t size_limit, depth_limit, message_size_limit, items_limit;
+    Py_ssize_t items; /* elements of the expression so far, itself included */
+    PtrSet seen;
+    unsigned char inline_data[1024];
+} Ctx;
+
+static int
+grow(Ctx *c, Py_ssize_t need)
+{
+    if (need > PY_SSIZE_T_MAX / 2 - c->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t want = c->len + need;
+    Py_ssize_t cap = c->cap * 2;
+    if (cap < want)
+        cap = want;
+    if (c->bytes == NULL) {
+        c->bytes = PyBytes_FromStringAndSize(NULL, cap);
+        if (c->bytes == NULL)
+            return -1;
+        memcpy(PyBytes_AS_STRING(c->bytes), c->data, (size_t)c->len);
+    }
+    else if (_PyBytes_Resize(&c->bytes, cap) < 0) {
+        return -1; /* c->bytes is NULL now */
+    }
+    c->data = (unsigned char *)PyBytes_AS_STRING(c->bytes);
+    c->cap = cap;
+    return 0;
+}
+
+static inline int
+reserve(Ctx *c, Py_ssize_t need)
+{
+    return (c->cap - c->len >= need) ? 0 : grow(c, need);
+}
+
+static void
+ctx_init(Ctx *c)
+{
+    c->data = c->inline_data;
+    c->len = 0;
+    c->cap = (Py_ssize_t)sizeof(c->inline_data);
+    c->bytes = NULL;
+    c->items = 0;
+    ptrset_init(&c->seen);
+}
+
+static void
+ctx_free(Ctx *c)
+{
+    Py_CLEAR(c->bytes);
+    ptrset_clear(&c->seen);
+}
+
+/* A prefix (base 128, low digits first; zero is one 0 digit) and a type byte. */
+static inline int
+put_header(Ctx *c, uint64_t n, unsigned char type)
+{
+    if (reserve(c, 11) < 0)
+        return -1;
+    unsigned char *p = c->data + c->len;
+    do {
+        *p++ = (unsigned char)(n & 0x7F);
+        n >>= 7;
+    } while (n);
+    *p++ = type;
+    c->len = p - c->data;
+    return 0;
+}
+
+/* A banana string, or its VOCAB token. */
+static int
+put_bytes(Ctx *c, const char *s, Py_ssize_t n)
+{
+    if (c->use_vocab) {
+        Py_ssize_t index = vocab_index(s, n);
+        if (index)
+            return put_header(c, (uint64_t)index, T_VOCAB);
+    }
+    if (n > c->size_limit)
+        return BAIL;
+    if (put_header(c, (uint64_t)n, T_STRING) < 0 || reserve(c, n) < 0)
+        return -1;
+    memcpy(c->data + c->len, s, (size_t)n);
+    c->len += n;
+    /* Over the message limit already: no need to build the rest. */
+    return c->len > c->message_size_limit ? BAIL : 0;
+}
+
+/* An int of any size: INT/NEG up to 2**31, LONGINT/LONGNEG beyond, as banana.Encoder does. */
+static int
+put_int(Ctx *c, PyObject *o)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (!overflow) {
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (v >= 0)
+            return put_header(c, (uint64_t)v, v < 0x80000000LL ? T_INT : T_LONGINT);
+        uint64_t magnitude = (uint64_t)(-(v + 1)) + 1;
+        return put_header(c, magnitude, magnitude <= 0x80000000ULL ? T_NEG : T_LONGNEG);
+    }
+    /* Beyond 64 bits: rare, done through int's own methods. */
+    int result = -1;
+    PyObject *magnitude = PyNumber_Absolute(o);
+    PyObject *bits_obj = NULL, *raw = NULL;
+    if (magnitude == NULL)
+        goto done;
+    bits_obj = PyObject_CallMethod(magnitude, "bit_length", NULL);
+    if (bits_obj == NULL)
+        goto done;
+    Py_ssize_t bits = PyLong_AsSsize_t(bits_obj);
+    if (bits < 0)
+        goto done;
+    Py_ssize_t digits = (bits + 6) / 7;
+    if (digits > PREFIX_DIGITS) {
+        result = BAIL; /* "int is too large to send": the pure path says it */
+        goto done;
+    }
+    Py_ssize_t nbytes = (bits + 7) / 8;
+    raw = PyObject_CallMethod(magnitude, "to_bytes", "ns", nbytes, "little");
+    if (raw == NULL || !PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) != nbytes)
+        goto done;
+    if (reserve(c, digits + 1) < 0)
+        goto done;
+    {
+        const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(raw);
+        unsigned char *p = c->data + c->len;
+        for (Py_ssize_t i = 0; i < digits; i++) {
+            Py_ssize_t bit = i * 7, at = bit / 8, shift = bit % 8;
+            unsigned value = (unsigned)in[at] >> shift;
+            if (shift > 1 && at + 1 < nbytes)
+                value |= (unsigned)in[at + 1] << (8 - shift);
+            *p++ = (unsigned char)(value & 0x7F);
+        }
+        *p++ = overflow > 0 ? T_LONGINT : T_LONGNEG;
+        c->len = p - c->data;
+    }
+    result = 0;
+done:
+    Py_XDECREF(magnitude);
+    Py_XDECREF(bits_obj);
+    Py_XDECREF(raw);
+    return result;
+}
+
+static int
+put_float(Ctx *c, PyObject *o)
+{
+    if (reserve(c, 9) < 0)
+        return -1;
+    c->data[c->len] = T_FLOAT;
+    /* Big-endian IEEE 754, as struct.pack("!d") gives it. */
+#if PY_VERSION_HEX >= 0x030B0000
+    if (PyFloat_Pack8(PyFloat_AS_DOUBLE(o), (char *)c->data + c->len + 1, 0) < 0)
+        return -1;
+#else
+    if (_PyFloat_Pack8(PyFloat_AS_DOUBLE(o), c->data + c->len + 1, 0) < 0)
+        return -1;
+#endif
+    c->len += 9;
+    return 0;
+}
+
+/* The header of a list of n elements at nesting level `level` (the top-level list is 1). */
+static inline int
+open_list(Ctx *c, Py_ssize_t n, int level)
+{
+    if (level > DEPTH_CAP || level > c->depth_limit || n > c->size_limit)
+        return BAIL;
+    c->items += n;
+    if (c->items > c->items_limit)
+        return BAIL;
+    return put_header(c, (uint64_t)n, T_LIST);
+}
+
+#define TRY(expr)                                                                                  \
+    do {                                                                                           \
+        int _r = (expr);                                                                           \
+        if (_r)                                                                                    \
+            return _r;                                                                             \
+    } while (0)
+
+#define PUT_TAG(c, tag) put_bytes((c), (tag), (Py_ssize_t)(sizeof(tag) - 1))
+
+/* [b"unicode", utf8]: the bytes go through the vocabulary like any other. */
+static int
+put_str(Ctx *c, PyObject *o, int level)
+{
+    TRY(open_list(c, 2, level));
+    TRY(PUT_TAG(c, "unicode"));
+    if (PyUnicode_IS_COMPACT_ASCII(o))
+        return put_bytes(c, (const char *)PyUnicode_DATA(o), PyUnicode_GET_LENGTH(o));
+    /* A temporary, as str.encode makes: PyUnicode_AsUTF8AndSize would keep a copy in the str. */
+    PyObject *utf8 = PyUnicode_AsUTF8String(o);
+    if (utf8 == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return -1;
+        /* A lone surrogate: jelly's JellyError comes from the pure path. */
+        PyErr_Clear();
+        return BAIL;
+    }
+    int result = put_bytes(c, PyBytes_AS_STRING(utf8), PyBytes_GET_SIZE(utf8));
+    Py_DECREF(utf8);
+    return result;
+}
+
+static int put_value(Ctx *c, PyObject *o, int level);
+
+/* A value inside a list at `level`: atoms as they are, everything else one level down. */
+static inline int
+put_item(Ctx *c, PyObject *o, int level)
+{
+    PyTypeObject *type = Py_TYPE(o);
+    if (type == &PyLong_Type)
+        return put_int(c, o);
+    if (type == &PyBytes_Type)
+        return put_bytes(c, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o));
+    if (type == &PyFloat_Type)
+        return put_float(c, o);
+    return put_value(c, o, level + 1);
+}
+
+static int
+put_sequence(Ctx *c, PyObject *o, int level, const char *tag, Py_ssize_t tag_len)
+{
+    TRY(ptrset_add(&c->seen, o));
+    PyObject **items = PySequence_Fast_ITEMS(o);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+    TRY(open_list(c, n + 1, level));
+    TRY(put_bytes(c, tag, tag_len));
+    /* No Python code runs while encoding (only exact built-in types are handled), so the
+     * list cannot change size under the loop; the size is read again all the same. */
+    for (Py_ssize_t i = 0; i < n && i < PySequence_Fast_GET_SIZE(o); i++)
+        TRY(put_item(c, items[i], level));
+    return 0;
+}
+
+static int
+put_set(Ctx *c, PyObject *o, int level, const char *tag, Py_ssize_t tag_len)
+{
+    TRY(ptrset_add(&c->seen, o));
+    TRY(open_list(c, PySet_GET_SIZE(o) + 1, level));
+    TRY(put_bytes(c, tag, tag_len));
+    PyObject *iterator = PyObject_GetIter(o);
+    if (iterator == NULL)
+        return -1;
+    PyObject *item;
+    int result = 0;
+    while ((item = PyIter_Next(iterator)) != NULL) {
+        result = put_item(c, item, level);
+        Py_DECREF(item);
+        if (result)
+            break;
+    }
+    Py_DECREF(iterator);
+    if (result == 0 && PyErr_Occurred())
+        result = -1;
+    return result;
+}
+
+static int
+put_dict(Ctx *c, PyObject *o, int level)
+{
+    TRY(ptrset_add(&c->seen, o));
+    TRY(open_list(c, PyDict_GET_SIZE(o) + 1, level));
+    TRY(PUT_TAG(c, "dictionary"));
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(o, &pos, &key, &value)) {
+        /* [key, value], the key first: jelly numbers shared objects in this order. */
+        TRY(open_list(c, 2, level + 1));
+        TRY(put_item(c, key, level + 1));
+        TRY(put_item(c, value, level + 1));
+    }
+    return 0;
+}
+
+/* The jelly of o, a value that is not an atom, as a list at nesting level `level`. */
+static int
+put_value(Ctx *c, PyObject *o, int level)
+{
+    PyTypeObject *type = Py_TYPE(o);
+    if (type == &PyUnicode_Type)
+        return put_str(c, o, level);
+    if (type == &PyList_Type)
+        return put_sequence(c, o, level, "list", 4);
+    if (type == &PyDict_Type)
+        return put_dict(c, o, level);
+    if (type == &PyTuple_Type)
+        return put_sequence(c, o, level, "tuple", 5);
+    if (o == Py_None) {
+        TRY(open_list(c, 1, level));
+        return PUT_TAG(c, "None");
+    }
+    if (type == &PyBool_Type) {
+        TRY(open_list(c, 2, level));
+        TRY(PUT_TAG(c, "boolean"));
+        return o == Py_True ? PUT_TAG(c, "true") : PUT_TAG(c, "false");
+    }
+    if (type == &PySet_Type)
+        return put_set(c, o, level, "set", 3);
+    if (type == &PyFrozenSet_Type)
+        return put_set(c, o, level, "frozenset", 9);
+    /* An instance, a subclass, a datetime ...: the general path. */
+    return BAIL;
+}
+
+/* -------------------------------------------------------------------------------------------
+ * The Python functions. */
+
+static int
+read_limit(PyObject *encoder, const char *name, Py_ssize_t *out)
+{
+    PyObject *value = PyObject_GetAttrString(encoder, name);
+    if (value == NULL)
+        return -1;
+    *out = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    if (*out == -1 && PyErr_Occurred()) {
+        /* A limit beyond Py_ssize_t is no limit at all here. */
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+        *out = PY_SSIZE_T_MAX;
+    }
+    return 0;
+}
+
+/* The limits and dialect of a banana.Encoder: 0, BAIL for a vocabulary not handled here, or -1. */
+static int
+ctx_setup(Ctx *c, PyObject *encoder)
+{
+    ctx_init(c);
+    if (read_limit(encoder, "size_limit", &c->size_limit) < 0 ||
+        read_limit(encoder, "depth_limit", &c->depth_limit) < 0 ||
+        read_limit(encoder, "message_size_limit", &c->message_size_limit) < 0 ||
+        read_limit(encoder, "message_items_limit", &c->items_limit) < 0)
+        return -1;
+    PyObject *vocabulary = PyObject_GetAttrString(encoder, "vocabulary");
+    if (vocabulary == NULL)
+        return -1;
+    int result = 0;
+    c->use_vocab = vocabulary != Py_None;
+    if (c->use_vocab)
+        result = use_vocabulary(vocabulary); /* BAIL: an odd table, left to the pure path */
+    Py_DECREF(vocabulary);
+    return result;
+}
+
+/* The bytes built, None if the value was not plain, NULL on error. */
+static PyObject *
+finish(Ctx *c, int result)
+{
+    PyObject *out = NULL;
+    if (result == 0 && c->len <= c->message_size_limit) {
+        if (c->bytes == NULL) {
+            out = PyBytes_FromStringAndSize((const char *)c->data, c->len);
+        }
+        else if (_PyBytes_Resize(&c->bytes, c->len) == 0) {
+            out = c->bytes;
+            c->bytes = NULL;
+        }
+    }
+    else if (result >= 0)
+        out = Py_NewRef(Py_None);
+    ctx_free(c);
+    return out;
+}
+
+static PyObject *
+encode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "encode_plain(encoder, value)");
+        return NULL;
+    }
+    Ctx c;
+    int setup = ctx_setup(&c, args[0]);
+    if (setup)
+        return finish(&c, setup);
+    PyObject *value = args[1];
+    PyTypeObject *type = Py_TYPE(value);
+    int result;
+    if (type == &PyLong_Type || type == &PyBytes_Type || type == &PyFloat_Type) {
+        result = put_item(&c, value, 0);
+    }
+    else {
+        /* The top-level list counts itself. */
+        c.items = 1;
+        result = put_value(&c, value, 1);
+    }
+    return finish(&c, result);
+}
+
+static PyObject *
+encode_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || !PyTuple_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "encode_message(encoder, head: tuple, values: tuple)");
+        return NULL;
+    }
+    PyObject *head = args[1], *values = args[2];
+    Ctx c;
+    int setup = ctx_setup(&c, args[0]);
+    if (setup)
+        return finish(&c, setup);
+    Py_ssize_t n_head = PyTuple_GET_SIZE(head), n_values = PyTuple_GET_SIZE(values);
+    c.items = 1;
+    int result = open_list(&c, n_head + n_values, 1);
+    for (Py_ssize_t i = 0; result == 0 && i < n_head; i++) {
+        PyObject *atom = PyTuple_GET_ITEM(head, i);
+        PyTypeObject *type = Py_TYPE(atom);
+        /* The head is banana atoms, sent as they are. */
+        if (type == &PyLong_Type || type == &PyBytes_Type || type == &PyFloat_Type)
+            result = put_item(&c, atom, 1);
+        else
+            result = BAIL;
+    }
+    for (Py_ssize_t i = 0; result == 0 && i < n_values; i++) {
+        /* Each value is its own jelly operation, with its own references. */
+        ptrset_clear(&c.seen);
+        result = put_item(&c, PyTuple_GET_ITEM(values, i), 1);
+    }
+    return finish(&c, result);
+}
+
+/* -------------------------------------------------------------------------------------------
+ * Decoding: banana.Decoder._parse, line for line.
+ *
+ * The bytes come from the peer.  Every read of buf is at an index checked against `end` first;
+ * lengths are compared with what is left (`number > end - body`) rather than added to an offset,
+ * so no sum can overflow; a prefix wider than 63 bits becomes a Python int, never a C one; lists
+ * are nested on an explicit stack bounded by depth_limit, never by recursion. */
+
+static PyObject *DecodeError = NULL; /* trio_pb.errors.BananaDecodeError */
+static PyObject *NeedData = NULL;    /* trio_pb._events.NEED_DATA */
+
+typedef struct {
+    Py_ssize_t remaining;
+    PyObject *items; /* a strong reference */
+} Frame;
+
+/* A limit that fits a Py_ssize_t: 0, BAIL if it does not (the pure path takes over), -1. */
+static int
+read_exact_limit(PyObject *decoder, const char *name, Py_ssize_t *out)
+{
+    PyObject *value = PyObject_GetAttrString(decoder, name);
+    if (value == NULL)
+        return -1;
+    if (!PyLong_CheckExact(value)) {
+        Py_DECREF(value);
+        return BAIL;
+    }
+    *out = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    if (*out == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+        return BAIL;
+    }
+    return 0;
+}
+
+static int
+set_ssize(PyObject *decoder, const char *name, Py_ssize_t value)
+{
+    PyObject *number = PyLong_FromSsize_t(value);
+    if (number == NULL)
+        return -1;
+    int result = PyObject_SetAttrString(decoder, name, number);
+    Py_DECREF(number);
+    return result;
+}
+
+/* The number of a prefix of n base-128 digits (low first), as a Python int of any size. */
+static PyObject *
+big_prefix(const unsigned char *digits, Py_ssize_t n)
+{
+    PyObject *result = PyLong_FromLong(0);
+    PyObject *seven = PyLong_FromLong(7);
+    if (result == NULL || seven == NULL)
+        goto fail;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        PyObject *shifted = PyNumber_Lshift(result, seven);
+        Py_DECREF(result);
+        result = NULL;
+        if (shifted == NULL)
+            goto fail;
+        PyObject *digit = PyLong_FromLong(digits[i]);
+        if (digit == NULL) {
+            Py_DECREF(shifted);
+            goto fail;
+        }
+        result = PyNumber_Or(shifted, digit);
+        Py_DECREF(shifted);
+        Py_DECREF(digit);
+        if (result == NULL)
+            goto fail;
+    }
+    Py_DECREF(seven);
+    return result;
+fail:
+    Py_XDECREF(result);
+    Py_XDECREF(seven);
+    return NULL;
+}
+
+static PyObject *
+decode_parse(PyObject *module, PyObject *decoder)
+{
+    Py_ssize_t pos, base, message_start, message_items, size_limit, prefix_limit, depth_limit;
+    Py_ssize_t message_size_limit, items_limit;
+    int r;
+    if ((r = read_exact_limit(decoder, "_pos", &pos)) || (r = read_exact_limit(decoder, "_base", &base)) ||
+        (r = read_exact_limit(decoder, "_message_start", &message_start)) ||
+        (r = read_exact_limit(decoder, "_message_items", &message_items)) ||
+        (r = read_exact_limit(decoder, "size_limit", &size_limit)) ||
+        (r = read_exact_limit(decoder, "prefix_limit", &prefix_limit)) ||
+        (r = read_exact_limit(decoder, "depth_limit", &depth_limit)) ||
+        (r = read_exact_limit(decoder, "message_size_limit", &message_size_limit)) ||
+        (r = read_exact_limit(decoder, "message_items_limit", &items_limit))) {
+        if (r < 0)
+            return NULL;
+        /* A limit or position beyond Py_ssize_t, or not an int: the pure parser. */
+        return PyObject_CallMethod(decoder, "_parse", NULL);
+    }
+    /* Below 2**61, a sum of three of these (or of a size and a length within size_limit) cannot
+     * overflow; the pure parser takes anything larger (an exabyte into a stream, or no limit). */
+    const Py_ssize_t big = (Py_ssize_t)1 << 61;
+    if (pos > big || base > big || message_start > big || message_items > big || size_limit > big ||
+        message_size_limit > big || items_limit > big || pos < 0 || base < 0 || message_start < 0)
+        return PyObject_CallMethod(decoder, "_parse", NULL);
+    PyObject *buffer = PyObject_GetAttrString(decoder, "_buffer");
+    if (buffer == NULL)
+        return NULL;
+    PyObject *stack_list = PyObject_GetAttrString(decoder, "_stack");
+    PyObject *vocabulary = PyObject_GetAttrString(decoder, "vocabulary");
+    if (stack_list == NULL || vocabulary == NULL || !PyBytes_CheckExact(buffer) ||
+        !PyList_CheckExact(stack_list) || (vocabulary != Py_None && !PyTuple_CheckExact(vocabulary))) {
+        Py_DECREF(buffer);
+        Py_XDECREF(stack_list);
+        Py_XDECREF(vocabulary);
+        if (PyErr_Occurred())
+            return NULL;
+        return PyObject_CallMethod(decoder, "_parse", NULL);
+    }
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(buffer);
+    const Py_ssize_t end = PyBytes_GET_SIZE(buffer);
+    PyObject *result = NULL;
+    PyObject *item = NULL;
+    Py_ssize_t needed = 1;
+
+    /* The lists being filled: the innermost in (remaining, items), those around it in frames. */
+    Frame *frames = NULL;
+    Py_ssize_t depth = 0, capacity = 0;
+    Py_ssize_t remaining = 0;
+    PyObject *items = NULL;
+    Py_ssize_t saved = PyList_GET_SIZE(stack_list);
+    if (saved) {
+        capacity = saved + 16;
+        frames = PyMem_Malloc((size_t)capacity * sizeof(Frame));
+        if (frames == NULL) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        for (Py_ssize_t i = 0; i < saved; i++) {
+            PyObject *entry = PyList_GET_ITEM(stack_list, i);
+            Py_ssize_t count;
+            if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+                !PyList_CheckExact(PyTuple_GET_ITEM(entry, 1)) ||
+                (count = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0))) < 0) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "Decoder._stack holds (remaining, list) pairs");
+                goto error;
+            }
+            frames[depth].remaining = count;
+            frames[depth].items = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+            depth++;
+        }
+        if (PyList_SetSlice(stack_list, 0, saved, NULL) < 0)
+            goto error;
+        depth--;
+        remaining = frames[depth].remaining;
+        items = frames[depth].items; /* the reference moves to `items` */
+    }
+
+    while (pos < end) {
+        /* The prefix: at most prefix_limit bytes below 0x80, then the type byte. */
+        Py_ssize_t k = 0;
+        while (pos + k < end && buf[pos + k] < 0x80 && k <= prefix_limit)
+            k++;
+        if (!(pos + k < end && buf[pos + k] >= 0x80 && k <= prefix_limit)) {
+            if (end - pos > prefix_limit) {
+                PyErr_Format(DecodeError, "Security precaution: more than %zd bytes of prefix", prefix_limit);
+                goto error;
+            }
+            needed = end - pos + 1;
+            break;
+        }
+        Py_ssize_t type_at = pos + k;
+        /* The number, exact in `number` below 2**63 (nine significant digits; high zero digits
+         * are legal), or in `wide`, a Python int, beyond. */
+        Py_ssize_t significant = k;
+        while (significant > 0 && buf[pos + significant - 1] == 0)
+            significant--;
+        uint64_t number = 0;
+        PyObject *wide = NULL;
+        if (significant <= 9) {
+            for (Py_ssize_t i = significant - 1; i >= 0; i--)
+                number = (number << 7) | buf[pos + i];
+        }
+        else {
+            wide = big_prefix(buf + pos, significant);
+            if (wide == NULL)
+                goto error;
+        }
+        unsigned char kind = buf[type_at];
+        Py_ssize_t body = type_at + 1;
+        if (kind == T_STRING) {
+            if (wide != NULL || number > (uint64_t)size_limit) {
+                Py_XDECREF(wide);
+                PyErr_SetString(DecodeError, "Security precaution: String too long.");
+                goto error;
+            }
+            Py_ssize_t length = (Py_ssize_t)number;
+            if (length > end - body) {
+                if (items != NULL) {
+                    /* length <= size_limit and every offset is a Py_ssize_t: no overflow here. */
+                    Py_ssize_t size = base + body + length - message_start;
+                    if (size > message_size_limit) {
+                        PyErr_Format(DecodeError,
+                                     "Security precaution: a message of more than %zd bytes (%zd at least)",
+                                     message_size_limit, size);
+                        goto error;
+                    }
+                }
+                needed = body + length - pos;
+                break;
+            }
+            item = PyBytes_FromStringAndSize((const char *)buf + body, length);
+            if (item == NULL)
+                goto error;
+            pos = body + length;
+        }
+        else if (kind == T_LIST) {
+            if (wide != NULL || number > (uint64_t)size_limit) {
+                Py_XDECREF(wide);
+                PyErr_SetString(DecodeError, "Security precaution: List too long.");
+                goto error;
+            }
+            Py_ssize_t count = (Py_ssize_t)number;
+            if (items == NULL) {
+                /* A new top-level expression: one PB message. */
+                message_start = base + pos;
+                if (set_ssize(decoder, "_message_start", message_start) < 0)
+                    goto error;
+                message_items = 1 + count;
+            }
+            else {
+                message_items += count;
+            }
+            if (message_items > items_limit) {
+                PyErr_Format(DecodeError, "Security precaution: a message of more than %zd elements",
+                             items_limit);
+                goto error;
+            }
+            pos = body;
+            if (count) {
+                if (items != NULL) {
+                    if (depth + 1 >= depth_limit) {
+                        PyErr_Format(DecodeError, "lists are nested more than %zd deep", depth_limit);
+                        goto error;
+                    }
+                    if (depth == capacity) {
+                        Py_ssize_t grown = capacity ? capacity * 2 : 16;
+                        Frame *more = PyMem_Realloc(frames, (size_t)grown * sizeof(Frame));
+                        if (more == NULL) {
+                            PyErr_NoMemory();
+                            goto error;
+                        }
+                        frames = more;
+                        capacity = grown;
+                    }
+                    frames[depth].remaining = remaining;
+                    frames[depth].items = items;
+                    depth++;
+                    items = NULL;
+                }
+                /* The list grows as items come: a peer's count is not trusted with memory. */
+                items = PyList_New(0);
+                if (items == NULL)
+                    goto error;
+                remaining = count;
+                continue;
+            }
+            item = PyList_New(0);
+            if (item == NULL)
+                goto error;
+        }
+        else if (kind == T_INT || kind == T_LONGINT) {
+            item = wide != NULL ? wide : PyLong_FromUnsignedLongLong(number);
+            if (item == NULL)
+                goto error;
+            pos = body;
+        }
+        else if (kind == T_VOCAB) {
+            if (vocabulary == Py_None || wide != NULL || number == 0 ||
+                number >= (uint64_t)PyTuple_GET_SIZE(vocabulary)) {
+                PyObject *shown = wide != NULL ? wide : PyLong_FromUnsignedLongLong(number);
+                if (shown != NULL) {
+                    if (vocabulary == Py_None)
+                        PyErr_Format(DecodeError, "VOCAB element %S outside the pb dialect", shown);
+                    else
+                        PyErr_Format(DecodeError, "VOCAB element %S is not in the vocabulary", shown);
+                    Py_DECREF(shown);
+                }
+                goto error;
+            }
+            item = Py_NewRef(PyTuple_GET_ITEM(vocabulary, (Py_ssize_t)number));
+            pos = body;
+        }
+        else if (kind == T_NEG || kind == T_LONGNEG) {
+            if (wide != NULL) {
+                item = PyNumber_Negative(wide);
+                Py_DECREF(wide);
+            }
+            else {
+                PyObject *magnitude = PyLong_FromUnsignedLongLong(number);
+                item = magnitude != NULL ? PyNumber_Negative(magnitude) : NULL;
+                Py_XDECREF(magnitude);
+            }
+            if (item == NULL)
+                goto error;
+            pos = body;
+        }
+        else if (kind == T_FLOAT) {
+            Py_XDECREF(wide);
+            if (8 > end - body) {
+                needed = body + 8 - pos;
+                break;
+            }
+#if PY_VERSION_HEX >= 0x030B0000
+            double value = PyFloat_Unpack8((const char *)buf + body, 0);
+#else
+            double value = _PyFloat_Unpack8(buf + body, 0);
+#endif
+            if (value == -1.0 && PyErr_Occurred())
+                goto error;
+            item = PyFloat_FromDouble(value);
+            if (item == NULL)
+                goto error;
+            pos = body + 8;
+        }
+        else {
+            Py_XDECREF(wide);
+            char text[8];
+            snprintf(text, sizeof(text), "%02x", (unsigned)kind);
+            PyErr_Format(DecodeError, "invalid type byte 0x%s", text);
+            goto error;
+        }
+        /* Hand the item to the innermost open list; a list that is now full is itself an item
+         * of the list around it. */
+        if (items == NULL) {
+            if (set_ssize(decoder, "_pos", pos) < 0 || set_ssize(decoder, "_needed", 1) < 0 ||
+                set_ssize(decoder, "last_message_items", 1) < 0)
+                goto error;
+            result = item;
+            item = NULL;
+            goto done;
+        }
+        if (PyList_Append(items, item) < 0)
+            goto error;
+        Py_CLEAR(item);
+        remaining--;
+        while (!remaining) {
+            if (depth == 0) {
+                if (set_ssize(decoder, "_pos", pos) < 0 || set_ssize(decoder, "_needed", 1) < 0)
+                    goto error;
+                Py_ssize_t size = base + pos - message_start;
+                if (size > message_size_limit) {
+                    PyErr_Format(DecodeError,
+                                 "Security precaution: a message of more than %zd bytes (%zd at least)",
+                                 message_size_limit, size);
+                    goto error;
+                }
+                if (set_ssize(decoder, "last_message_items", message_items) < 0)
+                    goto error;
+                result = items;
+                items = NULL;
+                goto done;
+            }
+            PyObject *full = items;
+            depth--;
+            remaining = frames[depth].remaining;
+            items = frames[depth].items;
+            int appended = PyList_Append(items, full);
+            Py_DECREF(full);
+            if (appended < 0)
+                goto error;
+            remaining--;
+        }
+    }
+    /* Out of bytes, or waiting for `needed` of them: keep the open lists for the next call. */
+    if (set_ssize(decoder, "_needed", needed) < 0)
+        goto error;
+    if (items != NULL) {
+        for (Py_ssize_t i = 0; i <= depth; i++) {
+            Py_ssize_t count = i < depth ? frames[i].remaining : remaining;
+            PyObject *list = i < depth ? frames[i].items : items;
+            PyObject *entry = Py_BuildValue("(nO)", count, list);
+            if (entry == NULL || PyList_Append(stack_list, entry) < 0) {
+                Py_XDECREF(entry);
+                goto error;
+            }
+            Py_DECREF(entry);
+        }
+        Py_ssize_t size = base + pos - message_start;
+        if (size > message_size_limit) {
+            PyErr_Format(DecodeError, "Security precaution: a message of more than %zd bytes (%zd at least)",
+                         message_size_limit, size);
+            goto error;
+        }
+    }
+    if (set_ssize(decoder, "_message_items", message_items) < 0 || set_ssize(decoder, "_pos", pos) < 0)
+        goto error;
+    result = Py_NewRef(NeedData);
+    goto done;
+
+error:
+    result = NULL;
+done:
+    Py_XDECREF(item);
+    Py_XDECREF(items);
+    for (Py_ssize_t i = 0; i < depth; i++)
+        Py_DECREF(frames[i].items);
+    PyMem_Free(frames);
+    Py_DECREF(buffer);
+    Py_DECREF(stack_list);
+    Py_DECREF(vocabulary);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"encode_plain", (PyCFunction)(void (*)(void))encode_plain, METH_FASTCALL,
+     "encode_plain(encoder, value): banana.encode(jelly.jelly(value)) in the encoder's dialect, "
+     "or None if value is not plain data."},
+    {"encode_message", (PyCFunction)(void (*)(void))encode_message, METH_FASTCALL,
+     "encode_message(encoder, head, values): the list of head's atoms and each value's jelly, "
+     "encoded, or None if a value is not plain data."},
+    {"decode_parse", decode_parse, METH_O,
+     "decode_parse(decoder): what decoder._parse() returns, the next expression or NEED_DATA."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "trio_pb._speedups", "trio_pb's compiled codec (optional).", -1, methods,
+};
+
+static PyObject *
+import_name(const char *module_name, const char *name)
+{
+    PyObject *module = PyImport_ImportModule(module_name);
+    if (module == NULL)
+        return NULL;
+    PyObject *value = PyObject_GetAttrString(module, name);
+    Py_DECREF(module);
+    return value;
+}
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (DecodeError == NULL && (DecodeError = import_name("trio_pb.errors", "BananaDecodeError")) == NULL)
+        return NULL;
+    if (NeedData == NULL && (NeedData = import_name("trio_pb._events", "NEED_DATA")) == NULL)
+        return NULL;
+    return PyModule_Create(&module_def);
+}

@@ -1,0 +1,9 @@
+"""Types of the optional compiled codec (trio_pb/_speedups.c); use it through trio_pb._accel."""
+
+from typing import Any
+
+from .banana import Decoder, Encoder
+
+def encode_plain(encoder: Encoder, value: Any, /) -> bytes | None: ...
+def encode_message(encoder: Encoder, head: tuple[Any, ...], values: tuple[Any, ...], /) -> bytes | None: ...
+def decode_parse(decoder: Decoder, /) -> Any: ...
