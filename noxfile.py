@@ -1,6 +1,12 @@
-"""Developer tasks: ``nox -s demo``, ``tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``stress``."""
+"""Developer tasks: ``nox -s demo``, ``tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``stress``,
+``build``.
+"""
 
 from __future__ import annotations
+
+import tarfile
+import zipfile
+from pathlib import Path
 
 import nox
 
@@ -78,3 +84,42 @@ def stress(session: nox.Session) -> None:
     """Attacks on a real server process, its memory measured from outside (stress/, a few minutes)."""
     session.install("-e", ".[test]")
     session.run("pytest", "stress", *(session.posargs or ["-q"]))
+
+
+#: What a wheel must hold besides the pure modules (the extension's name is added per Python),
+#: and what an sdist must hold to build that wheel again.
+WHEEL_FILES = ["trio_pb/py.typed", "trio_pb/_speedups.pyi"]
+SDIST_FILES = ["trio_pb/_speedups.c", "setup.py", "pyproject.toml"]
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """The sdist and a wheel (``python -m build``), checked for the compiled codec and its stubs.
+
+    The wheel is built for the session's Python, so it must hold the extension compiled for it:
+    the extension is optional at install time, and a wheel silently built without it would ship
+    the slow path.  The check is a few lines here rather than a script: it is only this session's.
+    """
+    session.install("build")
+    outdir = Path(session.create_tmp()) / "dist"
+    session.run("python", "-m", "build", "--outdir", str(outdir), *session.posargs)
+    suffix = session.run(
+        "python", "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))", silent=True
+    )
+    assert isinstance(suffix, str)
+    (wheel,) = outdir.glob("*.whl")
+    (sdist,) = outdir.glob("*.tar.gz")
+    with zipfile.ZipFile(wheel) as archive:
+        in_wheel = set(archive.namelist())
+    with tarfile.open(sdist) as archive:
+        # Members are under "<name>-<version>/".
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    missing = [
+        f"{wheel.name}: {name}"
+        for name in [*WHEEL_FILES, f"trio_pb/_speedups{suffix.strip()}"]
+        if name not in in_wheel
+    ]
+    missing += [f"{sdist.name}: {name}" for name in SDIST_FILES if name not in in_sdist]
+    if missing:
+        session.error("missing from the distributions: " + ", ".join(missing))
+    session.log(f"{wheel.name} and {sdist.name} hold the compiled codec, its stubs and py.typed")
