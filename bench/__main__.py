@@ -5,7 +5,9 @@ A section is a module of this package listed in :data:`SECTIONS`, with
 * ``DESCRIPTION``: one line for ``--help``;
 * ``add_arguments(group)``: its own options, added to an argument group;
 * ``run(options, settings)``: measure and print, given the parsed options
-  and the shared :class:`bench.Settings`.
+  and the shared :class:`bench.Settings`; return the :class:`bench.Verdict` of
+  each target of the issue it measured (or nothing), which the run prints
+  together at the end.
 
 To add a section (say, end-to-end broker calls over loopback), write
 ``bench/<name>.py`` with those three names and add it to :data:`SECTIONS`.
@@ -18,7 +20,7 @@ import importlib
 import time
 from types import ModuleType
 
-from . import Settings
+from . import Settings, Verdict, format_verdicts
 
 #: Section name -> module, in the order ``python -m bench`` runs them.
 SECTIONS: dict[str, str] = {
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     sections = _load_sections()
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="trio_pb benchmarks, each measured side by side with Twisted PB in the same run.",
+        description="trio_pb benchmarks on both codec paths, measured side by side with Twisted PB "
+        "(and Pyro5, pickle, raw trio) in the same run.",
         epilog="sections: " + "; ".join(f"{name}: {module.DESCRIPTION}" for name, module in sections.items()),
     )
     parser.add_argument(
@@ -78,9 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     start = time.perf_counter()
+    verdicts: list[Verdict] = []
     for name in options.sections or list(sections):
-        sections[name].run(options, settings)
+        verdicts += sections[name].run(options, settings) or []
         print()
+    print("targets: the medians of the ratios above, on each codec path (a verdict, never a failure)")
+    print(format_verdicts(verdicts))
+    print()
     print(f"bench: {time.perf_counter() - start:.1f} s")
 
 

@@ -1,19 +1,24 @@
-"""Broker section: end-to-end remote calls over loopback TCP, trio_pb against Twisted PB.
+"""Broker section: end-to-end remote calls over loopback TCP, trio_pb against Twisted PB and Pyro5.
 
-Three contenders, each a client process talking to a server process of its own
+Five contenders, each a client process talking to a server process of its own
 (:mod:`bench.broker_client`, :mod:`bench.broker_server`), so that no side shares an
 interpreter, a GIL or an event loop with the other:
 
-* trio_pb: trio_pb client -> trio_pb server;
+* trio_pb: trio_pb client -> trio_pb server, both on the compiled codec;
+* trio_pb pure: the same with ``TRIO_PB_NO_EXTENSIONS=1`` in both processes (the pure-Python
+  codec, what runs where the extension could not be built);
 * Twisted: Twisted PB client -> Twisted PB server (``PBClientFactory``, ``PBServerFactory``,
   the default reactor in each process);
+* Pyro5: a Pyro5 proxy -> a Pyro5 daemon, with the marshal serializer (its fastest), a
+  benchmark-only peer: left out, with a note, when Pyro5 is not installed;
 * raw trio: a length-prefixed echo on trio sockets, the floor for one round trip through trio
   in both processes (no PB).
 
 Workloads: sequential ``add(1, 2)`` calls; the same with 64 calls in flight; the echo of
-100 KB of bytes; the echo of a list of 1,000 dicts of 5 small fields (raw trio has no
-serialization, so it sits that one out).  This process only sends commands and collects
-the times the clients measure themselves; the six peer processes stay up for the whole run.
+100 KB of bytes (not Pyro5's); the echo of a list of 1,000 dicts of 6 small fields, one a
+short list (raw trio has no serialization, so it sits that one out).  This process only
+sends commands and collects the times the clients measure themselves; the peer processes
+stay up for the whole run.
 
 Each repeat runs a calibrated number of operations lasting about ``--min-time`` (0.15 s by
 default here: a repeat must span many round trips); the contenders take turns, repeat by
@@ -22,14 +27,15 @@ Ratios are taken within each round of repeats, and their median and range are re
 Besides wall-clock rates, each repeat records the CPU time of both processes: ratios of CPU
 time per call are printed next to the wall-clock ones, as they suffer less from other load.
 
-The targets (:data:`TARGETS`) get a verdict each; the benchmark never fails on one.
-``--profile`` then runs sequential calls of both PB implementations under cProfile, in the
-client and the server at once, and prints where each side's time goes per call.
+The targets (:data:`TARGETS`) get a verdict each, on each codec; the benchmark never fails on
+one.  ``--profile`` then runs sequential calls of both PB implementations under cProfile, in
+the client and the server at once, and prints where each side's time goes per call.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -44,13 +50,29 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from . import Settings, format_table, python_description
+from . import Settings, Verdict, format_table, python_description
 from .broker_client import BYTES_SIZE, IN_FLIGHT, WORKLOADS
 
-DESCRIPTION = "end-to-end calls over loopback TCP between processes: trio_pb vs Twisted PB vs raw trio"
+DESCRIPTION = (
+    "end-to-end calls over loopback TCP between processes: trio_pb (both codecs) vs Twisted PB, "
+    "Pyro5 and raw trio"
+)
 
-#: Contender -> the implementation its client and server run.
-CONTENDERS: dict[str, str] = {"trio_pb": "trio_pb", "Twisted": "twisted", "raw trio": "raw"}
+#: Contender -> the implementation its client and server run, and what to add to their
+#: environment.  "" unsets the variable for trio_pb: the compiled run must not inherit a
+#: TRIO_PB_NO_EXTENSIONS from the shell.
+CONTENDERS: dict[str, tuple[str, dict[str, str]]] = {
+    "trio_pb": ("trio_pb", {"TRIO_PB_NO_EXTENSIONS": ""}),
+    "trio_pb pure": ("trio_pb", {"TRIO_PB_NO_EXTENSIONS": "1"}),
+    "Twisted": ("twisted", {}),
+    "Pyro5": ("pyro5", {}),
+    "raw trio": ("raw", {}),
+}
+#: The trio_pb contender of each codec path, and the codec its client must report.
+PATHS: dict[str, str] = {"compiled": "trio_pb", "pure": "trio_pb pure"}
+#: (implementation, workload) pairs that are not run: raw trio has no serialization; the brief
+#: for Pyro5 is the workloads of the comparison in the issue (small calls and structured data).
+SKIPPED = {("raw", "nested"), ("pyro5", "bytes")}
 
 #: Repeat length (seconds) for a full run and for --quick, unless --min-time is given.
 _REPEAT_TIME = (0.15, 0.02)
@@ -63,8 +85,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Target:
-    """A verdict to print: contender *a*'s *metric* over contender *b*'s, against *bound*.
+    """A verdict to print: trio_pb's *metric* over contender *b*'s, against *bound*, on each codec.
 
+    *a* names trio_pb's compiled contender; the pure codec's stands in for it on the other path.
     For a rate the ratio must be at least *bound*; for a latency, at most.  No bound: the
     ratio is printed without a verdict.
     """
@@ -77,12 +100,16 @@ class Target:
     bound: float | None
 
 
+#: The targets of issue 12 ("Targets") that calls over a connection measure.
 TARGETS = (
     Target("sequential calls/s, trio_pb / Twisted", "sequential", "rate", "trio_pb", "Twisted", 1.5),
-    Target("sequential latency, trio_pb / raw trio", "sequential", "latency", "trio_pb", "raw trio", 1.5),
-    Target("64 in flight calls/s, trio_pb / Twisted", "in_flight", "rate", "trio_pb", "Twisted", 2.5),
+    Target("sequential calls/s, trio_pb / raw trio", "sequential", "rate", "trio_pb", "raw trio", 0.8),
+    Target("sequential latency, trio_pb / raw trio", "sequential", "latency", "trio_pb", "raw trio", None),
+    Target("64 in flight calls/s, trio_pb / Twisted", "in_flight", "rate", "trio_pb", "Twisted", 3.5),
+    Target("64 in flight calls/s, trio_pb / Pyro5", "in_flight", "rate", "trio_pb", "Pyro5", None),
     Target("100 KB echo MB/s, trio_pb / Twisted", "bytes", "rate", "trio_pb", "Twisted", None),
-    Target("nested echo calls/s, trio_pb / Twisted", "nested", "rate", "trio_pb", "Twisted", 5.0),
+    Target("nested echo calls/s, trio_pb / Twisted", "nested", "rate", "trio_pb", "Twisted", 20.0),
+    Target("nested echo calls/s, trio_pb / Pyro5", "nested", "rate", "trio_pb", "Pyro5", 0.5),
 )
 
 
@@ -93,11 +120,18 @@ TARGETS = (
 class Peer:
     """A server or client subprocess that answers each line on its stdin with one line."""
 
-    def __init__(self, label: str, module: str, *args: str) -> None:
+    def __init__(self, label: str, module: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.label = label
+        environment = dict(os.environ)
+        for name, value in (env or {}).items():
+            if value:
+                environment[name] = value
+            else:
+                environment.pop(name, None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             cwd=_ROOT,
+            env=environment,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
@@ -143,11 +177,11 @@ class Peer:
 class Pair:
     """One contender: its server and its client, connected."""
 
-    def __init__(self, name: str, impl: str, keep_gc: bool) -> None:
+    def __init__(self, name: str, keep_gc: bool) -> None:
         self.name = name
-        self.impl = impl
+        self.impl, self.env = CONTENDERS[name]
         self.keep_gc = keep_gc
-        self.server = Peer(f"the {name} server", "bench.broker_server", impl)
+        self.server = Peer(f"the {name} server", "bench.broker_server", self.impl, env=self.env)
         self.client: Peer | None = None
 
     def connect(self) -> None:
@@ -155,13 +189,20 @@ class Pair:
         if len(words) != 2 or words[0] != "PORT":
             raise SystemExit(f"bench.broker: {self.server.label} said {' '.join(words)!r}, not PORT <n>")
         args = [self.impl, words[1], *(["--gc"] if self.keep_gc else [])]
-        self.client = Peer(f"the {self.name} client", "bench.broker_client", *args)
+        self.client = Peer(f"the {self.name} client", "bench.broker_client", *args, env=self.env)
 
     def wait_ready(self) -> None:
         assert self.client is not None
         line = self.client.readline()
-        if line != "READY":
+        if line.split()[:1] != ["READY"]:
             raise SystemExit(f"bench.broker: {self.client.label} said {line!r}, not READY")
+        if self.impl == "trio_pb":
+            codec = "pure" if self.env.get("TRIO_PB_NO_EXTENSIONS") else "compiled"
+            if line != f"READY {codec}":
+                raise SystemExit(
+                    f"bench.broker: {self.client.label} runs the {line.split()[-1]} codec, not the {codec} "
+                    "one (is the extension built? pip install -e . or python setup.py build_ext --inplace)"
+                )
 
     def run(self, workload: str, n: int) -> Run:
         assert self.client is not None
@@ -180,7 +221,7 @@ class Pair:
 
 def start_pairs(names: list[str], keep_gc: bool) -> list[Pair]:
     """Start every server, then every client, all in parallel; return once all are connected."""
-    pairs = [Pair(name, CONTENDERS[name], keep_gc) for name in names]
+    pairs = [Pair(name, keep_gc) for name in names]
     try:
         for pair in pairs:
             pair.connect()
@@ -264,7 +305,7 @@ def _calibrate(pair: Pair, workload: str, repeat_time: float) -> tuple[int, floa
 
 
 def measure(pairs: list[Pair], workload: str, repeat_time: float, settings: Settings) -> Case:
-    pairs = [pair for pair in pairs if workload != "nested" or pair.impl != "raw"]
+    pairs = [pair for pair in pairs if (pair.impl, workload) not in SKIPPED]
     calibrated = {pair.name: _calibrate(pair, workload, repeat_time) for pair in pairs}
     numbers = {name: number for name, (number, _) in calibrated.items()}
     # A contender whose single operation outlasts a repeat gets fewer repeats (but some).
@@ -306,7 +347,15 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def run(options: argparse.Namespace, settings: Settings) -> None:
+def contenders() -> tuple[list[str], str | None]:
+    """The contenders this machine can run, and a note on any left out."""
+    if importlib.util.find_spec("Pyro5") is None:
+        note = "Pyro5 is not installed (pip install Pyro5, or the bench extra): its row is left out."
+        return [name for name, (impl, _) in CONTENDERS.items() if impl != "pyro5"], note
+    return list(CONTENDERS), None
+
+
+def run(options: argparse.Namespace, settings: Settings) -> list[Verdict]:
     workloads = options.workload or list(WORKLOADS)
     if options.min_time is not None:
         repeat_time = options.min_time
@@ -314,17 +363,20 @@ def run(options: argparse.Namespace, settings: Settings) -> None:
         repeat_time = _REPEAT_TIME[1] if options.quick else _REPEAT_TIME[0]
     print(
         f"broker: trio_pb {version('trio_pb')} vs Twisted {version('twisted')} (trio {version('trio')}), "
-        f"{python_description()}, {os.cpu_count()} CPUs, load {_load()}; loopback TCP, TCP_NODELAY on\n"
-        f"every socket; client GC {'on' if settings.gc else 'off'} while timing; "
-        f"repeats of ~{repeat_time:g} s"
+        f"{python_description(codec=False)}, {os.cpu_count()} CPUs, load {_load()};\n"
+        f"loopback TCP, TCP_NODELAY on every socket; client GC {'on' if settings.gc else 'off'} while "
+        f"timing; repeats of ~{repeat_time:g} s"
     )
+    names, note = contenders()
+    if note:
+        print(note)
     started = time.perf_counter()
-    pairs = start_pairs(list(CONTENDERS), settings.gc)
-    _progress(f"6 processes up in {time.perf_counter() - started:.1f} s")
+    pairs = start_pairs(names, settings.gc)
+    _progress(f"{2 * len(pairs)} processes up in {time.perf_counter() - started:.1f} s")
     try:
         cases = [measure(pairs, workload, repeat_time, settings) for workload in workloads]
         _progress("")
-        print(_measurements_table(cases))
+        print(_measurements_table(cases, names))
         print()
         print(_ratios_table(cases))
         print()
@@ -332,10 +384,11 @@ def run(options: argparse.Namespace, settings: Settings) -> None:
             "calls/s, MB/s: median over repeats (range); MB/s: the 100 KB (10**5 bytes) payload of a call,\n"
             "which travels both ways; us/call: the median per-call time of a repeat, median over repeats;\n"
             "CPU us/call: CPU time of the client and the server processes together, per call.\n"
-            "ratio: within each round of back-to-back repeats, median (range); targets: trio_pb calls/s at\n"
-            "least the bound times Twisted's, trio_pb latency at most the bound times raw trio's.  By CPU\n"
-            "time: the same ratio from the CPU time per call, which other load on the machine disturbs less\n"
-            f"(load average now {_load()}).  Twisted's client chains Deferred callbacks (its cheapest style)."
+            "ratio: within each round of back-to-back repeats, median (range), for trio_pb on each codec;\n"
+            "targets: trio_pb calls/s at least the bound times the other's.  By CPU time: the same ratio\n"
+            "from the CPU time per call, which other load on the machine disturbs less (load average now\n"
+            f"{_load()}).  Twisted's client chains Deferred callbacks (its cheapest style); Pyro5 keeps 64\n"
+            "calls in flight from 64 threads, a proxy each."
         )
         if options.profile:
             print()
@@ -343,6 +396,7 @@ def run(options: argparse.Namespace, settings: Settings) -> None:
     finally:
         for pair in pairs:
             pair.close()
+    return _verdicts(cases)
 
 
 def _load() -> str:
@@ -364,8 +418,7 @@ def _spread(values: list[float], fmt: str) -> tuple[str, str]:
     return format(statistics.median(values), fmt), f"({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def _measurements_table(cases: list[Case]) -> str:
-    names = list(CONTENDERS)
+def _measurements_table(cases: list[Case], names: list[str]) -> str:
     headers = ["workload", "unit"]
     for name in names:
         headers += [name, "(range)"]
@@ -384,7 +437,11 @@ def _measurements_table(cases: list[Case]) -> str:
         if case.workload == "sequential":
             row = ["", "us/call"]
             for name in names:
-                row += _spread([t * 1e6 for t in case.latencies(name)], ".1f")
+                row += (
+                    _spread([t * 1e6 for t in case.latencies(name)], ".1f")
+                    if name in case.contenders
+                    else ["-", ""]
+                )
             rows.append(row)
         row = ["", "CPU us/call"]
         for name in names:
@@ -395,6 +452,14 @@ def _measurements_table(cases: list[Case]) -> str:
     return format_table(headers, rows, right)
 
 
+def _target_rounds(case: Case, target: Target, path: str) -> Target | None:
+    """*target* on one codec path, or None if this run lacks one of its contenders."""
+    a = PATHS[path]
+    if a not in case.contenders or target.b not in case.contenders:
+        return None
+    return Target(target.label, target.workload, target.metric, a, target.b, target.bound)
+
+
 def _ratios_table(cases: list[Case]) -> str:
     by_workload = {case.workload: case for case in cases}
     rows = []
@@ -402,18 +467,42 @@ def _ratios_table(cases: list[Case]) -> str:
         case = by_workload.get(target.workload)
         if case is None:
             continue
-        ratios = case.ratios(target)
-        median, spread = _spread(ratios, ".2f")
-        cpu_median, cpu_spread = _spread(case.cpu_ratios(target), ".2f")
-        if target.bound is None:
-            goal = "(no target)"
-        elif target.metric == "rate":
-            goal = f">= {target.bound:g}x {'ok' if statistics.median(ratios) >= target.bound else 'MISSED'}"
-        else:
-            goal = f"<= {target.bound:g}x {'ok' if statistics.median(ratios) <= target.bound else 'MISSED'}"
-        rows.append([target.label, f"{median}x", spread, goal, f"{cpu_median}x", cpu_spread])
-    headers = ["ratio", "median", "(range)", "target", "by CPU time", "(range)"]
-    return format_table(headers, rows, [False, True, False, False, True, False])
+        for path in PATHS:
+            on_path = _target_rounds(case, target, path)
+            if on_path is None:
+                continue
+            ratios = case.ratios(on_path)
+            median, spread = _spread(ratios, ".2f")
+            cpu_median, cpu_spread = _spread(case.cpu_ratios(on_path), ".2f")
+            if target.bound is None:
+                goal = "(no target)"
+            elif target.metric == "rate":
+                goal = (
+                    f">= {target.bound:g}x {'ok' if statistics.median(ratios) >= target.bound else 'MISSED'}"
+                )
+            else:
+                goal = (
+                    f"<= {target.bound:g}x {'ok' if statistics.median(ratios) <= target.bound else 'MISSED'}"
+                )
+            rows.append([target.label, path, f"{median}x", spread, goal, f"{cpu_median}x", cpu_spread])
+    headers = ["ratio", "codec", "median", "(range)", "target", "by CPU time", "(range)"]
+    return format_table(headers, rows, [False, False, True, False, False, True, False])
+
+
+def _verdicts(cases: list[Case]) -> list[Verdict]:
+    """The targets with a bound, on each codec path, for the summary at the end of the run."""
+    by_workload = {case.workload: case for case in cases}
+    verdicts = []
+    for target in TARGETS:
+        case = by_workload.get(target.workload)
+        if case is None or target.bound is None:
+            continue
+        for path in PATHS:
+            on_path = _target_rounds(case, target, path)
+            if on_path is not None:
+                ratio = statistics.median(case.ratios(on_path))
+                verdicts.append(Verdict(target.label, path, ratio, target.bound, target.metric == "rate"))
+    return verdicts
 
 
 # --------------------------------------------------------------------------
@@ -455,8 +544,8 @@ _BUILTIN_CATEGORIES = {
     "<method 'unregister' of 'select.epoll' objects>": _SYSCALLS,
     "<built-in method gc.collect>": "benchmark loop, gc.collect",
 }
-#: The implementations --profile looks at, and their contender names.
-_PROFILED = {"trio_pb": "trio_pb", "twisted": "Twisted"}
+#: The contenders --profile looks at.
+_PROFILED = ("trio_pb", "Twisted")
 
 
 def _profile(pairs: list[Pair], options: argparse.Namespace, repeat_time: float) -> None:
@@ -467,7 +556,7 @@ def _profile(pairs: list[Pair], options: argparse.Namespace, repeat_time: float)
     totals: dict[str, tuple[float, float]] = {}
     tops: list[str] = []
     for pair in pairs:
-        if pair.impl not in _PROFILED:
+        if pair.name not in _PROFILED:
             continue
         assert pair.client is not None
         # Unprofiled CPU per call first, for scale: the profiler makes every call dearer.
@@ -487,7 +576,7 @@ def _profile(pairs: list[Pair], options: argparse.Namespace, repeat_time: float)
             unprofiled = (plain.client_cpu if side == "client" else plain.server_cpu) / plain.n
             busy = sum(seconds for name, seconds in columns[label].items() if name != _BLOCKED)
             totals[label] = (busy, unprofiled)
-            if pair.impl == "trio_pb":
+            if pair.name == "trio_pb":
                 tops.append(_top_functions(label, stats, n))
     print(
         "profile: sequential add(1, 2) under cProfile, client and server at once: us per call, by what\n"

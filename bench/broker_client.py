@@ -18,6 +18,9 @@ How each client drives its calls:
 * Twisted: plain Deferred callbacks, each answer's callback making the next call (Twisted's
   cheapest style, cheaper than ``inlineCallbacks`` or coroutines); 64 in flight: 64 such
   chains.  The reactor runs in this process, as the server's runs in its own.
+* Pyro5: a ``Proxy`` making calls in a loop; 64 in flight: 64 threads, each with a proxy (and
+  so a connection) of its own, as Pyro5 proxies belong to one thread at a time; the server's
+  thread pool serves them.
 * raw: a trio socket; one frame out, then read until the whole echo is back; 64 in flight:
   a sender task that keeps 64 frames unanswered, topping the window up with one
   ``send_all`` of as many frames as it has room for, and a receiver task.
@@ -36,14 +39,22 @@ from collections.abc import Callable
 from typing import Any
 
 from . import nested_dicts
-from .broker_server import HEADER, IMPLEMENTATIONS, Commands, no_delay_broker, split_frames
+from .broker_server import (
+    HEADER,
+    IMPLEMENTATIONS,
+    PYRO_OBJECT,
+    Commands,
+    configure_pyro5,
+    no_delay_broker,
+    split_frames,
+)
 
 #: Workload name -> what it is, for the report.
 WORKLOADS: dict[str, str] = {
     "sequential": "add(1, 2), one call at a time",
     "in_flight": "add(1, 2), 64 calls in flight",
     "bytes": "echo(100 KB of bytes), one at a time",
-    "nested": "echo(1,000 dicts of 5 fields), one at a time",
+    "nested": "echo(1,000 dicts of 6 fields), one at a time",
 }
 #: Calls kept in flight by the in_flight workload.
 IN_FLIGHT = 64
@@ -190,8 +201,11 @@ def _run_trio(impl: str, port: int, keep_gc: bool) -> None:
         return _result(n, stamps[-1] - stamps[0], stamps)
 
     async def serve_commands(run: Callable[[str, int], Any]) -> None:
+        from trio_pb import _accel
+
         commands = Commands()
-        print("READY", flush=True)
+        # The codec this process uses, so that the benchmark can check it is the one it asked for.
+        print("READY", "compiled" if _accel.IN_USE else "pure", flush=True)
         while line := await trio.to_thread.run_sync(sys.stdin.readline):
             answer = commands.answer(line)
             if answer is None:
@@ -328,6 +342,88 @@ def _run_twisted(port: int, keep_gc: bool) -> None:
     reactor.run()
 
 
+# --------------------------------------------------------------------------
+# Pyro5
+
+
+def _run_pyro5(port: int, keep_gc: bool) -> None:
+    import threading
+
+    import Pyro5.api
+
+    configure_pyro5()
+    perf = time.perf_counter
+    uri = f"PYRO:{PYRO_OBJECT}@127.0.0.1:{port}"
+    payloads = {"bytes": bytes_payload(), "nested": nested_dicts()}
+    proxy = Pyro5.api.Proxy(uri)
+    proxy._pyroBind()
+    # The in-flight workload's proxies, one per thread, connected on first use and kept.
+    proxies: list[Any] = []
+
+    def in_flight(n: int) -> dict[str, Any]:
+        while len(proxies) < IN_FLIGHT:
+            extra = Pyro5.api.Proxy(uri)
+            extra._pyroBind()
+            proxies.append(extra)
+        lock = threading.Lock()
+        remaining = [n]
+        errors: list[BaseException] = []
+
+        def worker(own: Any) -> None:
+            own._pyroClaimOwnership()
+            try:
+                while True:
+                    with lock:
+                        if remaining[0] <= 0:
+                            return
+                        remaining[0] -= 1
+                    if own.add(1, 2) != 3:
+                        raise AssertionError("add(1, 2) != 3")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(own,)) for own in proxies]
+        start = perf()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = perf() - start
+        if errors:
+            raise errors[0]
+        return _result(n, elapsed)
+
+    def run(workload: str, n: int) -> dict[str, Any]:
+        if workload == "in_flight":
+            return in_flight(n)
+        method, args, expected = _one_call(workload, payloads)
+        call = getattr(proxy, method)
+        stamps = [perf()]
+        stamp = stamps.append
+        for _ in range(n):
+            result = call(*args)
+            stamp(perf())
+        if result != expected:
+            raise AssertionError(f"{method} answered {result!r:.100}")
+        return _result(n, stamps[-1] - stamps[0], stamps)
+
+    commands = Commands()
+    print("READY", flush=True)
+    while line := sys.stdin.readline():
+        answer = commands.answer(line)
+        if answer is None:
+            try:
+                workload, n = _parse_run(line)
+                with _GCOff(keep_gc):
+                    cpu = time.process_time()
+                    result = run(workload, n)
+                    result["cpu"] = time.process_time() - cpu
+                answer = json.dumps(result)
+            except Exception as exc:
+                answer = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        print(answer, flush=True)
+
+
 def main(argv: list[str]) -> None:
     keep_gc = "--gc" in argv
     args = [arg for arg in argv if arg != "--gc"]
@@ -335,6 +431,8 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"usage: python -m bench.broker_client {{{','.join(IMPLEMENTATIONS)}}} PORT [--gc]")
     if args[0] == "twisted":
         _run_twisted(int(args[1]), keep_gc)
+    elif args[0] == "pyro5":
+        _run_pyro5(int(args[1]), keep_gc)
     else:
         _run_trio(args[0], int(args[1]), keep_gc)
 

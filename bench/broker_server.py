@@ -4,19 +4,22 @@ IMPL is one of
 
 * ``trio_pb``: a :class:`trio_pb.Root` served by ``trio.serve_tcp`` and :func:`trio_pb.open_broker`;
 * ``twisted``: a ``twisted.spread.pb.Root`` served by ``PBServerFactory`` on the reactor;
+* ``pyro5``: a Pyro5 daemon (threaded server, the marshal serializer) serving an object of
+  the same two methods, on a thread of its own;
 * ``raw``: a length-prefixed echo on trio sockets, the baseline (no PB at all): every frame, a
   4-byte big-endian length and that many bytes, is sent back once it has fully arrived.
 
-Both PB roots have ``remote_add(a, b)`` and ``remote_echo(value)``.  The server listens on a
-free loopback port, prints ``PORT <n>`` and serves until its standard input closes.  It also
-obeys commands on standard input, one a line, answering each with one line:
+Both PB roots have ``remote_add(a, b)`` and ``remote_echo(value)``, the Pyro5 object ``add`` and
+``echo``.  The server listens on a free loopback port, prints ``PORT <n>`` and serves until its
+standard input closes.  It also obeys commands on standard input, one a line, answering each with
+one line:
 
 * ``CPU``: the CPU seconds this process has used so far (``time.process_time()``);
 * ``PROFILE START``: start cProfile in the thread that serves connections;
 * ``PROFILE STOP <path>``: stop it and dump the stats to *path*.
 
-Trio's sockets set ``TCP_NODELAY``; the Twisted server sets it too, so that both PB
-implementations run on the same kind of socket.  :mod:`bench.broker_client` is the other end.
+Trio's sockets set ``TCP_NODELAY``; the Twisted and Pyro5 servers set it too, so that every
+contender runs on the same kind of socket.  :mod:`bench.broker_client` is the other end.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ import sys
 import time
 from typing import Any
 
-IMPLEMENTATIONS = ("trio_pb", "twisted", "raw")
+IMPLEMENTATIONS = ("trio_pb", "twisted", "pyro5", "raw")
+
+#: The Pyro5 object's id: the clients' URI is ``PYRO:<id>@127.0.0.1:<port>``.
+PYRO_OBJECT = "bench"
 
 #: The raw echo's frame header: the payload's length.
 HEADER = struct.Struct("!I")
@@ -155,6 +161,44 @@ def _serve_twisted() -> None:
     reactor.run()
 
 
+# --------------------------------------------------------------------------
+# Pyro5
+
+
+def configure_pyro5() -> None:
+    """Pyro5 as both of its ends run here: marshal (its fastest serializer), TCP_NODELAY."""
+    from Pyro5 import config
+
+    config.SERIALIZER = "marshal"
+    config.SOCK_NODELAY = True
+
+
+def _serve_pyro5() -> None:
+    import threading
+
+    import Pyro5.api
+
+    configure_pyro5()
+
+    @Pyro5.api.expose
+    class Root:
+        def add(self, a: Any, b: Any) -> Any:
+            return a + b
+
+        def echo(self, value: Any) -> Any:
+            return value
+
+    daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
+    daemon.register(Root(), objectId=PYRO_OBJECT)
+    threading.Thread(target=daemon.requestLoop, daemon=True).start()
+    print("PORT", daemon.sock.getsockname()[1], flush=True)
+    commands = Commands()
+    # The profiler would only see this thread, not the daemon's: Pyro5 is not profiled.
+    while line := sys.stdin.readline():
+        print(commands.answer(line) or f"ERROR unknown command {line!r}", flush=True)
+    daemon.shutdown()
+
+
 def no_delay_broker(broker_class: type) -> type:
     """A subclass of Twisted's ``pb.Broker`` that turns Nagle's algorithm off, as trio does."""
 
@@ -171,6 +215,8 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"usage: python -m bench.broker_server {{{','.join(IMPLEMENTATIONS)}}}")
     if argv[0] == "twisted":
         _serve_twisted()
+    elif argv[0] == "pyro5":
+        _serve_pyro5()
     else:
         _serve_trio(argv[0])
 
