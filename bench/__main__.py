@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in options.sections or list(sections):
         verdicts += sections[name].run(options, settings) or []
         print()
+    if getattr(options, "verdicts_to", None):
+        # A child process measuring one codec path for its parent, which prints the summary.
+        return
     print("targets: the medians of the ratios above, on each codec path (a verdict, never a failure)")
     print(format_verdicts(verdicts))
     print()

@@ -16,15 +16,28 @@ trio_pb's ``global_security`` and Twisted's ``globalSecurity``.
 
 "banana" cases encode and decode the jellied s-expression of the payload, so
 both layers of a case carry exactly the same bytes; "banana+jelly" encode
-is jelly then banana, and decode is banana then unjelly.
+is jelly then banana, and decode is banana then unjelly.  Those cases also
+time ``pickle.dumps`` and ``pickle.loads`` of the same value, the floor the
+issue measures the codec against.
+
+Both codec paths are measured: the one this process uses (the compiled codec
+when it is built), and the other in a child process, ``python -m bench codecs``
+again with ``TRIO_PB_NO_EXTENSIONS=1`` (a process picks its codec once, at
+import).  Each path interleaves trio_pb with Twisted and pickle; the ratios
+are what compare across paths.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import pickle
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -38,6 +51,7 @@ from trio_pb import _accel, banana, jelly
 from . import (
     Measurement,
     Settings,
+    Verdict,
     compare,
     format_rate,
     format_table,
@@ -54,6 +68,13 @@ TARGETS: dict[tuple[str, str, str], float] = {
     ("dicts", "banana+jelly", "decode"): 5.0,
     ("dicts", "banana+jelly", "encode"): 1.5,
 }
+
+#: The issue's codec targets, on the nested message: (label, bound, at least?).  Encode + decode
+#: times are the sums of the two operations' medians.
+CODEC_TARGETS = (
+    ("codec encode+decode of the nested message, trio_pb / Twisted (speed)", 30.0, True),
+    ("codec encode+decode of the nested message, trio_pb / pickle (time)", 5.0, False),
+)
 
 LAYERS = ("banana", "banana+jelly")
 OPERATIONS = ("encode", "decode")
@@ -74,7 +95,7 @@ def _bytes() -> list[bytes]:
 
 
 PAYLOADS: dict[str, tuple[str, Callable[[], Any]]] = {
-    "dicts": ("1,000 dicts of 5 fields", nested_dicts),
+    "dicts": ("1,000 dicts of 6 fields, one a short list", nested_dicts),
     "ints": ("100,000 ints (0..99,999)", _ints),
     "bytes": ("1 MiB: 2 x 512 KiB bytes", _bytes),
 }
@@ -194,6 +215,18 @@ class TwistedSide:
         return tw_jelly.unjelly(sexp, taster=tw_jelly.globalSecurity)
 
 
+class PickleSide:
+    """Not a PB codec: the standard library's fastest serializer, as the floor."""
+
+    name = "pickle"
+
+    def encoder(self, obj: Any) -> Callable[[], bytes]:
+        return lambda: pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+
+    def decoder(self, data: bytes) -> Callable[[], Any]:
+        return lambda: pickle.loads(data)
+
+
 Side = TrioSide | TwistedSide
 
 
@@ -222,6 +255,8 @@ class Row:
     size: int
     trio: Measurement
     twisted: Measurement
+    #: pickle.dumps or pickle.loads of the same value ("banana+jelly" cases only).
+    pickle: Measurement | None = None
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -237,6 +272,14 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
         metavar="BYTES",
         help="decoders receive the message in chunks of this size; 0: all at once (default: %(default)s)",
     )
+    group.add_argument(
+        "--codec",
+        choices=("both", "compiled", "pure"),
+        default="both",
+        help="the trio_pb codec paths to measure (default: %(default)s)",
+    )
+    # Internal: a child process measuring the other path writes its verdicts here.
+    group.add_argument("--verdicts-to", metavar="PATH", help=argparse.SUPPRESS)
 
 
 def _chunks(data: bytes, size: int) -> list[bytes]:
@@ -245,11 +288,61 @@ def _chunks(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def run(options: argparse.Namespace, settings: Settings) -> None:
+def run(options: argparse.Namespace, settings: Settings) -> list[Verdict]:
+    here = "compiled" if _accel.IN_USE else "pure"
+    paths = ["compiled", "pure"] if options.codec == "both" else [options.codec]
+    verdicts: list[Verdict] = []
+    for index, path in enumerate(paths):
+        if index:
+            print()
+        if path == here:
+            verdicts += _measure(options, settings)
+        else:
+            verdicts += _measure_elsewhere(path, options, settings)
+    if options.verdicts_to:
+        with open(options.verdicts_to, "w") as file:
+            json.dump([vars(verdict) for verdict in verdicts], file)
+    return verdicts
+
+
+def _measure_elsewhere(path: str, options: argparse.Namespace, settings: Settings) -> list[Verdict]:
+    """Measure *path* in a child process whose environment selects it; its tables print here."""
+    if path == "compiled" and _accel.DISABLED:
+        # The child would inherit the choice; unset it so that the child can use the extension.
+        env = {name: value for name, value in os.environ.items() if name != "TRIO_PB_NO_EXTENSIONS"}
+    else:
+        env = {**os.environ, "TRIO_PB_NO_EXTENSIONS": "1"}
+    args = [
+        "--repeat", str(settings.repeat), "--min-time", str(settings.min_time),
+        "--max-case-time", str(settings.max_case_time), *(["--gc"] if settings.gc else []),
+        "--chunk", str(options.chunk), "--codec", path,
+    ]  # fmt: skip
+    for option, values in (("--payload", options.payload), ("--layer", options.layer), ("--op", options.op)):
+        for value in values or []:
+            args += [option, value]
+    with tempfile.TemporaryDirectory() as directory:
+        verdicts_path = os.path.join(directory, "verdicts.json")
+        sys.stdout.flush()
+        completed = subprocess.run(
+            [sys.executable, "-m", "bench", "codecs", *args, "--verdicts-to", verdicts_path],
+            env=env,
+            check=False,
+        )
+        if completed.returncode != 0 or not os.path.exists(verdicts_path):
+            print(f"bench.codecs: the {path} path could not be measured (exit code {completed.returncode})")
+            return []
+        with open(verdicts_path) as file:
+            measured = [Verdict(**fields) for fields in json.load(file)]
+    if path == "compiled" and not any(verdict.path == "compiled" for verdict in measured):
+        print("bench.codecs: the compiled codec is not built (pip install -e ., or setup.py build_ext)")
+    return measured
+
+
+def _measure(options: argparse.Namespace, settings: Settings) -> list[Verdict]:
     payloads = options.payload or list(PAYLOADS)
     layers = options.layer or list(LAYERS)
     ops = options.op or list(OPERATIONS)
-    trio_side, twisted_side = TrioSide(), TwistedSide()
+    trio_side, twisted_side, pickle_side = TrioSide(), TwistedSide(), PickleSide()
 
     fed = f"{options.chunk}-byte chunks" if options.chunk > 0 else "the whole message at once"
     print(
@@ -265,6 +358,7 @@ def run(options: argparse.Namespace, settings: Settings) -> None:
         wire = trio_side.encoder(sexp)()
         _check(wire == twisted_side.encoder(sexp)(), f"{payload}: banana bytes differ")
         chunks = _chunks(wire, options.chunk)
+        pickled = pickle_side.encoder(obj)()
         for layer in layers:
             for op in ops:
                 functions = [
@@ -273,8 +367,12 @@ def run(options: argparse.Namespace, settings: Settings) -> None:
                 expected = wire if op == "encode" else (sexp if layer == "banana" else obj)
                 for side, function in zip((trio_side, twisted_side), functions, strict=True):
                     _check(function() == expected, f"{payload} {layer} {op}: wrong result from {side.name}")
-                trio, twisted = compare(functions, settings)
-                rows.append(Row(payload, layer, op, len(wire), trio, twisted))
+                if layer == "banana+jelly":
+                    floor = pickle_side.encoder(obj) if op == "encode" else pickle_side.decoder(pickled)
+                    _check(pickle.loads(floor()) == obj if op == "encode" else floor() == obj, "pickle")
+                    functions.append(floor)
+                trio, twisted, *floor_time = compare(functions, settings)
+                rows.append(Row(payload, layer, op, len(wire), trio, twisted, *floor_time))
                 _progress(
                     f"{payload} {layer} {op}: {format_time(trio.median)} vs {format_time(twisted.median)}"
                 )
@@ -285,9 +383,26 @@ def run(options: argparse.Namespace, settings: Settings) -> None:
         "time: median per operation over interleaved repeats; MB/s: encoded size (10**6 bytes) / time;\n"
         "speedup: Twisted time / trio_pb time (>1: trio_pb faster), the median over the pairs of\n"
         "back-to-back repeats, and the range of those pairs; target: the speedup the codecs must\n"
-        "reach (1x: never slower).\n"
+        "reach (1x: never slower); pickle: pickle.dumps or pickle.loads of the same value, and\n"
+        "x pickle: trio_pb time / pickle time.\n"
         "payloads: " + "; ".join(f"{name}: {PAYLOADS[name][0]}" for name in payloads) + "."
     )
+    return _verdicts(rows, "compiled" if _accel.IN_USE else "pure")
+
+
+def _verdicts(rows: list[Row], path: str) -> list[Verdict]:
+    """The issue's codec targets, from the nested message's banana+jelly encode and decode."""
+    both = {row.op: row for row in rows if row.payload == "dicts" and row.layer == "banana+jelly"}
+    if set(both) != set(OPERATIONS):
+        return []
+    trio = sum(row.trio.median for row in both.values())
+    twisted = sum(row.twisted.median for row in both.values())
+    floor = sum(row.pickle.median for row in both.values() if row.pickle is not None)
+    (label_twisted, bound_twisted, _), (label_pickle, bound_pickle, _) = CODEC_TARGETS
+    return [
+        Verdict(label_twisted, path, twisted / trio, bound_twisted, True),
+        Verdict(label_pickle, path, trio / floor, bound_pickle, False),
+    ]
 
 
 def _progress(message: str) -> None:
@@ -314,8 +429,10 @@ def _table(rows: list[Row]) -> str:
         "speedup",
         "(range)",
         "target",
+        "pickle",
+        "x pickle",
     ]
-    right = [False, False, False, True, True, True, True, True, True, False, False]
+    right = [False, False, False, True, True, True, True, True, True, False, False, True, True]
     cells = []
     for row in rows:
         # Repeats ran in pairs, back to back: a pair's ratio cancels the load the
@@ -337,6 +454,8 @@ def _table(rows: list[Row]) -> str:
                 f"{speedup:.2f}x",
                 f"({min(ratios):.2f}-{max(ratios):.2f})",
                 f">={target:g}x {verdict}",
+                format_time(row.pickle.median) if row.pickle else "",
+                f"{row.trio.median / row.pickle.median:.1f}x" if row.pickle else "",
             ]
         )
     return format_table(headers, cells, right)
