@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     # Only for the types: banana itself imports this module.
     from .banana import Decoder, Encoder
 
-__all__ = ["DISABLED", "IN_USE", "decode_parse", "encode_message", "encode_plain"]
+__all__ = ["DISABLED", "IN_USE", "decode_parse", "encode_message", "encode_plain", "unjelly_plain"]
 
 #: Whether the environment asked for the pure-Python path.
 DISABLED: Final = os.environ.get("TRIO_PB_NO_EXTENSIONS", "") not in ("", "0")
@@ -30,17 +30,22 @@ encode_message: Callable[[Encoder, tuple[Any, ...], tuple[Any, ...]], bytes | No
 #: ``decode_parse(decoder)``: what ``decoder._parse()`` returns, computed in C; ``None`` when the
 #: extension is not in use.
 decode_parse: Callable[[Decoder], Any] | None = None
+#: ``unjelly_plain(sexp, depth_limit, hash_budget)``: what ``Unjellier(..., depth_limit=...,
+#: hash_budget=...).unjelly_top(sexp)`` gives under the default security and registry, when sexp
+#: is plain data, else ``NotImplemented``; ``None`` when the extension is not in use.
+unjelly_plain: Callable[[Any, int, float | None], Any] | None = None
 
 if not DISABLED:
     try:
         from ._speedups import decode_parse as _decode
         from ._speedups import encode_message as _message
         from ._speedups import encode_plain as _plain
+        from ._speedups import unjelly_plain as _unjelly
     except ImportError:
         pass
     else:
         # All or none: an extension built from older sources may lack a name.
-        decode_parse, encode_message, encode_plain = _decode, _message, _plain
+        decode_parse, encode_message, encode_plain, unjelly_plain = _decode, _message, _plain, _unjelly
 
 #: Whether the compiled codec is in use in this process.
 IN_USE: Final = encode_message is not None

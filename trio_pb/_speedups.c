@@ -1017,6 +1017,279 @@ done:
     return result;
 }
 
+/* -------------------------------------------------------------------------------------------
+ * unjelly_plain(sexp, depth_limit, hash_budget): jelly.Unjellier(...).unjelly_top(sexp) for an
+ * s-expression of plain data (None, boolean, unicode, and list, tuple, dictionary, set,
+ * frozenset of them and of banana's atoms, nested), built in one walk in C.  Anything else (a
+ * tag it does not know, a malformed expression, a list deeper than depth_limit, an unhashable
+ * member) gives NotImplemented, "use the general path", so that the pure path decides the value
+ * or the error.  The one error raised here is the pure path's DecodeBudgetExceeded: with a
+ * hash_budget (seconds), sets and dicts of _UNTIMED_BELOW members or more are built a piece of
+ * _HASH_CHUNK at a time and the thread CPU time of each piece's hashing is charged, exactly as
+ * Unjellier._hashed, _frozen and _dictionary charge it.  The caller makes sure the tags mean
+ * what they mean by default (no registry took one over, the security options allow them). */
+
+#include <time.h>
+
+#define UNTIMED_BELOW 8 /* jelly._UNTIMED_BELOW */
+#define HASH_CHUNK 256  /* jelly._HASH_CHUNK */
+/* Deepest nesting walked here whatever depth_limit says (the C stack); deeper declines. */
+#define UJ_DEPTH_CAP 1000
+
+static PyObject *BudgetError = NULL; /* trio_pb.errors.DecodeBudgetExceeded */
+
+typedef struct {
+    Py_ssize_t depth_limit;
+    int timed;      /* whether a budget applies */
+    double budget;  /* CPU seconds still allowed */
+    int raised;     /* the budget error is set: propagate it rather than decline */
+} UCtx;
+
+static inline int
+thread_clock(double *out)
+{
+#ifdef CLOCK_THREAD_CPUTIME_ID
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return -1;
+    *out = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return 0;
+#else
+    (void)out;
+    return -1;
+#endif
+}
+
+/* Charge the time since began; -1 (the error set, raised marked) once the budget is spent,
+ * -1 without raised if the clock cannot be read (the caller declines). */
+static int
+spend(UCtx *c, double began)
+{
+    double now;
+    if (thread_clock(&now) < 0)
+        return -1;
+    c->budget -= now - began;
+    if (c->budget < 0) {
+        PyErr_SetString(BudgetError, "the message costs more work to decode than it is allowed");
+        c->raised = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *uj_value(UCtx *c, PyObject *o, Py_ssize_t level);
+
+static inline int
+tag_is(const char *s, Py_ssize_t n, const char *word)
+{
+    size_t len = strlen(word);
+    return (size_t)n == len && memcmp(s, word, len) == 0;
+}
+
+/* The items of sexp after its tag, unjellied, as a new list; NULL to decline or raise. */
+static PyObject *
+uj_items(UCtx *c, PyObject *sexp, Py_ssize_t level)
+{
+    Py_ssize_t n = PyList_GET_SIZE(sexp) - 1;
+    PyObject *items = PyList_New(n);
+    if (items == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* Re-read the size: nothing here runs Python code, but stay safe. */
+        if (i + 1 >= PyList_GET_SIZE(sexp)) {
+            Py_DECREF(items);
+            return NULL;
+        }
+        PyObject *item = uj_value(c, PyList_GET_ITEM(sexp, i + 1), level);
+        if (item == NULL) {
+            Py_DECREF(items);
+            return NULL;
+        }
+        PyList_SET_ITEM(items, i, item);
+    }
+    return items;
+}
+
+/* A set (frozen or not) of items, timed as Unjellier._hashed and _frozen time it. */
+static PyObject *
+uj_set(UCtx *c, PyObject *items, int frozen)
+{
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    if (n < UNTIMED_BELOW || !c->timed)
+        return frozen ? PyFrozenSet_New(items) : PySet_New(items);
+    PyObject *result = PySet_New(NULL);
+    if (result == NULL)
+        return NULL;
+    for (Py_ssize_t start = 0; start < n; start += HASH_CHUNK) {
+        Py_ssize_t stop = start + HASH_CHUNK < n ? start + HASH_CHUNK : n;
+        double began;
+        if (thread_clock(&began) < 0)
+            goto fail;
+        for (Py_ssize_t i = start; i < stop; i++) {
+            if (PySet_Add(result, PyList_GET_ITEM(items, i)) < 0)
+                goto fail;
+        }
+        if (spend(c, began) < 0)
+            goto fail;
+    }
+    if (frozen) {
+        double began;
+        if (thread_clock(&began) < 0)
+            goto fail;
+        PyObject *copy = PyFrozenSet_New(result);
+        Py_DECREF(result);
+        if (copy == NULL)
+            return NULL;
+        if (spend(c, began) < 0) {
+            Py_DECREF(copy);
+            return NULL;
+        }
+        return copy;
+    }
+    return result;
+fail:
+    Py_DECREF(result);
+    return NULL;
+}
+
+/* A dictionary, built a piece of HASH_CHUNK entries at a time as Unjellier._dictionary does:
+ * the piece's keys and values unjellied first, then inserted, the insertion timed. */
+static PyObject *
+uj_dict(UCtx *c, PyObject *sexp, Py_ssize_t level)
+{
+    Py_ssize_t n = PyList_GET_SIZE(sexp);
+    int timed = n > UNTIMED_BELOW && c->timed;
+    PyObject *result = PyDict_New();
+    if (result == NULL)
+        return NULL;
+    PyObject *entries[2 * HASH_CHUNK];
+    for (Py_ssize_t start = 1; start < n; start += HASH_CHUNK) {
+        Py_ssize_t stop = start + HASH_CHUNK < n ? start + HASH_CHUNK : n;
+        Py_ssize_t made = 0;
+        for (Py_ssize_t i = start; i < stop; i++) {
+            if (i >= PyList_GET_SIZE(sexp))
+                goto fail_entries;
+            PyObject *pair = PyList_GET_ITEM(sexp, i);
+            if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2)
+                goto fail_entries;
+            PyObject *key = uj_value(c, PyList_GET_ITEM(pair, 0), level);
+            if (key == NULL)
+                goto fail_entries;
+            entries[made++] = key;
+            PyObject *value = uj_value(c, PyList_GET_ITEM(pair, 1), level);
+            if (value == NULL)
+                goto fail_entries;
+            entries[made++] = value;
+        }
+        double began = 0.0;
+        if (timed && thread_clock(&began) < 0)
+            goto fail_entries;
+        for (Py_ssize_t i = 0; i < made; i += 2) {
+            if (PyDict_SetItem(result, entries[i], entries[i + 1]) < 0)
+                goto fail_entries;
+        }
+        for (Py_ssize_t i = 0; i < made; i++)
+            Py_DECREF(entries[i]);
+        if (timed && spend(c, began) < 0)
+            goto fail;
+        continue;
+    fail_entries:
+        for (Py_ssize_t i = 0; i < made; i++)
+            Py_DECREF(entries[i]);
+        goto fail;
+    }
+    return result;
+fail:
+    Py_DECREF(result);
+    return NULL;
+}
+
+/* The value of o at nesting level (of its parent); a new reference, or NULL to decline (no
+ * error set, or one to clear) or raise (c->raised). */
+static PyObject *
+uj_value(UCtx *c, PyObject *o, Py_ssize_t level)
+{
+    if (!PyList_CheckExact(o))
+        return Py_NewRef(o); /* an atom: unjelly gives it as it is */
+    Py_ssize_t n = PyList_GET_SIZE(o);
+    level++;
+    if (n == 0 || level > c->depth_limit || level > UJ_DEPTH_CAP)
+        return NULL;
+    PyObject *tag = PyList_GET_ITEM(o, 0);
+    if (!PyBytes_CheckExact(tag))
+        return NULL;
+    const char *s = PyBytes_AS_STRING(tag);
+    Py_ssize_t len = PyBytes_GET_SIZE(tag);
+    if (tag_is(s, len, "unicode")) {
+        PyObject *data = n == 2 ? PyList_GET_ITEM(o, 1) : NULL;
+        if (data == NULL || !PyBytes_CheckExact(data))
+            return NULL;
+        return PyUnicode_DecodeUTF8(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), NULL);
+    }
+    if (tag_is(s, len, "list"))
+        return uj_items(c, o, level);
+    if (tag_is(s, len, "dictionary"))
+        return uj_dict(c, o, level);
+    if (tag_is(s, len, "tuple")) {
+        PyObject *items = uj_items(c, o, level);
+        if (items == NULL)
+            return NULL;
+        PyObject *result = PyList_AsTuple(items);
+        Py_DECREF(items);
+        return result;
+    }
+    if (tag_is(s, len, "None"))
+        return n == 1 ? Py_NewRef(Py_None) : NULL;
+    if (tag_is(s, len, "boolean")) {
+        PyObject *data = n == 2 ? PyList_GET_ITEM(o, 1) : NULL;
+        if (data == NULL || !PyBytes_CheckExact(data))
+            return NULL;
+        const char *d = PyBytes_AS_STRING(data);
+        Py_ssize_t dn = PyBytes_GET_SIZE(data);
+        if (tag_is(d, dn, "true"))
+            return Py_NewRef(Py_True);
+        if (tag_is(d, dn, "false"))
+            return Py_NewRef(Py_False);
+        return NULL;
+    }
+    int frozen = tag_is(s, len, "frozenset");
+    if (frozen || tag_is(s, len, "set")) {
+        PyObject *items = uj_items(c, o, level);
+        if (items == NULL)
+            return NULL;
+        PyObject *result = uj_set(c, items, frozen);
+        Py_DECREF(items);
+        return result;
+    }
+    return NULL;
+}
+
+static PyObject *
+unjelly_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "unjelly_plain(sexp, depth_limit, hash_budget)");
+        return NULL;
+    }
+    UCtx c = {0, 0, 0.0, 0};
+    c.depth_limit = PyLong_AsSsize_t(args[1]);
+    if (c.depth_limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (args[2] != Py_None) {
+        c.budget = PyFloat_AsDouble(args[2]);
+        if (c.budget == -1.0 && PyErr_Occurred())
+            return NULL;
+        c.timed = 1;
+    }
+    PyObject *result = uj_value(&c, args[0], 0);
+    if (result != NULL)
+        return result;
+    if (c.raised)
+        return NULL;
+    PyErr_Clear(); /* whatever went wrong, the pure path says it in its own words */
+    Py_RETURN_NOTIMPLEMENTED;
+}
+
 static PyMethodDef methods[] = {
     {"encode_plain", (PyCFunction)(void (*)(void))encode_plain, METH_FASTCALL,
      "encode_plain(encoder, value): banana.encode(jelly.jelly(value)) in the encoder's dialect, "
@@ -1026,6 +1299,9 @@ static PyMethodDef methods[] = {
      "encoded, or None if a value is not plain data."},
     {"decode_parse", decode_parse, METH_O,
      "decode_parse(decoder): what decoder._parse() returns, the next expression or NEED_DATA."},
+    {"unjelly_plain", (PyCFunction)(void (*)(void))unjelly_plain, METH_FASTCALL,
+     "unjelly_plain(sexp, depth_limit, hash_budget): what Unjellier.unjelly_top(sexp) gives for "
+     "plain data, or NotImplemented for anything else."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1050,6 +1326,8 @@ PyInit__speedups(void)
     if (DecodeError == NULL && (DecodeError = import_name("trio_pb.errors", "BananaDecodeError")) == NULL)
         return NULL;
     if (NeedData == NULL && (NeedData = import_name("trio_pb._events", "NEED_DATA")) == NULL)
+        return NULL;
+    if (BudgetError == NULL && (BudgetError = import_name("trio_pb.errors", "DecodeBudgetExceeded")) == NULL)
         return NULL;
     return PyModule_Create(&module_def);
 }

@@ -31,6 +31,7 @@ import attrs
 
 from . import failures
 from ._accel import encode_message as _encode_message
+from ._accel import unjelly_plain as _unjelly_plain
 from ._caches import RemoteCacheObserver, new_proxy, observers_of
 from ._events import (
     NEED_DATA,
@@ -46,7 +47,7 @@ from ._events import (
 )
 from ._events import answer as _answer_event
 from ._events import incoming_call as _incoming_call
-from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, BananaConnection, DialectSelected
+from .banana import DEPTH_LIMIT, MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, BananaConnection, DialectSelected
 from .conduct import PeerConduct
 from .errors import (
     CancelledByCaller,
@@ -59,6 +60,7 @@ from .errors import (
 )
 from .jelly import (
     CopyRegistry,
+    DummySecurityOptions,
     Jellier,
     Jellyable,
     SecurityOptions,
@@ -977,6 +979,11 @@ class PBProtocol:
         ``decref``/``decache`` per token, or the peer would keep those objects
         until the connection ends.
         """
+        if _unjelly_plain is not None and type(sexp) is list and _plain_data(self.security, self.registry):
+            # Plain data (no tokens to give back) in one walk in C; anything else declines.
+            value = _unjelly_plain(sexp, DEPTH_LIMIT, self.decode_budget)
+            if value is not NotImplemented:
+                return value
         self._made = []
         try:
             unjellier = Unjellier(self.security, self.registry, self, hash_budget=self.decode_budget)
@@ -1280,6 +1287,33 @@ def _keyword_names(kwargs: dict[Any, Any]) -> dict[str, Any]:
             raise JellyError(f"a keyword argument name is not a string: {key!r:.100}")
         named[key] = value
     return named
+
+
+# The tags the compiled unjelly_plain builds itself, as the pure Unjellier does by default.
+_PLAIN_DATA_TAGS: Final = frozenset(
+    {b"None", b"boolean", b"unicode", b"list", b"tuple", b"dictionary", b"set", b"frozenset"}
+)
+
+
+def _plain_data(security: SecurityOptions, registry: CopyRegistry) -> bool:
+    """Whether every plain-data tag means what it means by default (allowed, and no registry took it over)."""
+    kind = type(security)
+    if kind is SecurityOptions:
+        allowed = security.allowed_types >= _PLAIN_DATA_TAGS
+    else:
+        allowed = kind is DummySecurityOptions or all(
+            security.is_type_allowed(tag) for tag in _PLAIN_DATA_TAGS
+        )
+    if not allowed:
+        return False
+    node: CopyRegistry | None = registry
+    while node is not None:
+        if type(node) is not CopyRegistry:
+            return not any(tag in node for tag in _PLAIN_DATA_TAGS)
+        if not (_PLAIN_DATA_TAGS.isdisjoint(node.classes) and _PLAIN_DATA_TAGS.isdisjoint(node.factories)):
+            return False
+        node = node.parent
+    return True
 
 
 def _simple_args(args: Any) -> tuple[Any, ...] | None:
