@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import signal
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -107,7 +110,7 @@ def make_portal(users: Path) -> trio_pb.Portal:
     return trio_pb.Portal(ChatServer(), [trio_pb.FilePasswordChecker(users)])
 
 
-async def main() -> None:
+async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port")
@@ -115,15 +118,30 @@ async def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="log only warnings and errors")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="server: %(message)s")
-    async with trio.open_nursery() as nursery:
-        # keepalive: a client whose machine vanished is logged out within 90 s,
-        # instead of whenever TCP gives up on it.
-        serve = partial(trio_pb.serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30)
-        listeners = await nursery.start(serve)
-        host, port = listeners[0].socket.getsockname()[:2]
-        print(f"listening on {host}:{port}", flush=True)
+    if not args.users.is_file():
+        print(f"chat server: no users file at {args.users}", file=sys.stderr)
+        return 1
+    # Ctrl-C (and SIGTERM) stop the server in order: caught as signals, not as a
+    # KeyboardInterrupt that would surface wrapped in the nursery's ExceptionGroup.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            # keepalive: a client whose machine vanished is logged out within 90 s,
+            # instead of whenever TCP gives up on it.
+            serve = partial(trio_pb.serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30)
+            try:
+                listeners = await nursery.start(serve)
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else exc
+                print(f"chat server: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
+                return 1
+            host, port = listeners[0].socket.getsockname()[:2]
+            print(f"listening on {host}:{port}", flush=True)
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()
+    print("chat server stopped", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(main)
+    sys.exit(trio.run(main))

@@ -7,12 +7,15 @@ The client holds a RemoteCache of the world and redraws it after every update
 it receives (``async for update in world.updates()``).  With ``--until N``
 a bot stops once someone has N points; ``--plain`` prints one line per update
 instead of redrawing the board (for logs and tests).
+
+Exit codes: 0 when the game or the player is done, 1 when the client cannot go on (no
+server, a refused login such as a colour already playing, the server going away), 130
+after Ctrl-C.  Each of those ends with one line on stderr, not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 
@@ -20,6 +23,9 @@ import trio
 from world import TAG, RemoteWorld
 
 import trio_pb
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 trio_pb.set_unjellyable_for_class(TAG, RemoteWorld)
 KEYS = {"w": "up", "s": "down", "a": "left", "d": "right"}
@@ -65,18 +71,21 @@ async def play_keyboard(player: trio_pb.RemoteReference) -> None:
 
 
 async def show(world: RemoteWorld, me: str, plain: bool) -> None:
-    async for update in world.updates():
-        if plain:
-            name, *rest = update.args
-            if update.method == "moved":
-                print(f"{me} sees {name} at {rest[0]},{rest[1]} with {rest[2]}", flush=True)
-            elif update.method in ("joined", "left"):
-                print(f"{me} sees {name} {update.method}", flush=True)
-        else:
-            print("\x1b[H\x1b[2J" + world.render(), flush=True)
+    try:
+        async for update in world.updates():
+            if plain:
+                name, *rest = update.args
+                if update.method == "moved":
+                    print(f"{me} sees {name} at {rest[0]},{rest[1]} with {rest[2]}", flush=True)
+                elif update.method in ("joined", "left"):
+                    print(f"{me} sees {name} {update.method}", flush=True)
+            else:
+                print("\x1b[H\x1b[2J" + world.render(), flush=True)
+    except trio_pb.DisconnectedError:
+        return  # the watcher in play() says so
 
 
-async def main() -> None:
+async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=["red", "blue", "green", "yellow"])
     parser.add_argument("--host", default="127.0.0.1")
@@ -86,20 +95,69 @@ async def main() -> None:
     parser.add_argument("--pace", type=float, default=0.05, help="seconds between a bot's moves")
     parser.add_argument("--plain", action="store_true", help="a line per update instead of the board")
     args = parser.parse_args()
-    async with trio_pb.open_tcp_broker(args.host, args.port) as broker:
-        player = await broker.login(trio_pb.UsernamePassword(args.name, args.name))
-        world = await player.call_remote("world")
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(show, world, args.name, args.plain)
+    try:
+        async with trio_pb.open_tcp_broker(args.host, args.port) as broker:
+            player = await broker.login(trio_pb.UsernamePassword(args.name, args.name))
+            world = await player.call_remote("world")
+            if not await play(broker, player, world, args):
+                return fail("the server went away")
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else exc
+        return fail(f"cannot connect to {args.host}:{args.port}: {reason}")
+    except trio_pb.LoginFailed as exc:
+        return fail(f"login refused: {exc}")
+    except trio_pb.DisconnectedError:
+        return fail("the server went away")
+    print(world.render(), flush=True)
+    print(f"{args.name} finished", flush=True)
+    return 0
+
+
+async def play(
+    broker: trio_pb.Broker, player: trio_pb.RemoteReference, world: RemoteWorld, args: argparse.Namespace
+) -> bool:
+    """Show the world and play until done; False if the server went away first."""
+    gone = False
+
+    async def watch(scope: trio.CancelScope) -> None:
+        # Noticed here even while the player only watches (or types nothing).
+        nonlocal gone
+        await broker.wait_closed()
+        gone = True
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch, nursery.cancel_scope)
+        nursery.start_soon(show, world, args.name, args.plain)
+        try:
             if args.bot:
                 await play_bot(player, world, args.name, args.until, args.pace)
             else:
                 await play_keyboard(player)
-            nursery.cancel_scope.cancel()
-        print(world.render(), flush=True)
-        print(f"{args.name} finished", flush=True)
+        except trio_pb.DisconnectedError:
+            gone = True
+        nursery.cancel_scope.cancel()
+    return not gone
+
+
+def fail(message: str) -> int:
+    """Say why the client stops, on one line, and give the exit code for it."""
+    print(f"game: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def run() -> int:
+    try:
+        return trio.run(main)
+    except KeyboardInterrupt:
+        return 130
+    except BaseExceptionGroup as group:
+        # Ctrl-C while a nursery is open arrives wrapped in its ExceptionGroup.
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is not None:
+            raise
+        return 130
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(main)
+    sys.exit(run())

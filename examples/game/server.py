@@ -10,9 +10,11 @@ through ``perspective_*`` methods of their avatar.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
+import os
 import random
+import signal
+import sys
 from functools import partial
 from typing import Any
 
@@ -56,7 +58,8 @@ class Game:
     def request_avatar(self, avatar_id: bytes, mind: Any) -> tuple[Player, Any]:
         name = avatar_id.decode()
         if name in self.world.players:
-            raise ValueError(f"{name} is already playing")
+            # A LoginFailed goes back to the client as the reason its login failed.
+            raise trio_pb.LoginFailed(f"{name} is already playing")
         self.world.add_player(name, *self.world.free_cell(self.rng))
         log.info("%s joined", name)
         player = Player(self, name)
@@ -69,7 +72,7 @@ class Game:
             await trio.sleep(every)
 
 
-async def main() -> None:
+async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8788, help="0 picks a free port")
@@ -80,13 +83,25 @@ async def main() -> None:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="game: %(message)s")
     game = Game(random.Random(args.seed))
     portal = trio_pb.Portal(game, [trio_pb.InMemoryPasswordChecker(PLAYERS)])
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(game.spawn_items, args.item_every, 6)
-        listeners = await nursery.start(partial(trio_pb.serve_tcp, portal, args.port, host=args.host))
-        host, port = listeners[0].socket.getsockname()[:2]
-        print(f"listening on {host}:{port}", flush=True)
+    # Ctrl-C (and SIGTERM) stop the server in order: caught as signals, not as a
+    # KeyboardInterrupt that would surface wrapped in the nursery's ExceptionGroup.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                listeners = await nursery.start(partial(trio_pb.serve_tcp, portal, args.port, host=args.host))
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else exc
+                print(f"game server: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
+                return 1
+            nursery.start_soon(game.spawn_items, args.item_every, 6)
+            host, port = listeners[0].socket.getsockname()[:2]
+            print(f"listening on {host}:{port}", flush=True)
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()
+    print("game server stopped", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(main)
+    sys.exit(trio.run(main))
