@@ -127,7 +127,9 @@ async def main() -> int:
         async with trio.open_nursery() as nursery:
             # keepalive: a client whose machine vanished is logged out within 90 s,
             # instead of whenever TCP gives up on it.
-            serve = partial(trio_pb.serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30)
+            serve = partial(
+                trio_pb.serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30
+            )
             try:
                 listeners = await nursery.start(serve)
             except OSError as exc:
