@@ -77,18 +77,6 @@ async def test_chat_wrong_password_is_refused() -> None:
     assert code != 0
 
 
-async def test_chat_demo_runs_and_exits_zero() -> None:
-    with trio.fail_after(90):
-        result = await trio.run_process(
-            [sys.executable, str(EXAMPLES / "chat" / "demo.py")], capture_stdout=True, check=False
-        )
-    output = result.stdout.decode()
-    assert result.returncode == 0, output
-    assert "bob | [lobby] <alice> hello bob, welcome to trio_pb chat" in output
-    assert "alice | [lobby] * carol left" in output
-    assert "demo finished" in output
-
-
 async def test_game_bots_follow_each_other_through_the_cached_world() -> None:
     async with example_server("game", "--seed", "3", "--item-every", "0.05") as port:
         results: dict[str, tuple[int, list[str]]] = {}
