@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 project = "trio_pb"
 author = "the trio_pb developers"
 copyright = "2026, the trio_pb developers"
@@ -13,3 +15,24 @@ autodoc_typehints = "description"
 nitpicky = False
 html_theme = "alabaster"
 exclude_patterns = ["_build"]
+
+
+def _no_return_type_for_exceptions(app: Any, domain: str, objtype: str, contentnode: Any) -> None:
+    """Drop the "Return type: None" that autodoc takes from an exception's ``__init__``.
+
+    Sphinx leaves out the ``__init__`` return type for classes, but not for
+    exceptions; this runs just before its own handler and removes it.
+    """
+    if domain != "py" or objtype != "exception":
+        return
+    signature = contentnode.parent[0]
+    fullname = ".".join(filter(None, (signature.get("module"), signature.get("fullname"))))
+    document = getattr(app.env, "current_document", None)
+    annotations = (
+        document.autodoc_annotations if document is not None else app.env.temp_data.get("annotations", {})
+    )
+    annotations.get(fullname, {}).pop("return", None)
+
+
+def setup(app: Any) -> None:
+    app.connect("object-description-transform", _no_return_type_for_exceptions, priority=499)

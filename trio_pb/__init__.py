@@ -10,6 +10,7 @@ caches, login, connecting) are imported when first used, so that
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ._caches import Cacheable, CacheUpdate, RemoteCacheObserver
@@ -61,6 +62,11 @@ from .jelly import (
     setUnjellyableForClass,
 )
 from .options import BrokerOptions, BrokerStatistics
+
+# A library does not configure logging: without this, an application that has
+# not configured it either would see trio_pb's warnings on stderr (logging's
+# last-resort handler).  The application's own handlers still get every record.
+logging.getLogger("trio_pb").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from .broker import Broker, open_broker

@@ -1,7 +1,7 @@
 """Cached objects, the part with no trio: a Cacheable's state is copied once, then kept up to date.
 
 The owner's :class:`Cacheable` is sent in full the first time a connection
-sees it, and as a small ``cached`` token afterwards (pb-protocol.md 3.5, 4).
+sees it, and as a small ``cached`` token afterwards (docs/protocol.rst, "PB messages").
 The holder gets a :class:`RemoteCache`; the owner keeps one
 :class:`RemoteCacheObserver` per connection and calls ``observe_*`` methods
 on the holder's copy through it.  On the holder, ``async for update in

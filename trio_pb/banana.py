@@ -2,7 +2,7 @@
 
 Banana turns nested lists of ``bytes``, ``int`` and ``float`` into bytes and
 back, exactly as Twisted's ``twisted.spread.banana`` does on the wire
-(``shared/pb-protocol.md`` section 1).  This module does no I/O and imports no
+(docs/protocol.rst, "Banana: framing").  This module does no I/O and imports no
 trio: :func:`encode` and :func:`decode` work on whole expressions,
 :class:`Decoder` parses a stream incrementally, and :class:`BananaConnection`
 adds the dialect handshake that opens every PB connection.
@@ -634,7 +634,7 @@ class BananaConnection:
     take events from :meth:`next_event`, and send whatever
     :meth:`data_to_send` returns.  The server (the side that accepted the
     connection) offers its dialects, most preferred first; the client picks
-    the first one it knows, in the server's order (pb-protocol.md 1.6).  The
+    the first one it knows, in the server's order (docs/protocol.rst, "Banana: framing").  The
     handshake's own expressions never reach the caller: :meth:`next_event`
     returns one :class:`DialectSelected` when it is over, then the peer's
     expressions.

@@ -378,7 +378,11 @@ class Broker(metaclass=_NoPublicConstructor):
             self._ping_and_forget()
             await trio.sleep(interval)
             if self._signs_of_life == signs_of_life and not self._lost:
-                log.warning("closing the connection: no sign of life from the peer in %g s", 2 * interval)
+                log.warning(
+                    "%s: closing the connection: no sign of life from the peer in %g s",
+                    self.peer,
+                    2 * interval,
+                )
                 self.error = PeerUnresponsive(f"no sign of life from the peer in {2 * interval:g} s")
                 with trio.CancelScope(shield=True):
                     await self.aclose()
@@ -676,7 +680,7 @@ class Broker(metaclass=_NoPublicConstructor):
             return
         if not data:
             if self._protocol.in_expression:
-                log.warning("connection closed in the middle of a message")
+                log.warning("%s: connection closed in the middle of a message", self.peer)
             self._connection_lost()
             return
         self._signs_of_life += 1
@@ -771,7 +775,7 @@ class Broker(metaclass=_NoPublicConstructor):
         return event
 
     def _broke_protocol(self, exc: ProtocolError) -> None:
-        log.error("closing the connection: the peer broke the protocol: %s", exc)
+        log.error("%s: closing the connection: the peer broke the protocol: %s", self.peer, exc)
         self.error = without_tracebacks(exc)
         if isinstance(exc, _Goodbye):
             # The protocol queued an error that tells the peer why; as in

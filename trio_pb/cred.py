@@ -7,7 +7,7 @@ checker for the credentials it is given, asks it for an *avatar id*, then
 asks its realm for the avatar that id stands for.
 
 Nothing here does network I/O; :mod:`trio_pb.login` runs the PB
-challenge/response exchange on top of it (pb-protocol.md section 5).  A
+challenge/response exchange on top of it, as ordinary PB calls (docs/protocol.rst).  A
 :class:`Portal` given as a broker's root serves that exchange.
 
 Twisted's spellings (``UsernamePassword``, ``checkPassword``,

@@ -2,7 +2,7 @@
 
 Toward the peer every exception travels as a ``twisted.spread.pb.CopyableFailure``
 state dict, the one shape a Twisted peer always accepts and can ``trap`` by
-class (pb-protocol.md 3.6).  trio_pb's own error classes are named as their
+class (docs/protocol.rst, "PB messages").  trio_pb's own error classes are named as their
 Twisted counterparts, so ``failure.trap(pb.Error)`` or ``trap(NoSuchMethod)``
 works on the Twisted side.  Coming back, a failure whose type is registered
 here is raised as that class; anything else becomes a :class:`RemoteError`.

@@ -2,7 +2,7 @@
 
 :func:`jelly` turns a value into nested lists of ``bytes``, ``int`` and
 ``float`` that banana can carry; :func:`unjelly` turns them back
-(``shared/pb-protocol.md`` section 2).  Shared objects and cycles survive the
+(docs/protocol.rst, "Jelly: objects").  Shared objects and cycles survive the
 trip through ``reference``/``dereference`` tags.
 
 Unjellying is where a peer can attack: :class:`SecurityOptions` decides which

@@ -1,4 +1,4 @@
-"""Logging in over PB: the challenge/response exchange of pb-protocol.md section 5, both ends.
+"""Logging in over PB: the challenge/response exchange of Twisted PB, both ends.
 
 Server: a :class:`~trio_pb.cred.Portal` given as a broker's root serves a
 fresh :class:`PortalRoot` on each connection.  ``login(username)`` answers
@@ -197,7 +197,7 @@ class _AvatarHandoff(Jellyable):
 class PortalRoot(Referenceable):
     """The root a :class:`~trio_pb.cred.Portal` serves on one connection.
 
-    Remote methods (pb-protocol.md section 5): ``login(username)`` and
+    Remote methods (as Twisted's ``_PortalWrapper``): ``login(username)`` and
     ``loginAnonymous(mind)``.  The avatar is sent as is if it is a
     Referenceable (an :class:`~trio_pb.flavors.Avatar` answers with its
     ``perspective_*`` methods), otherwise wrapped so that calls reach its

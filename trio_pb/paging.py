@@ -1,6 +1,6 @@
 """Sending data in pages, wire-compatible with ``twisted.spread.util``.
 
-Paging is ordinary PB calls (pb-protocol.md section 6).  The receiver passes
+Paging is ordinary PB calls (``message`` requests; see docs/protocol.rst).  The receiver passes
 a collector object; the sender calls ``gotPage(page)`` on it once per page,
 then ``endedPaging()``, both without asking for an answer.
 

@@ -1,6 +1,6 @@
 """RemoteReference: the local handle on an object that lives on the peer.
 
-A reference counts as one token of the peer's refcount (pb-protocol.md 3.4):
+A reference counts as one token of the peer's refcount (docs/protocol.rst, "PB messages"):
 releasing it, with ``await ref.release()``, ``async with ref:``, or as a
 fallback when it is garbage-collected, sends exactly one ``decref``.  The
 garbage collector never does I/O itself: it only queues the decref to the
