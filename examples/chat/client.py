@@ -30,7 +30,7 @@ import trio
 import trio_pb
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 WAIT_FOR_SECONDS = 20
 

@@ -25,7 +25,7 @@ from world import TAG, RemoteWorld
 import trio_pb
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 trio_pb.set_unjellyable_for_class(TAG, RemoteWorld)
 KEYS = {"w": "up", "s": "down", "a": "left", "d": "right"}
