@@ -27,11 +27,8 @@ def test_the_library_logger_is_quiet_until_the_application_configures_logging() 
 
 
 def test_docstrings_cite_the_protocol_page_not_a_file_outside_the_repository() -> None:
-    # protocol.py is being reworked elsewhere (issue 11); its two citations go with that work.
     citing = [
-        path.name
-        for path in PACKAGE.glob("*.py")
-        if path.name != "protocol.py" and "pb-protocol.md" in path.read_text(encoding="utf-8")
+        path.name for path in PACKAGE.glob("*.py") if "pb-protocol.md" in path.read_text(encoding="utf-8")
     ]
     assert citing == []
 

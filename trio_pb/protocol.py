@@ -1,6 +1,6 @@
 """The PB protocol state machine for one connection, without I/O.
 
-:class:`PBProtocol` is the broker's sans-IO core (pb-protocol.md section 3):
+:class:`PBProtocol` is the broker's sans-IO core (docs/protocol.rst, "PB messages"):
 it runs the banana handshake, numbers requests, keeps the tables of objects
 the peer holds references to, turns incoming expressions into events and
 outgoing calls, answers and errors into bytes.  It never runs user code
@@ -819,7 +819,7 @@ class PBProtocol:
         return luid
 
     def _new_luid(self) -> int:
-        # One counter for references and caches, never reused (pb-protocol.md 3.4).
+        # One counter for references and caches, never reused (docs/protocol.rst, "PB messages").
         luid = self._next_luid
         self._next_luid += 1
         return luid
