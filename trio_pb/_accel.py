@@ -16,7 +16,15 @@ if TYPE_CHECKING:
     # Only for the types: banana itself imports this module.
     from .banana import Decoder, Encoder
 
-__all__ = ["DISABLED", "IN_USE", "decode_parse", "decode_plain", "encode_message", "encode_plain", "unjelly_plain"]
+__all__ = [
+    "DISABLED",
+    "IN_USE",
+    "decode_parse",
+    "decode_plain",
+    "encode_message",
+    "encode_plain",
+    "unjelly_plain",
+]
 
 #: Whether the environment asked for the pure-Python path.
 DISABLED: Final = os.environ.get("TRIO_PB_NO_EXTENSIONS", "") not in ("", "0")

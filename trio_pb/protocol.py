@@ -495,9 +495,10 @@ class PBProtocol:
         if type(expression) is not list or not expression or type(expression[0]) is not bytes:
             if type(expression) is tuple:
                 # A message or answer of plain data the compiled decoder built from the bytes.
-                if expression[0] == b"message":
-                    return self._message(*expression[1:], decoded=True)
-                return self._answer(*expression[1:], decoded=True)
+                f = expression
+                if f[0] == b"message":
+                    return self._message(f[1], f[2], f[3], f[4], f[5], f[6], decoded=True)
+                return self._answer(f[1], f[2], decoded=True)
             raise ProtocolError(f"expected a command list, got {expression!r:.100}")
         command = expression[0]
         entry = _COMMANDS.get(command)
