@@ -89,7 +89,9 @@ def _run(pieces: list[bytes], limits: dict[str, int], budget: float | None, plai
                     out.append(("value", _typed(expression)))
                 else:
                     out.append(_general(expression, budget))
-            out.append(("state", decoder.buffered, decoder.in_expression))
+            # A command being scanned stays buffered from its start (the general path consumes
+            # what it parsed): only in_expression agrees.
+            out.append(("state", decoder.in_expression))
     except PBError as exc:
         out.append(("error", type(exc)))
     return out
@@ -209,3 +211,37 @@ def test_deep_nesting(depth: int) -> None:
         sexp = [b"list", sexp]
     data = Encoder(b"pb", depth_limit=10_000, message_items_limit=10**6).encode([b"answer", 1, sexp])
     _check([data], {"depth_limit": 10_000}, None)
+
+
+def _big_answer() -> bytes:
+    value = [{"name": f"item {i}", "tags": [i, -i, 1.5], "ok": i % 2 == 0} for i in range(200)]
+    return Encoder(b"pb").encode(_command(1, 4, value, None))
+
+
+def test_a_command_in_pieces_comes_built() -> None:
+    # Received in a few large reads, the command is scanned as it comes, then built at once.
+    data = _big_answer()
+    decoder = Decoder(vocabulary=_PB)
+    third = len(data) // 3
+    for piece in (data[:third], data[third : 2 * third]):
+        decoder.receive_data(piece)
+        assert decoder.next_expression(True, 1.0) is banana.NEED_DATA
+        assert decoder.in_expression
+    decoder.receive_data(data[2 * third :])
+    built = decoder.next_expression(True, 1.0)
+    assert type(built) is tuple and built[:2] == (b"answer", 4)
+    assert decoder.buffered == 0 and not decoder.in_expression
+    _check([data[:third], data[third : 2 * third], data[2 * third :]], {}, 1.0)
+
+
+def test_a_trickled_command_goes_to_the_general_path() -> None:
+    # Small reads would make every byte copied again and again: the general parse takes over.
+    data = _big_answer()
+    decoder = Decoder(vocabulary=_PB)
+    results = []
+    for i in range(0, len(data), 7):
+        decoder.receive_data(data[i : i + 7])
+        results.append(decoder.next_expression(True, 1.0))
+    assert type(results[-1]) is list and results[-1][:2] == [b"answer", 4]
+    assert all(result is banana.NEED_DATA for result in results[:-1])
+    _check([data[i : i + 7] for i in range(0, len(data), 7)], {}, 1.0)

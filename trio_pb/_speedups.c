@@ -1311,6 +1311,7 @@ typedef struct {
     Py_ssize_t pos, end, start;
     Py_ssize_t size_limit, prefix_limit, banana_depth, message_size_limit, items_limit;
     Py_ssize_t items;
+    int short_; /* the bytes ran out (the command is not all here yet) */
     PyObject *vocabulary; /* a tuple, or NULL */
     UCtx u;
     double budget; /* the budget each field starts with */
@@ -1327,8 +1328,10 @@ dp_header(DCtx *c, uint64_t *number, unsigned char *kind)
             return BAIL;
         k++;
     }
-    if (pos + k >= c->end)
+    if (pos + k >= c->end) {
+        c->short_ = 1;
         return BAIL;
+    }
     uint64_t n = 0;
     for (Py_ssize_t i = k - 1; i >= 0; i--)
         n = (n << 7) | buf[pos + i];
@@ -1343,8 +1346,12 @@ static inline int
 dp_word(DCtx *c, uint64_t number, unsigned char kind, const char **s, Py_ssize_t *n)
 {
     if (kind == T_STRING) {
-        if (number > (uint64_t)c->size_limit || (Py_ssize_t)number > c->end - c->pos)
+        if (number > (uint64_t)c->size_limit)
             return BAIL;
+        if ((Py_ssize_t)number > c->end - c->pos) {
+            c->short_ = 1;
+            return BAIL;
+        }
         *s = (const char *)c->buf + c->pos;
         *n = (Py_ssize_t)number;
         c->pos += (Py_ssize_t)number;
@@ -1385,8 +1392,10 @@ dp_atom(DCtx *c, uint64_t number, unsigned char kind)
     if (kind == T_NEG || kind == T_LONGNEG)
         return PyLong_FromLongLong(-(long long)number); /* number < 2**63 */
     if (kind == T_FLOAT) {
-        if (8 > c->end - c->pos)
+        if (8 > c->end - c->pos) {
+            c->short_ = 1;
             return NULL;
+        }
         /* A float has no prefix: a zero one is legal banana, anything else is not. */
         if (number != 0)
             return NULL;
@@ -1569,6 +1578,222 @@ dp_field(DCtx *c)
     return dp_value(c, 1, 0);
 }
 
+/* The command at c->start, built: a new tuple, or NULL to decline (c->short_ set if the bytes
+ * ran out). */
+static PyObject *
+dp_build(DCtx *c)
+{
+    PyObject *result = NULL, *head = NULL, *f[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    uint64_t number;
+    unsigned char kind;
+    Py_ssize_t count;
+    const char *s;
+    Py_ssize_t len;
+    int nfields;
+    c->pos = c->start;
+    c->items = 1;
+    c->short_ = 0;
+    if (dp_header(c, &number, &kind) || kind != T_LIST || (number != 7 && number != 3))
+        goto done;
+    if (dp_list(c, number, 1, &count) || dp_header(c, &number, &kind) || dp_word(c, number, kind, &s, &len))
+        goto done;
+    if (count == 7 && tag_is(s, len, "message")) {
+        nfields = 6;
+        if ((f[0] = dp_int(c)) == NULL)
+            goto done;
+        /* The target: an int or bytes (anything else, the general path fails the call). */
+        if (dp_header(c, &number, &kind) || kind == T_LIST || kind == T_FLOAT ||
+            (f[1] = dp_atom(c, number, kind)) == NULL)
+            goto done;
+        if (dp_header(c, &number, &kind) || (kind != T_STRING && kind != T_VOCAB) ||
+            (f[2] = dp_atom(c, number, kind)) == NULL)
+            goto done;
+        if ((f[3] = dp_int(c)) == NULL)
+            goto done;
+        if ((f[4] = dp_field(c)) == NULL || !PyTuple_CheckExact(f[4]))
+            goto done;
+        if ((f[5] = dp_field(c)) == NULL || !PyDict_CheckExact(f[5]))
+            goto done;
+        head = PyBytes_FromStringAndSize("message", 7);
+    }
+    else if (count == 3 && tag_is(s, len, "answer")) {
+        nfields = 2;
+        if ((f[0] = dp_int(c)) == NULL || (f[1] = dp_field(c)) == NULL)
+            goto done;
+        head = PyBytes_FromStringAndSize("answer", 6);
+    }
+    else {
+        goto done;
+    }
+    if (head == NULL || c->pos - c->start > c->message_size_limit)
+        goto done;
+    result = PyTuple_New(nfields + 1);
+    if (result == NULL)
+        goto done;
+    PyTuple_SET_ITEM(result, 0, head);
+    head = NULL;
+    for (int i = 0; i < nfields; i++) {
+        PyTuple_SET_ITEM(result, i + 1, f[i]);
+        f[i] = NULL;
+    }
+done:
+    Py_XDECREF(head);
+    for (int i = 0; i < 6; i++)
+        Py_XDECREF(f[i]);
+    return result;
+}
+
+/* A command that is not all here yet.  Parsing it again from its start on every read would cost
+ * the square of its size (a peer sending a byte at a time), so what arrives is only scanned,
+ * the scan resumed where it stopped: the headers' limits checked as Decoder._parse checks them,
+ * string bodies skipped, nothing built.  Its state lives in the decoder's _plain_scan, a list
+ * [start, scanned, seen, items, remaining...] (stream offsets: where the command starts, how far
+ * it is scanned, how far the bytes went at the last scan; the elements counted; the items still
+ * expected by each open list, outermost first).  The command is built once the scan finds its
+ * end.  The scan declines (and the general path parses the command, consuming it) on anything
+ * the general path would raise on or that cannot be plain, and when a read brings less than a
+ * sixteenth of what is buffered: each byte is then copied into the decoder's buffer (which
+ * holds the command from its start until it is built) a bounded number of times. */
+
+#define SCAN_GROWTH 16
+#define SCAN_DONE 2
+
+/* SCAN_DONE: the command is complete in the buffer; 0: NEED_DATA (state saved, *needed set: bytes from
+ * the command's start); BAIL: decline; -1: error. */
+static int
+dp_scan(DCtx *c, PyObject *decoder, Py_ssize_t base, Py_ssize_t *needed)
+{
+    PyObject *state = PyObject_GetAttrString(decoder, "_plain_scan");
+    if (state == NULL)
+        return -1;
+    Py_ssize_t start = c->start, p = start, seen = base + c->end, items = 0, depth = 0;
+    Py_ssize_t stack[UJ_DEPTH_CAP + 1];
+    int resumed = 0;
+    if (PyList_CheckExact(state) && PyList_GET_SIZE(state) >= 4 &&
+        PyList_GET_SIZE(state) - 4 <= UJ_DEPTH_CAP) {
+        Py_ssize_t v[4];
+        for (int i = 0; i < 4; i++)
+            v[i] = PyLong_AsSsize_t(PyList_GET_ITEM(state, i));
+        if (!PyErr_Occurred() && v[0] == base + start && v[1] >= v[0] && v[1] <= seen && v[2] <= seen) {
+            /* Too little since the last scan: the general path takes the command. */
+            if ((seen - v[2]) * SCAN_GROWTH < v[2] - v[0]) {
+                Py_DECREF(state);
+                return BAIL;
+            }
+            p = v[1] - base;
+            items = v[3];
+            depth = PyList_GET_SIZE(state) - 4;
+            for (Py_ssize_t i = 0; i < depth; i++) {
+                stack[i] = PyLong_AsSsize_t(PyList_GET_ITEM(state, i + 4));
+                if (stack[i] <= 0)
+                    depth = -1;
+            }
+            resumed = depth > 0 && !PyErr_Occurred();
+        }
+        PyErr_Clear();
+    }
+    Py_DECREF(state);
+    if (!resumed) {
+        p = start;
+        items = 0;
+        depth = 0;
+    }
+    const unsigned char *buf = c->buf;
+    Py_ssize_t need = 0;
+    for (;;) {
+        if (p - start > c->message_size_limit)
+            return BAIL;
+        /* The prefix, at most prefix_limit (and 9) bytes, then the type byte. */
+        Py_ssize_t k = 0;
+        while (p + k < c->end && buf[p + k] < 0x80) {
+            if (k >= 9 || k >= c->prefix_limit)
+                return BAIL;
+            k++;
+        }
+        if (p + k >= c->end) {
+            need = c->end - start + 1;
+            break;
+        }
+        uint64_t number = 0;
+        for (Py_ssize_t i = k - 1; i >= 0; i--)
+            number = (number << 7) | buf[p + i];
+        unsigned char kind = buf[p + k];
+        Py_ssize_t body = p + k + 1;
+        if (depth == 0 && (kind != T_LIST || (number != 7 && number != 3)))
+            return BAIL; /* not a message or answer */
+        if (kind == T_LIST) {
+            if (number > (uint64_t)c->size_limit)
+                return BAIL;
+            items += depth == 0 ? 1 + (Py_ssize_t)number : (Py_ssize_t)number;
+            if (items > c->items_limit)
+                return BAIL;
+            p = body;
+            if (number) {
+                if (depth >= c->banana_depth || depth >= UJ_DEPTH_CAP)
+                    return BAIL;
+                stack[depth++] = (Py_ssize_t)number;
+                continue;
+            }
+        }
+        else if (kind == T_STRING) {
+            if (number > (uint64_t)c->size_limit)
+                return BAIL;
+            if ((Py_ssize_t)number > c->end - body) {
+                if (body - start > c->message_size_limit - (Py_ssize_t)number)
+                    return BAIL;
+                need = body + (Py_ssize_t)number - start;
+                break;
+            }
+            p = body + (Py_ssize_t)number;
+        }
+        else if (kind == T_VOCAB) {
+            if (c->vocabulary == NULL || number == 0 || number >= (uint64_t)PyTuple_GET_SIZE(c->vocabulary))
+                return BAIL;
+            p = body;
+        }
+        else if (kind == T_INT || kind == T_LONGINT || kind == T_NEG || kind == T_LONGNEG) {
+            p = body;
+        }
+        else if (kind == T_FLOAT) {
+            if (number != 0)
+                return BAIL;
+            if (8 > c->end - body) {
+                need = body + 8 - start;
+                break;
+            }
+            p = body + 8;
+        }
+        else {
+            return BAIL;
+        }
+        /* An element is complete: so may be the lists around it. */
+        while (depth > 0 && --stack[depth - 1] == 0)
+            depth--;
+        if (depth == 0)
+            return p - start > c->message_size_limit ? BAIL : SCAN_DONE;
+    }
+    if (c->end - start > c->message_size_limit)
+        return BAIL;
+    PyObject *saved = PyList_New(4 + depth);
+    if (saved == NULL)
+        return -1;
+    Py_ssize_t head[4] = {base + start, base + p, seen, items};
+    for (Py_ssize_t i = 0; i < 4 + depth; i++) {
+        PyObject *n = PyLong_FromSsize_t(i < 4 ? head[i] : stack[i - 4]);
+        if (n == NULL) {
+            Py_DECREF(saved);
+            return -1;
+        }
+        PyList_SET_ITEM(saved, i, n);
+    }
+    int r = PyObject_SetAttrString(decoder, "_plain_scan", saved);
+    Py_DECREF(saved);
+    if (r < 0)
+        return -1;
+    *needed = need;
+    return 0;
+}
+
 static PyObject *
 decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1608,7 +1833,7 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     PyObject *stack_list = PyObject_GetAttrString(decoder, "_stack");
     PyObject *vocabulary = PyObject_GetAttrString(decoder, "vocabulary");
-    PyObject *result = NULL, *head = NULL, *f[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    PyObject *result = NULL;
     if (stack_list == NULL || vocabulary == NULL)
         goto done;
     if (!PyBytes_CheckExact(buffer) || !PyList_CheckExact(stack_list) || PyList_GET_SIZE(stack_list) ||
@@ -1619,55 +1844,38 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     c.end = PyBytes_GET_SIZE(buffer);
     c.vocabulary = vocabulary == Py_None ? NULL : vocabulary;
 
-    uint64_t number;
-    unsigned char kind;
-    Py_ssize_t count;
-    const char *s;
-    Py_ssize_t len;
-    if (dp_header(&c, &number, &kind) || kind != T_LIST || (number != 7 && number != 3))
-        goto decline;
-    c.items = 1;
-    if (dp_list(&c, number, 1, &count) || dp_header(&c, &number, &kind) || dp_word(&c, number, kind, &s, &len))
-        goto decline;
-    int nfields;
-    if (count == 7 && tag_is(s, len, "message")) {
-        nfields = 6;
-        if ((f[0] = dp_int(&c)) == NULL)
+    /* A command scanned in part on an earlier read: scan on, and build it once it is all here.
+     * Otherwise build it now; if it is not all here yet, start scanning it. */
+    PyObject *state = PyObject_GetAttrString(decoder, "_plain_scan");
+    if (state == NULL)
+        goto done;
+    int pending = state != Py_None;
+    Py_DECREF(state);
+    Py_ssize_t needed = 1;
+    if (pending) {
+        int r = dp_scan(&c, decoder, base, &needed);
+        if (r < 0)
+            goto done;
+        if (r == BAIL)
             goto decline;
-        /* The target: an int or bytes (anything else, the general path fails the call). */
-        if (dp_header(&c, &number, &kind) || kind == T_LIST || kind == T_FLOAT ||
-            (f[1] = dp_atom(&c, number, kind)) == NULL)
-            goto decline;
-        if (dp_header(&c, &number, &kind) || (kind != T_STRING && kind != T_VOCAB) ||
-            (f[2] = dp_atom(&c, number, kind)) == NULL)
-            goto decline;
-        if ((f[3] = dp_int(&c)) == NULL)
-            goto decline;
-        if ((f[4] = dp_field(&c)) == NULL || !PyTuple_CheckExact(f[4]))
-            goto decline;
-        if ((f[5] = dp_field(&c)) == NULL || !PyDict_CheckExact(f[5]))
-            goto decline;
-        head = PyBytes_FromStringAndSize("message", 7);
+        if (r == 0)
+            goto wait;
+        if (PyObject_SetAttrString(decoder, "_plain_scan", Py_None) < 0)
+            goto done;
     }
-    else if (count == 3 && tag_is(s, len, "answer")) {
-        nfields = 2;
-        if ((f[0] = dp_int(&c)) == NULL || (f[1] = dp_field(&c)) == NULL)
+    result = dp_build(&c);
+    if (result == NULL) {
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+            goto done; /* KeyboardInterrupt and the like are not a decline */
+        PyErr_Clear();
+        if (!c.short_)
             goto decline;
-        head = PyBytes_FromStringAndSize("answer", 6);
-    }
-    else {
-        goto decline;
-    }
-    if (head == NULL || c.pos - c.start > c.message_size_limit)
-        goto decline;
-    result = PyTuple_New(nfields + 1);
-    if (result == NULL)
-        goto decline;
-    PyTuple_SET_ITEM(result, 0, head);
-    head = NULL;
-    for (int i = 0; i < nfields; i++) {
-        PyTuple_SET_ITEM(result, i + 1, f[i]);
-        f[i] = NULL;
+        int r = dp_scan(&c, decoder, base, &needed);
+        if (r < 0)
+            goto done;
+        if (r != 0)
+            goto decline;
+        goto wait;
     }
     if (set_ssize(decoder, "_pos", c.pos) < 0 || set_ssize(decoder, "_needed", 1) < 0 ||
         set_ssize(decoder, "_message_start", base + c.start) < 0 ||
@@ -1676,14 +1884,20 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_CLEAR(result);
     goto done;
 
+wait:
+    /* Nothing consumed: the command stays in the buffer from its start. */
+    if (set_ssize(decoder, "_needed", needed) < 0)
+        goto done;
+    result = Py_NewRef(NeedData);
+    goto done;
+
 decline:
     /* Whatever went wrong, the general path says it in its own words. */
     PyErr_Clear();
+    if (PyObject_SetAttrString(decoder, "_plain_scan", Py_None) < 0)
+        goto done;
     result = Py_NewRef(Py_NotImplemented);
 done:
-    Py_XDECREF(head);
-    for (int i = 0; i < 6; i++)
-        Py_XDECREF(f[i]);
     Py_DECREF(buffer);
     Py_XDECREF(stack_list);
     Py_XDECREF(vocabulary);

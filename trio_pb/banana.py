@@ -404,6 +404,9 @@ class Decoder:
         self._needed = 1
         # Lists being filled, innermost last: [items still expected, items].
         self._stack: list[tuple[int, list[Any]]] = []
+        # The compiled decoder's scan of a plain command not all received yet (see
+        # decode_plain in _speedups.c): it leaves the command unconsumed until it is whole.
+        self._plain_scan: list[int] | None = None
 
     @property
     def prefix_limit(self) -> int:
