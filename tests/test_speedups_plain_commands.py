@@ -41,6 +41,10 @@ def _compiled() -> None:
         banana._compiled_parse = _speedups.decode_parse
 
 
+def _yes() -> bool:
+    return True
+
+
 def _typed(value: Any) -> Any:
     try:
         # As text: some values the general path builds (Unpersistable) have no equality.
@@ -81,7 +85,7 @@ def _run(pieces: list[bytes], limits: dict[str, int], budget: float | None, plai
         for piece in pieces:
             decoder.receive_data(piece)
             while True:
-                expression = decoder.next_expression(plain, budget)
+                expression = decoder.next_expression(_yes if plain else None, budget)
                 if expression is banana.NEED_DATA:
                     break
                 if type(expression) is tuple:
@@ -131,8 +135,8 @@ def test_a_plain_message_and_answer_come_built() -> None:
     data = encoder.encode(_command(0, 1, args[0], {"k": {1, 2}})) + encoder.encode(_command(1, 7, "ok", None))
     decoder = Decoder(vocabulary=_PB)
     decoder.receive_data(data)
-    assert decoder.next_expression(True, 1.0) == (b"message", 1, b"root", b"echo", 1, args, {"k": {1, 2}})
-    assert decoder.next_expression(True, 1.0) == (b"answer", 7, "ok")
+    assert decoder.next_expression(_yes, 1.0) == (b"message", 1, b"root", b"echo", 1, args, {"k": {1, 2}})
+    assert decoder.next_expression(_yes, 1.0) == (b"answer", 7, "ok")
     assert decoder.buffered == 0
 
 
@@ -142,7 +146,7 @@ def test_declining_consumes_nothing() -> None:
     decoder = Decoder(vocabulary=_PB)
     decoder.receive_data(data)
     # A shared list (reference/dereference tags) is not plain: the whole command is parsed.
-    assert decoder.next_expression(True, None) == [b"answer", 3, jelly([shared, shared])]
+    assert decoder.next_expression(_yes, None) == [b"answer", 3, jelly([shared, shared])]
     assert decoder.buffered == 0
 
 
@@ -225,10 +229,10 @@ def test_a_command_in_pieces_comes_built() -> None:
     third = len(data) // 3
     for piece in (data[:third], data[third : 2 * third]):
         decoder.receive_data(piece)
-        assert decoder.next_expression(True, 1.0) is banana.NEED_DATA
+        assert decoder.next_expression(_yes, 1.0) is banana.NEED_DATA
         assert decoder.in_expression
     decoder.receive_data(data[2 * third :])
-    built = decoder.next_expression(True, 1.0)
+    built = decoder.next_expression(_yes, 1.0)
     assert type(built) is tuple and built[:2] == (b"answer", 4)
     assert decoder.buffered == 0 and not decoder.in_expression
     _check([data[:third], data[third : 2 * third], data[2 * third :]], {}, 1.0)
@@ -241,7 +245,7 @@ def test_a_trickled_command_goes_to_the_general_path() -> None:
     results = []
     for i in range(0, len(data), 7):
         decoder.receive_data(data[i : i + 7])
-        results.append(decoder.next_expression(True, 1.0))
+        results.append(decoder.next_expression(_yes, 1.0))
     assert type(results[-1]) is list and results[-1][:2] == [b"answer", 4]
     assert all(result is banana.NEED_DATA for result in results[:-1])
     _check([data[i : i + 7] for i in range(0, len(data), 7)], {}, 1.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from ._accel import decode_parse as _compiled_parse
@@ -453,11 +453,13 @@ class Decoder:
             raise StopIteration
         return expression
 
-    def next_expression(self, plain: bool = False, hash_budget: float | None = None) -> Any:
+    def next_expression(
+        self, plain: Callable[[], bool] | None = None, hash_budget: float | None = None
+    ) -> Any:
         """The next complete top-level expression, or :data:`NEED_DATA`.
 
-        With *plain* (the protocol's choice, when its plain-data tags mean what they mean by
-        default), a whole ``message`` or ``answer`` command of plain data may come decoded
+        When *plain* (the protocol's check that its plain-data tags mean what they mean by
+        default) says so, a whole ``message`` or ``answer`` command of plain data may come decoded
         straight from the bytes, as the tuple ``_accel.decode_plain`` describes, its fields
         unjellied within *hash_budget*.
         """
@@ -475,7 +477,7 @@ class Decoder:
             return NEED_DATA
         if _compiled_parse is None:
             return self._parse()
-        if plain and _compiled_plain is not None and not self._stack:
+        if plain is not None and _compiled_plain is not None and not self._stack and plain():
             # Jelly's default depth limit is banana's, as PBProtocol.unjelly uses it.
             decoded = _compiled_plain(self, DEPTH_LIMIT, hash_budget)
             if decoded is not NotImplemented:
@@ -706,7 +708,7 @@ class BananaConnection:
         """Whether bytes of an unfinished expression are waiting for the rest."""
         return self._decoder.in_expression
 
-    def next_event(self, plain: bool = False, hash_budget: float | None = None) -> Any:
+    def next_event(self, plain: Callable[[], bool] | None = None, hash_budget: float | None = None) -> Any:
         """The next expression, a :class:`DialectSelected`, or :data:`NEED_DATA`.
 
         *plain* and *hash_budget* are :meth:`Decoder.next_expression`'s, used once the dialect

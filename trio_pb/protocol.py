@@ -457,9 +457,8 @@ class PBProtocol:
             if _decode_plain is None:
                 expression: object = self._banana.next_event()
             else:
-                expression = self._banana.next_event(
-                    _plain_data(self.security, self.registry), self.decode_budget
-                )
+                # The check is passed, not made: most calls find no bytes to decode.
+                expression = self._banana.next_event(self._plain_now, self.decode_budget)
             if expression is NEED_DATA:
                 return NEED_DATA
             if isinstance(expression, DialectSelected):
@@ -639,6 +638,10 @@ class PBProtocol:
             return Answer(request_id, self.unjelly(result))
         except JellyError as exc:
             return Failed(request_id, exc)
+
+    def _plain_now(self) -> bool:
+        """Whether the compiled decoder may build plain data itself (the tags have their default meaning)."""
+        return _plain_data(self.security, self.registry)
 
     @property
     def _plain_tags(self) -> bool:
