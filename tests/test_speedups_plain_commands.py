@@ -47,11 +47,23 @@ def _yes() -> bool:
 
 def _typed(value: Any) -> Any:
     try:
-        # As text: some values the general path builds (Unpersistable) have no equality.
-        return repr(_typed_value(value))
+        return _spelled(value)
     except RecursionError:
         # A cyclic value: never built by the compiled path (jelly sends it with references).
         return ("cyclic",)
+
+
+def _spelled(value: Any) -> Any:
+    """*value* with every type spelled out, as text (some values the general path builds, such
+    as Unpersistable, have no equality), sets in an order that does not depend on hashing."""
+    kind = type(value)
+    if kind in (list, tuple):
+        return f"{kind.__name__}({', '.join(_spelled(item) for item in value)})"
+    if kind is dict:
+        return f"dict({', '.join(f'{_spelled(k)}: {_spelled(v)}' for k, v in value.items())})"
+    if kind in (set, frozenset):
+        return f"{kind.__name__}({', '.join(sorted(_spelled(item) for item in value))})"
+    return repr(_typed_value(value))
 
 
 def _unjelly(sexp: Any, budget: float | None) -> Any:
