@@ -16,7 +16,15 @@ if TYPE_CHECKING:
     # Only for the types: banana itself imports this module.
     from .banana import Decoder, Encoder
 
-__all__ = ["DISABLED", "IN_USE", "decode_parse", "encode_message", "encode_plain", "unjelly_plain"]
+__all__ = [
+    "DISABLED",
+    "IN_USE",
+    "decode_parse",
+    "decode_plain",
+    "encode_message",
+    "encode_plain",
+    "unjelly_plain",
+]
 
 #: Whether the environment asked for the pure-Python path.
 DISABLED: Final = os.environ.get("TRIO_PB_NO_EXTENSIONS", "") not in ("", "0")
@@ -34,10 +42,17 @@ decode_parse: Callable[[Decoder], Any] | None = None
 #: hash_budget=...).unjelly_top(sexp)`` gives under the default security and registry, when sexp
 #: is plain data, else ``NotImplemented``; ``None`` when the extension is not in use.
 unjelly_plain: Callable[[Any, int, float | None], Any] | None = None
+#: ``decode_plain(decoder, depth_limit, hash_budget)``: the decoder's next whole ``message`` or
+#: ``answer`` command of plain data, decoded straight from its bytes, as a tuple
+#: ``(b"message", request_id, target, name, answer_required, args, kwargs)`` or
+#: ``(b"answer", request_id, value)`` with the fields unjellied, or ``NotImplemented`` (nothing
+#: consumed); ``None`` when the extension is not in use.
+decode_plain: Callable[[Decoder, int, float | None], Any] | None = None
 
 if not DISABLED:
     try:
         from ._speedups import decode_parse as _decode
+        from ._speedups import decode_plain as _decode_plain
         from ._speedups import encode_message as _message
         from ._speedups import encode_plain as _plain
         from ._speedups import unjelly_plain as _unjelly
@@ -46,6 +61,7 @@ if not DISABLED:
     else:
         # All or none: an extension built from older sources may lack a name.
         decode_parse, encode_message, encode_plain, unjelly_plain = _decode, _message, _plain, _unjelly
+        decode_plain = _decode_plain
 
 #: Whether the compiled codec is in use in this process.
 IN_USE: Final = encode_message is not None

@@ -1290,6 +1290,620 @@ unjelly_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NOTIMPLEMENTED;
 }
 
+/* -------------------------------------------------------------------------------------------
+ * decode_plain(decoder, depth_limit, hash_budget): one whole `message` or `answer` command of
+ * plain data, decoded straight from the decoder's buffer to the objects, with no s-expression
+ * lists in between.  It gives what the general path gives, banana's Decoder._parse and then
+ * PBProtocol's unjelly of the fields, as a tuple (banana never makes one, so the protocol knows
+ * the fields are built): (b"message", request_id, target, name, answer_required, args, kwargs)
+ * or (b"answer", request_id, value).  It only starts at the beginning of an expression (the
+ * decoder's stack empty), only when the whole command is in the buffer, and declines
+ * (NotImplemented, the decoder untouched) on anything else: another command, a field that is
+ * not plain data or not of the type the protocol wants, any limit reached (size, prefix, depth,
+ * message size and elements), bad UTF-8, an unhashable key, the decode budget spent.  The
+ * general path then takes the same bytes and gives the value or the error in its own words, so
+ * that no error is ever raised here and every error keeps its class and message.  The budget is
+ * charged as unjelly_plain charges it, afresh for each field the protocol unjellies on its own
+ * (args, kwargs, an answer). */
+
+typedef struct {
+    const unsigned char *buf;
+    Py_ssize_t pos, end, start;
+    Py_ssize_t size_limit, prefix_limit, banana_depth, message_size_limit, items_limit;
+    Py_ssize_t items;
+    int short_; /* the bytes ran out (the command is not all here yet) */
+    PyObject *vocabulary; /* a tuple, or NULL */
+    UCtx u;
+    double budget; /* the budget each field starts with */
+} DCtx;
+
+/* One element's header: its number (below 2**63) and type byte; 0, or BAIL. */
+static inline int
+dp_header(DCtx *c, uint64_t *number, unsigned char *kind)
+{
+    Py_ssize_t pos = c->pos, k = 0;
+    const unsigned char *buf = c->buf;
+    while (pos + k < c->end && buf[pos + k] < 0x80) {
+        if (k >= 9 || k >= c->prefix_limit)
+            return BAIL;
+        k++;
+    }
+    if (pos + k >= c->end) {
+        c->short_ = 1;
+        return BAIL;
+    }
+    uint64_t n = 0;
+    for (Py_ssize_t i = k - 1; i >= 0; i--)
+        n = (n << 7) | buf[pos + i];
+    *number = n;
+    *kind = buf[pos + k];
+    c->pos = pos + k + 1;
+    return 0;
+}
+
+/* The bytes of a string or VOCAB element (a borrowed pointer into the buffer or the table). */
+static inline int
+dp_word(DCtx *c, uint64_t number, unsigned char kind, const char **s, Py_ssize_t *n)
+{
+    if (kind == T_STRING) {
+        if (number > (uint64_t)c->size_limit)
+            return BAIL;
+        if ((Py_ssize_t)number > c->end - c->pos) {
+            c->short_ = 1;
+            return BAIL;
+        }
+        *s = (const char *)c->buf + c->pos;
+        *n = (Py_ssize_t)number;
+        c->pos += (Py_ssize_t)number;
+        return 0;
+    }
+    if (kind == T_VOCAB) {
+        if (c->vocabulary == NULL || number == 0 || number >= (uint64_t)PyTuple_GET_SIZE(c->vocabulary))
+            return BAIL;
+        PyObject *word = PyTuple_GET_ITEM(c->vocabulary, (Py_ssize_t)number);
+        if (!PyBytes_CheckExact(word))
+            return BAIL;
+        *s = PyBytes_AS_STRING(word);
+        *n = PyBytes_GET_SIZE(word);
+        return 0;
+    }
+    return BAIL;
+}
+
+/* A list's header at banana nesting `level`: its count, checked against the limits. */
+static inline int
+dp_list(DCtx *c, uint64_t number, Py_ssize_t level, Py_ssize_t *count)
+{
+    if (number > (uint64_t)c->size_limit || level > c->banana_depth || level > UJ_DEPTH_CAP)
+        return BAIL;
+    c->items += (Py_ssize_t)number;
+    if (c->items > c->items_limit)
+        return BAIL;
+    *count = (Py_ssize_t)number;
+    return 0;
+}
+
+/* An atom of kind (the header read): a new reference, or NULL (BAIL: not an atom). */
+static PyObject *
+dp_atom(DCtx *c, uint64_t number, unsigned char kind)
+{
+    if (kind == T_INT || kind == T_LONGINT)
+        return PyLong_FromUnsignedLongLong(number);
+    if (kind == T_NEG || kind == T_LONGNEG)
+        return PyLong_FromLongLong(-(long long)number); /* number < 2**63 */
+    if (kind == T_FLOAT) {
+        if (8 > c->end - c->pos) {
+            c->short_ = 1;
+            return NULL;
+        }
+        /* A float has no prefix: a zero one is legal banana, anything else is not. */
+        if (number != 0)
+            return NULL;
+#if PY_VERSION_HEX >= 0x030B0000
+        double value = PyFloat_Unpack8((const char *)c->buf + c->pos, 0);
+#else
+        double value = _PyFloat_Unpack8(c->buf + c->pos, 0);
+#endif
+        if (value == -1.0 && PyErr_Occurred())
+            return NULL;
+        c->pos += 8;
+        return PyFloat_FromDouble(value);
+    }
+    if (kind == T_STRING || kind == T_VOCAB) {
+        const char *s;
+        Py_ssize_t n;
+        if (kind == T_VOCAB) {
+            /* The table's own bytes object, as the banana decoder gives it. */
+            if (dp_word(c, number, kind, &s, &n))
+                return NULL;
+            return Py_NewRef(PyTuple_GET_ITEM(c->vocabulary, (Py_ssize_t)number));
+        }
+        if (dp_word(c, number, kind, &s, &n))
+            return NULL;
+        return PyBytes_FromStringAndSize(s, n);
+    }
+    return NULL;
+}
+
+static PyObject *dp_value(DCtx *c, Py_ssize_t level, Py_ssize_t jlevel);
+
+/* n jelly values, at jelly level jlevel (their parent's), as a new list. */
+static PyObject *
+dp_items(DCtx *c, Py_ssize_t n, Py_ssize_t level, Py_ssize_t jlevel)
+{
+    /* Grown as items come: a peer's count is not trusted with memory. */
+    PyObject *items = PyList_New(0);
+    if (items == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = dp_value(c, level, jlevel);
+        if (item == NULL || PyList_Append(items, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(items);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return items;
+}
+
+/* A dictionary of n [key, value] pairs, built HASH_CHUNK entries at a time as uj_dict does. */
+static PyObject *
+dp_dict(DCtx *c, Py_ssize_t n, Py_ssize_t level, Py_ssize_t jlevel)
+{
+    int timed = n + 1 > UNTIMED_BELOW && c->u.timed;
+    PyObject *result = PyDict_New();
+    if (result == NULL)
+        return NULL;
+    PyObject *entries[2 * HASH_CHUNK];
+    for (Py_ssize_t start = 0; start < n; start += HASH_CHUNK) {
+        Py_ssize_t stop = start + HASH_CHUNK < n ? start + HASH_CHUNK : n;
+        Py_ssize_t made = 0;
+        for (Py_ssize_t i = start; i < stop; i++) {
+            uint64_t number;
+            unsigned char kind;
+            Py_ssize_t count;
+            if (dp_header(c, &number, &kind) || kind != T_LIST || number != 2 ||
+                dp_list(c, number, level + 1, &count))
+                goto fail_entries;
+            PyObject *key = dp_value(c, level + 1, jlevel);
+            if (key == NULL)
+                goto fail_entries;
+            entries[made++] = key;
+            PyObject *value = dp_value(c, level + 1, jlevel);
+            if (value == NULL)
+                goto fail_entries;
+            entries[made++] = value;
+        }
+        double began = 0.0;
+        if (timed && thread_clock(&began) < 0)
+            goto fail_entries;
+        for (Py_ssize_t i = 0; i < made; i += 2) {
+            if (PyDict_SetItem(result, entries[i], entries[i + 1]) < 0)
+                goto fail_entries;
+        }
+        for (Py_ssize_t i = 0; i < made; i++)
+            Py_DECREF(entries[i]);
+        if (timed && spend(&c->u, began) < 0)
+            goto fail;
+        continue;
+    fail_entries:
+        for (Py_ssize_t i = 0; i < made; i++)
+            Py_DECREF(entries[i]);
+        goto fail;
+    }
+    return result;
+fail:
+    Py_DECREF(result);
+    return NULL;
+}
+
+/* The next jelly value, inside a banana list at `level` and a jelly list at `jlevel`: a new
+ * reference, or NULL to decline (an error may be set: the caller clears it). */
+static PyObject *
+dp_value(DCtx *c, Py_ssize_t level, Py_ssize_t jlevel)
+{
+    uint64_t number;
+    unsigned char kind;
+    if (dp_header(c, &number, &kind))
+        return NULL;
+    if (kind != T_LIST)
+        return dp_atom(c, number, kind);
+    Py_ssize_t n;
+    level++;
+    jlevel++;
+    if (dp_list(c, number, level, &n) || n == 0 || jlevel > c->u.depth_limit || jlevel > UJ_DEPTH_CAP)
+        return NULL;
+    const char *s;
+    Py_ssize_t len;
+    if (dp_header(c, &number, &kind) || dp_word(c, number, kind, &s, &len))
+        return NULL;
+    n--; /* the items after the tag */
+    if (tag_is(s, len, "list"))
+        return dp_items(c, n, level, jlevel);
+    if (tag_is(s, len, "dictionary"))
+        return dp_dict(c, n, level, jlevel);
+    if (tag_is(s, len, "tuple")) {
+        PyObject *items = dp_items(c, n, level, jlevel);
+        if (items == NULL)
+            return NULL;
+        PyObject *result = PyList_AsTuple(items);
+        Py_DECREF(items);
+        return result;
+    }
+    if (tag_is(s, len, "unicode")) {
+        if (n != 1 || dp_header(c, &number, &kind) || kind != T_STRING || dp_word(c, number, kind, &s, &len))
+            return NULL;
+        return PyUnicode_DecodeUTF8(s, len, NULL);
+    }
+    if (tag_is(s, len, "None"))
+        return n == 0 ? Py_NewRef(Py_None) : NULL;
+    if (tag_is(s, len, "boolean")) {
+        if (n != 1 || dp_header(c, &number, &kind) || dp_word(c, number, kind, &s, &len))
+            return NULL;
+        if (tag_is(s, len, "true"))
+            return Py_NewRef(Py_True);
+        if (tag_is(s, len, "false"))
+            return Py_NewRef(Py_False);
+        return NULL;
+    }
+    int frozen = tag_is(s, len, "frozenset");
+    if (frozen || tag_is(s, len, "set")) {
+        PyObject *items = dp_items(c, n, level, jlevel);
+        if (items == NULL)
+            return NULL;
+        PyObject *result = uj_set(&c->u, items, frozen);
+        Py_DECREF(items);
+        return result;
+    }
+    return NULL;
+}
+
+/* An int field of the command (a request id, the answer flag). */
+static PyObject *
+dp_int(DCtx *c)
+{
+    uint64_t number;
+    unsigned char kind;
+    if (dp_header(c, &number, &kind) || !(kind == T_INT || kind == T_LONGINT || kind == T_NEG || kind == T_LONGNEG))
+        return NULL;
+    return dp_atom(c, number, kind);
+}
+
+/* A field the protocol unjellies on its own, with a budget of its own. */
+static PyObject *
+dp_field(DCtx *c)
+{
+    c->u.budget = c->budget;
+    return dp_value(c, 1, 0);
+}
+
+/* The command at c->start, built: a new tuple, or NULL to decline (c->short_ set if the bytes
+ * ran out). */
+static PyObject *
+dp_build(DCtx *c)
+{
+    PyObject *result = NULL, *head = NULL, *f[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    uint64_t number;
+    unsigned char kind;
+    Py_ssize_t count;
+    const char *s;
+    Py_ssize_t len;
+    int nfields;
+    c->pos = c->start;
+    c->items = 1;
+    c->short_ = 0;
+    if (dp_header(c, &number, &kind) || kind != T_LIST || (number != 7 && number != 3))
+        goto done;
+    if (dp_list(c, number, 1, &count) || dp_header(c, &number, &kind) || dp_word(c, number, kind, &s, &len))
+        goto done;
+    if (count == 7 && tag_is(s, len, "message")) {
+        nfields = 6;
+        if ((f[0] = dp_int(c)) == NULL)
+            goto done;
+        /* The target: an int or bytes (anything else, the general path fails the call). */
+        if (dp_header(c, &number, &kind) || kind == T_LIST || kind == T_FLOAT ||
+            (f[1] = dp_atom(c, number, kind)) == NULL)
+            goto done;
+        if (dp_header(c, &number, &kind) || (kind != T_STRING && kind != T_VOCAB) ||
+            (f[2] = dp_atom(c, number, kind)) == NULL)
+            goto done;
+        if ((f[3] = dp_int(c)) == NULL)
+            goto done;
+        if ((f[4] = dp_field(c)) == NULL || !PyTuple_CheckExact(f[4]))
+            goto done;
+        if ((f[5] = dp_field(c)) == NULL || !PyDict_CheckExact(f[5]))
+            goto done;
+        head = PyBytes_FromStringAndSize("message", 7);
+    }
+    else if (count == 3 && tag_is(s, len, "answer")) {
+        nfields = 2;
+        if ((f[0] = dp_int(c)) == NULL || (f[1] = dp_field(c)) == NULL)
+            goto done;
+        head = PyBytes_FromStringAndSize("answer", 6);
+    }
+    else {
+        goto done;
+    }
+    if (head == NULL || c->pos - c->start > c->message_size_limit)
+        goto done;
+    result = PyTuple_New(nfields + 1);
+    if (result == NULL)
+        goto done;
+    PyTuple_SET_ITEM(result, 0, head);
+    head = NULL;
+    for (int i = 0; i < nfields; i++) {
+        PyTuple_SET_ITEM(result, i + 1, f[i]);
+        f[i] = NULL;
+    }
+done:
+    Py_XDECREF(head);
+    for (int i = 0; i < 6; i++)
+        Py_XDECREF(f[i]);
+    return result;
+}
+
+/* A command that is not all here yet.  Parsing it again from its start on every read would cost
+ * the square of its size (a peer sending a byte at a time), so what arrives is only scanned,
+ * the scan resumed where it stopped: the headers' limits checked as Decoder._parse checks them,
+ * string bodies skipped, nothing built.  Its state lives in the decoder's _plain_scan, a list
+ * [start, scanned, seen, items, remaining...] (stream offsets: where the command starts, how far
+ * it is scanned, how far the bytes went at the last scan; the elements counted; the items still
+ * expected by each open list, outermost first).  The command is built once the scan finds its
+ * end.  The scan declines (and the general path parses the command, consuming it) on anything
+ * the general path would raise on or that cannot be plain, and when a read brings less than a
+ * sixteenth of what is buffered: each byte is then copied into the decoder's buffer (which
+ * holds the command from its start until it is built) a bounded number of times. */
+
+#define SCAN_GROWTH 16
+#define SCAN_DONE 2
+
+/* SCAN_DONE: the command is complete in the buffer; 0: NEED_DATA (state saved, *needed set: bytes from
+ * the command's start); BAIL: decline; -1: error. */
+static int
+dp_scan(DCtx *c, PyObject *decoder, Py_ssize_t base, Py_ssize_t *needed)
+{
+    PyObject *state = PyObject_GetAttrString(decoder, "_plain_scan");
+    if (state == NULL)
+        return -1;
+    Py_ssize_t start = c->start, p = start, seen = base + c->end, items = 0, depth = 0;
+    Py_ssize_t stack[UJ_DEPTH_CAP + 1];
+    int resumed = 0;
+    if (PyList_CheckExact(state) && PyList_GET_SIZE(state) >= 4 &&
+        PyList_GET_SIZE(state) - 4 <= UJ_DEPTH_CAP) {
+        Py_ssize_t v[4];
+        for (int i = 0; i < 4; i++)
+            v[i] = PyLong_AsSsize_t(PyList_GET_ITEM(state, i));
+        if (!PyErr_Occurred() && v[0] == base + start && v[1] >= v[0] && v[1] <= seen && v[2] <= seen) {
+            /* Too little since the last scan: the general path takes the command. */
+            if ((seen - v[2]) * SCAN_GROWTH < v[2] - v[0]) {
+                Py_DECREF(state);
+                return BAIL;
+            }
+            p = v[1] - base;
+            items = v[3];
+            depth = PyList_GET_SIZE(state) - 4;
+            for (Py_ssize_t i = 0; i < depth; i++) {
+                stack[i] = PyLong_AsSsize_t(PyList_GET_ITEM(state, i + 4));
+                if (stack[i] <= 0)
+                    depth = -1;
+            }
+            resumed = depth > 0 && !PyErr_Occurred();
+        }
+        PyErr_Clear();
+    }
+    Py_DECREF(state);
+    if (!resumed) {
+        p = start;
+        items = 0;
+        depth = 0;
+    }
+    const unsigned char *buf = c->buf;
+    Py_ssize_t need = 0;
+    for (;;) {
+        if (p - start > c->message_size_limit)
+            return BAIL;
+        /* The prefix, at most prefix_limit (and 9) bytes, then the type byte. */
+        Py_ssize_t k = 0;
+        while (p + k < c->end && buf[p + k] < 0x80) {
+            if (k >= 9 || k >= c->prefix_limit)
+                return BAIL;
+            k++;
+        }
+        if (p + k >= c->end) {
+            need = c->end - start + 1;
+            break;
+        }
+        uint64_t number = 0;
+        for (Py_ssize_t i = k - 1; i >= 0; i--)
+            number = (number << 7) | buf[p + i];
+        unsigned char kind = buf[p + k];
+        Py_ssize_t body = p + k + 1;
+        if (depth == 0 && (kind != T_LIST || (number != 7 && number != 3)))
+            return BAIL; /* not a message or answer */
+        if (kind == T_LIST) {
+            if (number > (uint64_t)c->size_limit)
+                return BAIL;
+            items += depth == 0 ? 1 + (Py_ssize_t)number : (Py_ssize_t)number;
+            if (items > c->items_limit)
+                return BAIL;
+            p = body;
+            if (number) {
+                if (depth >= c->banana_depth || depth >= UJ_DEPTH_CAP)
+                    return BAIL;
+                stack[depth++] = (Py_ssize_t)number;
+                continue;
+            }
+        }
+        else if (kind == T_STRING) {
+            if (number > (uint64_t)c->size_limit)
+                return BAIL;
+            if ((Py_ssize_t)number > c->end - body) {
+                if (body - start > c->message_size_limit - (Py_ssize_t)number)
+                    return BAIL;
+                need = body + (Py_ssize_t)number - start;
+                break;
+            }
+            p = body + (Py_ssize_t)number;
+        }
+        else if (kind == T_VOCAB) {
+            if (c->vocabulary == NULL || number == 0 || number >= (uint64_t)PyTuple_GET_SIZE(c->vocabulary))
+                return BAIL;
+            p = body;
+        }
+        else if (kind == T_INT || kind == T_LONGINT || kind == T_NEG || kind == T_LONGNEG) {
+            p = body;
+        }
+        else if (kind == T_FLOAT) {
+            if (number != 0)
+                return BAIL;
+            if (8 > c->end - body) {
+                need = body + 8 - start;
+                break;
+            }
+            p = body + 8;
+        }
+        else {
+            return BAIL;
+        }
+        /* An element is complete: so may be the lists around it. */
+        while (depth > 0 && --stack[depth - 1] == 0)
+            depth--;
+        if (depth == 0)
+            return p - start > c->message_size_limit ? BAIL : SCAN_DONE;
+    }
+    if (c->end - start > c->message_size_limit)
+        return BAIL;
+    PyObject *saved = PyList_New(4 + depth);
+    if (saved == NULL)
+        return -1;
+    Py_ssize_t head[4] = {base + start, base + p, seen, items};
+    for (Py_ssize_t i = 0; i < 4 + depth; i++) {
+        PyObject *n = PyLong_FromSsize_t(i < 4 ? head[i] : stack[i - 4]);
+        if (n == NULL) {
+            Py_DECREF(saved);
+            return -1;
+        }
+        PyList_SET_ITEM(saved, i, n);
+    }
+    int r = PyObject_SetAttrString(decoder, "_plain_scan", saved);
+    Py_DECREF(saved);
+    if (r < 0)
+        return -1;
+    *needed = need;
+    return 0;
+}
+
+static PyObject *
+decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "decode_plain(decoder, depth_limit, hash_budget)");
+        return NULL;
+    }
+    PyObject *decoder = args[0];
+    DCtx c;
+    memset(&c, 0, sizeof(c));
+    c.u.depth_limit = PyLong_AsSsize_t(args[1]);
+    if (c.u.depth_limit == -1 && PyErr_Occurred())
+        return NULL;
+    if (args[2] != Py_None) {
+        c.budget = PyFloat_AsDouble(args[2]);
+        if (c.budget == -1.0 && PyErr_Occurred())
+            return NULL;
+        c.u.timed = 1;
+    }
+    Py_ssize_t pos, base;
+    int r;
+    if ((r = read_exact_limit(decoder, "_pos", &pos)) || (r = read_exact_limit(decoder, "_base", &base)) ||
+        (r = read_exact_limit(decoder, "size_limit", &c.size_limit)) ||
+        (r = read_exact_limit(decoder, "prefix_limit", &c.prefix_limit)) ||
+        (r = read_exact_limit(decoder, "depth_limit", &c.banana_depth)) ||
+        (r = read_exact_limit(decoder, "message_size_limit", &c.message_size_limit)) ||
+        (r = read_exact_limit(decoder, "message_items_limit", &c.items_limit))) {
+        if (r < 0)
+            return NULL;
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    const Py_ssize_t big = (Py_ssize_t)1 << 61;
+    if (pos < 0 || base < 0 || pos > big || base > big || c.items_limit > big)
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *buffer = PyObject_GetAttrString(decoder, "_buffer");
+    if (buffer == NULL)
+        return NULL;
+    PyObject *stack_list = PyObject_GetAttrString(decoder, "_stack");
+    PyObject *vocabulary = PyObject_GetAttrString(decoder, "vocabulary");
+    PyObject *result = NULL;
+    if (stack_list == NULL || vocabulary == NULL)
+        goto done;
+    if (!PyBytes_CheckExact(buffer) || !PyList_CheckExact(stack_list) || PyList_GET_SIZE(stack_list) ||
+        (vocabulary != Py_None && !PyTuple_CheckExact(vocabulary)) || pos > PyBytes_GET_SIZE(buffer))
+        goto decline;
+    c.buf = (const unsigned char *)PyBytes_AS_STRING(buffer);
+    c.pos = c.start = pos;
+    c.end = PyBytes_GET_SIZE(buffer);
+    c.vocabulary = vocabulary == Py_None ? NULL : vocabulary;
+
+    /* A command scanned in part on an earlier read: scan on, and build it once it is all here.
+     * Otherwise build it now; if it is not all here yet, start scanning it. */
+    PyObject *state = PyObject_GetAttrString(decoder, "_plain_scan");
+    if (state == NULL)
+        goto done;
+    int pending = state != Py_None;
+    Py_DECREF(state);
+    Py_ssize_t needed = 1;
+    if (pending) {
+        int r = dp_scan(&c, decoder, base, &needed);
+        if (r < 0)
+            goto done;
+        if (r == BAIL)
+            goto decline;
+        if (r == 0)
+            goto wait;
+        if (PyObject_SetAttrString(decoder, "_plain_scan", Py_None) < 0)
+            goto done;
+    }
+    result = dp_build(&c);
+    if (result == NULL) {
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+            goto done; /* KeyboardInterrupt and the like are not a decline */
+        PyErr_Clear();
+        if (!c.short_)
+            goto decline;
+        int r = dp_scan(&c, decoder, base, &needed);
+        if (r < 0)
+            goto done;
+        if (r != 0)
+            goto decline;
+        goto wait;
+    }
+    if (set_ssize(decoder, "_pos", c.pos) < 0 || set_ssize(decoder, "_needed", 1) < 0 ||
+        set_ssize(decoder, "_message_start", base + c.start) < 0 ||
+        set_ssize(decoder, "_message_items", c.items) < 0 ||
+        set_ssize(decoder, "last_message_items", c.items) < 0)
+        Py_CLEAR(result);
+    goto done;
+
+wait:
+    /* Nothing consumed: the command stays in the buffer from its start. */
+    if (set_ssize(decoder, "_needed", needed) < 0)
+        goto done;
+    result = Py_NewRef(NeedData);
+    goto done;
+
+decline:
+    /* Whatever went wrong, the general path says it in its own words. */
+    PyErr_Clear();
+    if (PyObject_SetAttrString(decoder, "_plain_scan", Py_None) < 0)
+        goto done;
+    result = Py_NewRef(Py_NotImplemented);
+done:
+    Py_DECREF(buffer);
+    Py_XDECREF(stack_list);
+    Py_XDECREF(vocabulary);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encode_plain", (PyCFunction)(void (*)(void))encode_plain, METH_FASTCALL,
      "encode_plain(encoder, value): banana.encode(jelly.jelly(value)) in the encoder's dialect, "
@@ -1302,6 +1916,9 @@ static PyMethodDef methods[] = {
     {"unjelly_plain", (PyCFunction)(void (*)(void))unjelly_plain, METH_FASTCALL,
      "unjelly_plain(sexp, depth_limit, hash_budget): what Unjellier.unjelly_top(sexp) gives for "
      "plain data, or NotImplemented for anything else."},
+    {"decode_plain", (PyCFunction)(void (*)(void))decode_plain, METH_FASTCALL,
+     "decode_plain(decoder, depth_limit, hash_budget): the next message or answer command of "
+     "plain data as a tuple, decoded straight from the bytes, or NotImplemented."},
     {NULL, NULL, 0, NULL},
 };
 

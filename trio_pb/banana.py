@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from ._accel import decode_parse as _compiled_parse
+from ._accel import decode_plain as _compiled_plain
 from ._events import NEED_DATA
 from .errors import BananaDecodeError, BananaEncodeError
 
@@ -403,6 +404,9 @@ class Decoder:
         self._needed = 1
         # Lists being filled, innermost last: [items still expected, items].
         self._stack: list[tuple[int, list[Any]]] = []
+        # The compiled decoder's scan of a plain command not all received yet (see
+        # decode_plain in _speedups.c): it leaves the command unconsumed until it is whole.
+        self._plain_scan: list[int] | None = None
 
     @property
     def prefix_limit(self) -> int:
@@ -449,8 +453,16 @@ class Decoder:
             raise StopIteration
         return expression
 
-    def next_expression(self) -> Any:
-        """The next complete top-level expression, or :data:`NEED_DATA`."""
+    def next_expression(
+        self, plain: Callable[[], bool] | None = None, hash_budget: float | None = None
+    ) -> Any:
+        """The next complete top-level expression, or :data:`NEED_DATA`.
+
+        When *plain* (the protocol's check that its plain-data tags mean what they mean by
+        default) says so, a whole ``message`` or ``answer`` command of plain data may come decoded
+        straight from the bytes, as the tuple ``_accel.decode_plain`` describes, its fields
+        unjellied within *hash_budget*.
+        """
         available = len(self._buffer) - self._pos
         if self._pending:
             if available + len(self._pending) < self._needed:
@@ -463,8 +475,15 @@ class Decoder:
             self._pending = bytearray()
         elif available < self._needed:
             return NEED_DATA
+        if _compiled_parse is None:
+            return self._parse()
+        if plain is not None and _compiled_plain is not None and not self._stack and plain():
+            # Jelly's default depth limit is banana's, as PBProtocol.unjelly uses it.
+            decoded = _compiled_plain(self, DEPTH_LIMIT, hash_budget)
+            if decoded is not NotImplemented:
+                return decoded
         # The compiled parser, when it is in use, does exactly what _parse does.
-        return self._parse() if _compiled_parse is None else _compiled_parse(self)
+        return _compiled_parse(self)
 
     def _message_too_large(self, size: int) -> BananaDecodeError:
         return BananaDecodeError(
@@ -689,8 +708,14 @@ class BananaConnection:
         """Whether bytes of an unfinished expression are waiting for the rest."""
         return self._decoder.in_expression
 
-    def next_event(self) -> Any:
-        """The next expression, a :class:`DialectSelected`, or :data:`NEED_DATA`."""
+    def next_event(self, plain: Callable[[], bool] | None = None, hash_budget: float | None = None) -> Any:
+        """The next expression, a :class:`DialectSelected`, or :data:`NEED_DATA`.
+
+        *plain* and *hash_budget* are :meth:`Decoder.next_expression`'s, used once the dialect
+        is agreed.
+        """
+        if self.dialect is not None:
+            return self._decoder.next_expression(plain, hash_budget)
         expression = self._decoder.next_expression()
         if self.dialect is not None or expression is NEED_DATA:
             return expression

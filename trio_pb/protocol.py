@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from . import failures
+from ._accel import decode_plain as _decode_plain
 from ._accel import encode_message as _encode_message
 from ._accel import unjelly_plain as _unjelly_plain
 from ._caches import RemoteCacheObserver, new_proxy, observers_of
@@ -453,7 +454,11 @@ class PBProtocol:
         while True:
             if self.bytes_to_send > self.pause_above:
                 return PAUSED
-            expression: object = self._banana.next_event()
+            if _decode_plain is None:
+                expression: object = self._banana.next_event()
+            else:
+                # The check is passed, not made: most calls find no bytes to decode.
+                expression = self._banana.next_event(self._plain_now, self.decode_budget)
             if expression is NEED_DATA:
                 return NEED_DATA
             if isinstance(expression, DialectSelected):
@@ -487,6 +492,12 @@ class PBProtocol:
 
     def _dispatch(self, expression: Any) -> Event | None:
         if type(expression) is not list or not expression or type(expression[0]) is not bytes:
+            if type(expression) is tuple:
+                # A message or answer of plain data the compiled decoder built from the bytes.
+                f = expression
+                if f[0] == b"message":
+                    return self._message(f[1], f[2], f[3], f[4], f[5], f[6], decoded=True)
+                return self._answer(f[1], f[2], decoded=True)
             raise ProtocolError(f"expected a command list, got {expression!r:.100}")
         command = expression[0]
         entry = _COMMANDS.get(command)
@@ -522,6 +533,7 @@ class PBProtocol:
         args: Any,
         kwargs: Any,
         cache: bool = False,
+        decoded: bool = False,
     ) -> IncomingCall | None:
         if type(request_id) is not int or type(answer_required) is not int:
             raise ProtocolError("message with a request id or answer flag that is not an int")
@@ -556,11 +568,15 @@ class PBProtocol:
                 if local is None:
                     raise Error("Invalid Object ID")
                 obj = local.obj
-            plain = self._plain_tags
-            call_args = _simple_args(args) if plain else None
-            if call_args is None:
-                call_args = self.unjelly(args)
-            call_kwargs = {} if plain and kwargs == [b"dictionary"] else self.unjelly(kwargs)
+            if decoded:
+                # Unjellied already, straight from the bytes (only ever plain data).
+                call_args, call_kwargs = args, kwargs
+            else:
+                plain = self._plain_tags
+                call_args = _simple_args(args) if plain else None
+                if call_args is None:
+                    call_args = self.unjelly(args)
+                call_kwargs = {} if plain and kwargs == [b"dictionary"] else self.unjelly(kwargs)
             if type(call_args) is not tuple or type(call_kwargs) is not dict:
                 raise JellyError("call arguments must be a tuple and a dict")
             if any(type(key) is not str for key in call_kwargs):
@@ -600,7 +616,7 @@ class PBProtocol:
             time_left,
         )
 
-    def _answer(self, request_id: Any, result: Any) -> Answer | Failed | None:
+    def _answer(self, request_id: Any, result: Any, decoded: bool = False) -> Answer | Failed | None:
         try:
             # One dict operation on the hot path (an int, checked after: a
             # float or bool equal to an id must not pass for it).
@@ -609,10 +625,11 @@ class PBProtocol:
         except (KeyError, TypeError):
             waited = False
         if waited:
-            if type(result) is not list:  # an atom needs no unjelly
+            # An atom needs no unjelly, nor a value the compiled decoder built.
+            if type(result) is not list or decoded:
                 return _answer_event(request_id, result)
         elif not self._late_answer(request_id):
-            if type(result) is list:
+            if type(result) is list and not decoded:
                 # Unjellied all the same: the references it carries are released.
                 with contextlib.suppress(JellyError):
                     self.unjelly(result)
@@ -621,6 +638,10 @@ class PBProtocol:
             return Answer(request_id, self.unjelly(result))
         except JellyError as exc:
             return Failed(request_id, exc)
+
+    def _plain_now(self) -> bool:
+        """Whether the compiled decoder may build plain data itself (the tags have their default meaning)."""
+        return _plain_data(self.security, self.registry)
 
     @property
     def _plain_tags(self) -> bool:
