@@ -127,3 +127,11 @@ def test_the_project_says_who_and_where() -> None:
     assert PROJECT["authors"]
     assert {"Homepage", "Documentation", "Source", "Issues", "Changelog"} <= set(PROJECT["urls"])
     assert all(url.startswith("https://") for url in PROJECT["urls"].values())
+
+
+def test_the_docs_extra_installs_the_theme_the_docs_use() -> None:
+    theme = module_constant(ROOT / "docs" / "conf.py", "html_theme")
+    assert theme == "furo"  # made for wide code blocks; alabaster's fixed column overflowed
+    assert any(
+        re.match(rf"{theme}\b", requirement) for requirement in PROJECT["optional-dependencies"]["docs"]
+    )
