@@ -135,7 +135,7 @@ async def test_calls_before_during_and_after_restarts_are_never_replayed() -> No
                     server.stop()
 
                 nursery.start_soon(stop_when_slow_runs)
-                with pytest.raises(PBConnectionLost):
+                with trio.fail_after(10), pytest.raises(PBConnectionLost):
                     await conn.root.call_remote("slow")  # during: outstanding when it drops
                 await server.start()
                 assert await conn.root.call_remote("add", restart, 10) == restart + 10  # after
@@ -227,6 +227,16 @@ async def test_calls_checkpoint() -> None:
                 with trio.move_on_after(0.01):
                     await connections.__anext__()  # none new: waits
         nursery.cancel_scope.cancel()
+
+
+async def test_a_forgotten_await_is_named_after_the_call() -> None:
+    async with open_reconnecting_broker("127.0.0.1", 1, backoff=FAST) as conn:
+        call = conn.root.call_remote("add", 1, 2)
+        assert call.__qualname__ == "ReconnectingReference.call_remote('add')"
+        call.close()  # never awaited: nothing was sent
+        call = conn.root.callRemote("note", 1, pbanswer=False)
+        assert call.__qualname__ == "ReconnectingReference.callRemote('note')"
+        call.close()
 
 
 # -- connections() ----------------------------------------------------------------------
@@ -717,7 +727,7 @@ async def test_a_killed_server_process_restarted(tmp_path: Path) -> None:
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(kill_when_recorded, f"during-{n}")
-                    with pytest.raises(PBConnectionLost):
+                    with trio.fail_after(30), pytest.raises(PBConnectionLost):
                         await conn.root.call_remote("record_and_hang", f"during-{n}")
                 process = await start_process()
                 assert await conn.root.call_remote("record", f"after-{n}") == f"after-{n}"

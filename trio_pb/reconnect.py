@@ -26,6 +26,7 @@ import math
 import os
 import random
 import ssl
+import types
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
@@ -137,7 +138,7 @@ class ReconnectStatistics:
     attempts: int
     #: Connections made so far (handshake and login done).
     connections: int
-    #: Failures in a row since the count last started again (see :class:`Backoff`).
+    #: Attempts that failed since the last connection was made (or since the start).
     failures: int
     #: Why the last attempt failed, or None if none has.
     last_error: BaseException | None
@@ -176,7 +177,7 @@ class ReconnectingReference:
         :class:`~trio_pb.errors.DeadReferenceError`.  Once the block is
         left, it raises :class:`~trio_pb.errors.DeadReferenceError`.
         """
-        return self._call(_name, args, kwargs)
+        return _named(self._call(_name, args, kwargs), "call_remote", _name)
 
     async def _call(self, name: str, args: Any, kwargs: Any) -> Any:
         reference = await self._owner._reference(self._perspective)
@@ -186,9 +187,9 @@ class ReconnectingReference:
         """Twisted's spelling of :meth:`call_remote`; ``pbanswer=False`` sends and wants no answer."""
         if kwargs.get("pbanswer", True) is False:
             del kwargs["pbanswer"]
-            return self._send_no_answer(_name, args, kwargs)
+            return _named(self._send_no_answer(_name, args, kwargs), "callRemote", _name)
         kwargs.pop("pbanswer", None)
-        return self._call(_name, args, kwargs)
+        return _named(self._call(_name, args, kwargs), "callRemote", _name)
 
     async def _send_no_answer(self, name: str, args: Any, kwargs: Any) -> None:
         self.call_remote_no_answer(name, *args, **kwargs)
@@ -352,7 +353,9 @@ class ReconnectingBroker:
         fatal_errors: tuple[type[BaseException], ...],
     ) -> None:
         rng = random.Random()
-        failed_attempts = 0  # since the last connection
+        # Failures in a row for the backoff: failed attempts, and connections
+        # lost before they stayed up long enough to start the count again.
+        failures = 0
         while True:
             self._attempts += 1
             connected_at: float | None = None
@@ -367,6 +370,7 @@ class ReconnectingBroker:
                         attempt.deadline = math.inf
                         connected_at = trio.current_time()
                         self._connections += 1
+                        self._failures = 0
                         self._set_current(_Connection(self._connections, broker, root, perspective))
                         log.info("connected to %s", broker.peer)
                         await broker.wait_closed()
@@ -382,27 +386,33 @@ class ReconnectingBroker:
                     self._set_current(None)
             now = trio.current_time()
             if connected_at is not None:
-                failed_attempts = 0
                 stayed_up = now - connected_at >= backoff.reset_after
-                self._failures = 1 if stayed_up else self._failures + 1
+                failures = 1 if stayed_up else failures + 1
                 log.warning(
                     "connection to %s lost%s", peer, f": {_why(broker.error)}" if broker.error else ""
                 )
             else:
                 assert error is not None
+                failures += 1
                 self._failures += 1
-                failed_attempts += 1
                 self._last_error = error
                 if max_attempts is not None and self._failures >= max_attempts:
                     raise error
-            delay = backoff.delay(self._failures, rng)
+            delay = backoff.delay(failures, rng)
             if error is not None:
                 # The first failure since the last connection is news; the next ones are the same news.
-                level = logging.WARNING if failed_attempts == 1 else logging.INFO
+                level = logging.WARNING if self._failures == 1 else logging.INFO
                 log.log(
                     level, "connecting to %s failed (%s); next attempt in %.2g s", peer, _why(error), delay
                 )
             await trio.sleep(delay)
+
+
+def _named(coro: Coroutine[Any, Any, Any], spelling: str, name: str) -> Coroutine[Any, Any, Any]:
+    """Name *coro* after the call, so that a forgotten ``await`` warns with the method's name."""
+    if isinstance(coro, types.CoroutineType):
+        coro.__qualname__ = f"ReconnectingReference.{spelling}({name!r})"
+    return coro
 
 
 def _pick(current: _Connection, perspective: bool) -> RemoteReference:
@@ -466,7 +476,7 @@ async def open_reconnecting(
     decides (:class:`Backoff`), as is a lost connection.  An error in
     *fatal_errors* (by default a failed login and a refused certificate),
     or any other error, ends the block with that error, as does the
-    *max_attempts*-th failure in a row (None: never).  *peer* names the
+    *max_attempts*-th attempt in a row that fails (None: never).  *peer* names the
     server in log lines.
 
     Leaving the block closes the connection, stops reconnecting, and makes
