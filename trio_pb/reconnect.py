@@ -266,8 +266,8 @@ class ReconnectingBroker:
         """The avatar *broker*'s connection logged in to, for calls that belong to that connection only.
 
         While handling a connection from :meth:`connections`, calls through
-        it cannot end up on the next connection.  (It logs out when the
-        connection ends: do not release it.)  Raises
+        it cannot end up on the next connection.  (Releasing it logs out:
+        leave that to the end of the connection.)  Raises
         :class:`~trio_pb.errors.DeadReferenceError` if *broker* is no longer
         the connection that is up.
         """
