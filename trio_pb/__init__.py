@@ -62,6 +62,7 @@ from .jelly import (
     setUnjellyableForClass,
 )
 from .options import BrokerOptions, BrokerStatistics
+from .typed import BadArguments, TypedReference, check_implements, implements
 
 # A library does not configure logging: without this, an application that has
 # not configured it either would see trio_pb's warnings on stderr (logging's
@@ -125,6 +126,7 @@ __all__ = [
     "Anonymous",
     "AsReferenceable",
     "Avatar",
+    "BadArguments",
     "BananaDecodeError",
     "BananaEncodeError",
     "BananaError",
@@ -174,15 +176,18 @@ __all__ = [
     "SecurityOptions",
     "SerializationError",
     "Serializable",
+    "TypedReference",
     "UnauthorizedLogin",
     "UnhandledCredentials",
     "UsernamePassword",
     "ViewPoint",
     "Viewable",
     "challenge",
+    "check_implements",
     "failure2Copyable",
     "get_all_pages",
     "global_security",
+    "implements",
     "open_broker",
     "open_tcp_broker",
     "open_unix_broker",
