@@ -62,6 +62,7 @@ from .jelly import (
     setUnjellyableForClass,
 )
 from .options import BrokerOptions, BrokerStatistics
+from .trace import TraceEvent, log_trace
 from .typed import BadArguments, TypedReference, check_implements, implements
 
 # A library does not configure logging: without this, an application that has
@@ -176,6 +177,7 @@ __all__ = [
     "SecurityOptions",
     "SerializationError",
     "Serializable",
+    "TraceEvent",
     "TypedReference",
     "UnauthorizedLogin",
     "UnhandledCredentials",
@@ -188,6 +190,7 @@ __all__ = [
     "get_all_pages",
     "global_security",
     "implements",
+    "log_trace",
     "open_broker",
     "open_tcp_broker",
     "open_unix_broker",
