@@ -5,8 +5,8 @@ field) calls ``callback(event)`` with a :class:`TraceEvent` for each message, as
 it is queued for the peer or decoded from the peer's bytes; :func:`log_trace`
 is such a callback, which logs each event on the ``trio_pb.trace`` logger at
 DEBUG.  A broker without the option makes no check per message at all: it is a
-different protocol class that traces (docs/internals.rst, "Looking inside a
-broker").  This module is sans-IO, like the protocol.
+different protocol class that traces (docs/internals.rst, "Statistics"; the
+tutorial's "Looking inside a broker").  This module is sans-IO, like the protocol.
 """
 
 from __future__ import annotations
