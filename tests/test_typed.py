@@ -274,3 +274,40 @@ def test_validation_keeps_the_methods_plain_or_async() -> None:
     assert Store.remote_store.__name__ == "remote_store"
     with pytest.raises(trio_pb.BadArguments):
         store.remote_store(1, 1)  # type: ignore[arg-type]
+
+
+def test_parameters_are_compared_by_how_a_caller_passes_them() -> None:
+    class Options(Protocol):
+        async def run(self, job: str, /, *, verbose: bool = False, level: int = 0) -> None: ...
+
+    class Fine(trio_pb.Root):
+        # A keyword-only parameter may be positional-or-keyword here, a positional-only one too.
+        def remote_run(self, job: str, verbose: bool = False, *, level: int = 0, extra: int = 1) -> None:
+            pass
+
+    trio_pb.check_implements(Fine, Options)
+
+    class Bad(trio_pb.Root):
+        def remote_run(self, job: str, /, verbose: bool, *, colour: str) -> None:
+            pass
+
+    with pytest.raises(TypeError) as caught:
+        trio_pb.check_implements(Bad, Options)
+    assert str(caught.value).splitlines()[1:] == [
+        "  Bad.remote_run (for Options.run): parameter 'verbose' needs a default, as in the interface",
+        "  Bad.remote_run (for Options.run) takes no parameter 'level'",
+        "  Bad.remote_run (for Options.run) has a parameter 'colour' the interface does not pass",
+    ]
+
+    class Positional(trio_pb.Root):
+        def remote_run(self, job: str, /, verbose: bool = False, level: int = 0) -> None:
+            pass
+
+    trio_pb.check_implements(Positional, Options)
+
+    class KeywordOnlyJob(trio_pb.Root):
+        def remote_run(self, *, job: str, verbose: bool = False, level: int = 0) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=r"takes \(\), the interface \(job\)"):
+        trio_pb.check_implements(KeywordOnlyJob, Options)

@@ -1309,7 +1309,7 @@ class TracingProtocol(PBProtocol):
         driver: ProtocolDriver | None,
         *,
         trace: Callable[[TraceEvent], object],
-        peer: str,
+        peer: str = "the peer",
         **options: Any,
     ) -> None:
         # Set first: the constructor queues the server's dialect offer.
@@ -1319,29 +1319,28 @@ class TracingProtocol(PBProtocol):
         self._traced_in = 0
         super().__init__(driver, **options)
 
-    def _emit(
-        self, direction: Literal["sent", "received"], expression: Any, size: int, handshake: bool
-    ) -> None:
+    def _emit(self, direction: Literal["sent", "received"], data: Any, size: int, handshake: bool) -> None:
         trace = self._trace
         if trace is None:
             return
         try:
+            if direction == "sent":
+                banana = self._banana
+                expression = decode(
+                    data,
+                    dialect=banana.dialect or b"none",
+                    message_size_limit=banana.message_size_limit,
+                    message_items_limit=banana.message_items_limit,
+                )
+            else:
+                expression = data
             trace(make_event(direction, expression, size, time.time(), self._peer, handshake=handshake))
         except Exception:
+            # Whatever went wrong, the message itself is queued or taken in already.
             self._trace = None
             log.exception(
                 "%s: the trace callback %r failed; this connection is no longer traced", self._peer, trace
             )
-
-    def _traced_out(self, data: bytes, handshake: bool) -> None:
-        banana = self._banana
-        expression = decode(
-            data,
-            dialect=banana.dialect or b"none",
-            message_size_limit=banana.message_size_limit,
-            message_items_limit=banana.message_items_limit,
-        )
-        self._emit("sent", expression, len(data), handshake)
 
     def _traced_received(self, expression: Any, handshake: bool) -> None:
         consumed = self._banana.bytes_consumed
@@ -1350,12 +1349,12 @@ class TracingProtocol(PBProtocol):
 
     def _queue(self, data: bytes) -> None:
         super()._queue(data)
-        self._traced_out(data, handshake=False)
+        self._emit("sent", data, len(data), handshake=False)
 
     def _queue_handshake(self, data: bytes) -> None:
         super()._queue(data)
         if data:
-            self._traced_out(data, handshake=True)
+            self._emit("sent", data, len(data), handshake=True)
 
     def _open(self, dialect: bytes) -> Ready:
         self._traced_received(self._banana.peer_handshake, handshake=True)

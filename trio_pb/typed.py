@@ -117,38 +117,50 @@ def _parameters(function: Callable[..., Any], skip: int) -> list[inspect.Paramet
     return list(inspect.signature(function).parameters.values())[skip:]
 
 
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_BY_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
 def _compare(where: str, declared: Callable[..., Any], method: Callable[..., Any], skip: int) -> list[str]:
-    """How *method* (an implementation's function) differs from *declared*, in words."""
+    """How *method* (an implementation's function) differs from *declared*, in words.
+
+    What counts is whether every call the interface allows reaches the
+    method as meant: its positional parameters in the same order with the
+    same names, its keyword-only ones accepted by name, a default wherever
+    the interface has one, and nothing more that lacks a default.
+    """
     wanted = _parameters(declared, 1)
     try:
         given = _parameters(method, 1 + skip)
     except (TypeError, ValueError):
         return []  # a builtin or a callable object: nothing to compare
     problems = []
-    rest = [p for p in given if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    takes_any = {p.kind for p in given} & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
-    want_names = [p.name for p in wanted]
-    have_names = [p.name for p in rest]
-    if want_names != have_names[: len(want_names)] and not takes_any:
-        problems.append(f"{where} takes ({', '.join(have_names)}), the interface ({', '.join(want_names)})")
-    else:
-        for extra in rest[len(want_names) :]:
-            if extra.default is extra.empty:
-                problems.append(f"{where} has a parameter {extra.name!r} the interface does not pass")
-        by_name = {p.name: p for p in rest}
-        for parameter in wanted:
-            mine = by_name.get(parameter.name)
-            if mine is None:
-                continue
-            if parameter.kind != mine.kind and not (
-                parameter.kind is parameter.POSITIONAL_OR_KEYWORD and mine.kind is mine.POSITIONAL_OR_KEYWORD
-            ):
-                problems.append(
-                    f"{where}: parameter {parameter.name!r} is {mine.kind.description}, "
-                    f"the interface's is {parameter.kind.description}"
-                )
-            if parameter.default is not parameter.empty and mine.default is mine.empty:
-                problems.append(f"{where}: parameter {parameter.name!r} needs a default, as in the interface")
+    kinds = {p.kind for p in given}
+    any_positional = inspect.Parameter.VAR_POSITIONAL in kinds
+    any_keyword = inspect.Parameter.VAR_KEYWORD in kinds
+    wanted_positional = [p.name for p in wanted if p.kind in _POSITIONAL]
+    given_positional = [p.name for p in given if p.kind in _POSITIONAL]
+    if not any_positional and wanted_positional != given_positional[: len(wanted_positional)]:
+        problems.append(
+            f"{where} takes ({', '.join(given_positional)}), the interface ({', '.join(wanted_positional)})"
+        )
+        return problems
+    by_name = {p.name: p for p in given if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    for parameter in wanted:
+        mine = by_name.pop(parameter.name, None)
+        if mine is None:
+            if parameter.kind is parameter.KEYWORD_ONLY and not any_keyword:
+                problems.append(f"{where} takes no parameter {parameter.name!r}")
+            continue
+        if parameter.kind in _BY_KEYWORD and mine.kind not in _BY_KEYWORD:
+            problems.append(f"{where}: parameter {parameter.name!r} cannot be passed by name")
+        if parameter.kind in _POSITIONAL and mine.kind not in _POSITIONAL:
+            problems.append(f"{where}: parameter {parameter.name!r} cannot be passed by position")
+        if parameter.default is not parameter.empty and mine.default is mine.empty:
+            problems.append(f"{where}: parameter {parameter.name!r} needs a default, as in the interface")
+    for extra in by_name.values():
+        if extra.default is extra.empty:
+            problems.append(f"{where} has a parameter {extra.name!r} the interface does not pass")
     wanted_hints, given_hints = _hints(declared), _hints(method)
     for parameter in wanted:
         name = parameter.name
