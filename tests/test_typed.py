@@ -119,7 +119,7 @@ async def test_avatars_and_viewables_serve_interfaces_with_their_prefixes() -> N
 
         async def whoami(self) -> str: ...
 
-    @trio_pb.implements(Board)
+    @trio_pb.implements(Board, validate=True)
     class Wall(trio_pb.Viewable):
         def view_post(self, perspective: Any, text: str) -> int:
             return len(text) if perspective is not None else -1
@@ -141,6 +141,9 @@ async def test_avatars_and_viewables_serve_interfaces_with_their_prefixes() -> N
         assert await lobby.whoami() == "guest"
         board = (await lobby.board()).typed(Board)
         assert await board.post("hello") == 5
+        # Validated after the perspective, which the view_ method takes first.
+        with pytest.raises(trio_pb.BadArguments, match=r"Board\.post: argument 'text' must be str, not int"):
+            await board.post(5)  # type: ignore[arg-type]
 
 
 def test_check_implements_names_every_mismatch() -> None:

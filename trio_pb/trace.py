@@ -54,8 +54,8 @@ class TraceEvent:
     peer: str
 
     def __str__(self) -> str:
-        fields = " ".join(_repr.repr(field) for field in self.fields)
-        return f"{self.peer} {self.direction} {self.command} {fields} ({self.size} bytes)".replace("  ", " ")
+        words = [self.peer, self.direction, self.command, *map(_repr.repr, self.fields)]
+        return f"{' '.join(words)} ({self.size} bytes)"
 
 
 def make_event(
