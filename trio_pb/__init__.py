@@ -62,6 +62,8 @@ from .jelly import (
     setUnjellyableForClass,
 )
 from .options import BrokerOptions, BrokerStatistics
+from .trace import TraceEvent, log_trace
+from .typed import BadArguments, TypedReference, check_implements, implements
 
 # A library does not configure logging: without this, an application that has
 # not configured it either would see trio_pb's warnings on stderr (logging's
@@ -138,6 +140,7 @@ __all__ = [
     "AsReferenceable",
     "Avatar",
     "Backoff",
+    "BadArguments",
     "BananaDecodeError",
     "BananaEncodeError",
     "BananaError",
@@ -188,15 +191,20 @@ __all__ = [
     "SecurityOptions",
     "SerializationError",
     "Serializable",
+    "TraceEvent",
+    "TypedReference",
     "UnauthorizedLogin",
     "UnhandledCredentials",
     "UsernamePassword",
     "ViewPoint",
     "Viewable",
     "challenge",
+    "check_implements",
     "failure2Copyable",
     "get_all_pages",
     "global_security",
+    "implements",
+    "log_trace",
     "open_broker",
     "open_reconnecting",
     "open_reconnecting_broker",
