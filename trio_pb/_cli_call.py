@@ -1,0 +1,277 @@
+"""``trio-pb call``: connect to a PB server, optionally log in, call one method and print the answer."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import getpass
+import os
+import pprint
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .errors import DisconnectedError, LoginFailed, PBError, ProtocolError, RemoteError
+from .jelly import _HANDLERS, PB_REFERENCE_TAGS, CopyRegistry, copy_registry
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+__all__ = ["add_arguments", "run"]
+
+#: The environment variable the password is read from unless ``--password-env`` names another.
+PASSWORD_ENV = "TRIO_PB_PASSWORD"
+#: Seconds the whole command (connecting, logging in, the call) may take by default.
+DEFAULT_TIMEOUT = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options and arguments of ``call``."""
+    parser.add_argument(
+        "address", metavar="HOST:PORT", help="the server: HOST:PORT, [IPv6]:PORT or unix:PATH"
+    )
+    parser.add_argument("method", metavar="METHOD", help="the remote method's name, without remote_")
+    parser.add_argument(
+        "arguments", metavar="ARGS", nargs="*", help="positional arguments, as Python literals"
+    )
+    parser.add_argument(
+        "--kw",
+        metavar="NAME=LITERAL",
+        action="append",
+        default=[],
+        help="a keyword argument (repeat for more)",
+    )
+    login = parser.add_mutually_exclusive_group()
+    login.add_argument("--user", metavar="NAME", help="log in as NAME and call METHOD on the avatar")
+    login.add_argument("--anonymous", action="store_true", help="log in anonymously and call on the avatar")
+    parser.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help=f"read the password from environment variable VAR (default {PASSWORD_ENV}; "
+        "if that is unset, the password is asked for on the terminal)",
+    )
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (system trust unless --ca)")
+    parser.add_argument("--ca", metavar="FILE", help="trust the certificate authorities in FILE (PEM)")
+    parser.add_argument(
+        "--server-hostname",
+        metavar="NAME",
+        help="the name the server's certificate must carry (default HOST)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"give up after this long, in all (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="with a remote error, print the remote traceback too"
+    )
+
+
+class Copy:
+    """A copy of a remote object whose class this process does not know: its tag and state, shown as such."""
+
+    def __init__(self, tag: bytes, state: Any) -> None:
+        self.tag = tag.decode("utf-8", "replace")
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<copy of {self.tag} {self.state!r}>"
+
+
+class _AnyCopies(CopyRegistry):
+    """A registry that rebuilds any copy of an unregistered class as a :class:`Copy`, for display.
+
+    The command line only shows what it receives, so it can accept any
+    copy; it still creates no class of the sender's choosing.
+    """
+
+    def lookup_factory(self, tag: bytes) -> Any:
+        factory = super().lookup_factory(tag)
+        if factory is None and self._foreign(tag):
+            return lambda state: Copy(tag, state)
+        return factory
+
+    def __contains__(self, tag: object) -> bool:
+        return super().__contains__(tag) or (isinstance(tag, bytes) and self._foreign(tag))
+
+    def _foreign(self, tag: bytes) -> bool:
+        return (
+            tag not in _HANDLERS
+            and tag not in PB_REFERENCE_TAGS
+            and self.lookup_class(tag) is None
+            and super().lookup_factory(tag) is None
+        )
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given."""
+
+
+class Failure(Exception):
+    """The command could not get an answer: the message is the one line to print."""
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run ``call`` and return its exit status."""
+    try:
+        positional = [_literal(text, f"argument {text!r}") for text in args.arguments]
+        keywords = dict(_keyword(text) for text in args.kw)
+        if not args.timeout > 0:
+            raise UsageError("--timeout must be a positive number of seconds")
+        password = _password(args) if args.user is not None else None
+        context = _tls_context(args)
+        address = _address(args.address)
+        if isinstance(address, str) and context is not None:
+            raise UsageError("--tls does not apply to a unix socket")
+    except UsageError as exc:
+        parser.exit(2, f"{parser.prog} call: error: {exc}\n")
+    try:
+        answer = trio.run(_call, args, address, context, password, positional, keywords)
+    except Failure as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except (RemoteError, PBError) as exc:
+        sys.stderr.write(f"error: {_error_line(exc)}\n")
+        if args.verbose:
+            traceback = getattr(exc, "remote_traceback", "") or "(the server sent no traceback)\n"
+            sys.stderr.write(traceback if traceback.endswith("\n") else traceback + "\n")
+        return 1
+    sys.stdout.write(pprint.pformat(answer, width=100, compact=True) + "\n")
+    return 0
+
+
+def _literal(text: str, what: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        hint = f" (for a string, quote it: \"'{text}'\")" if text.isidentifier() else ""
+        raise UsageError(f"{what} is not a Python literal{hint}") from None
+
+
+def _keyword(text: str) -> tuple[str, Any]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.isidentifier():
+        raise UsageError(f"--kw {text!r}: give NAME=LITERAL")
+    return name, _literal(value, f"--kw {name}")
+
+
+def _password(args: argparse.Namespace) -> str:
+    variable = args.password_env or PASSWORD_ENV
+    password = os.environ.get(variable)
+    if password is not None:
+        return password
+    if args.password_env is not None:
+        raise UsageError(f"--password-env: the environment variable {variable} is not set")
+    try:
+        return getpass.getpass(f"password for {args.user}: ")
+    except EOFError:
+        raise UsageError(f"no password: set {PASSWORD_ENV} or type one at the prompt") from None
+
+
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.tls:
+        if args.ca is not None or args.server_hostname is not None:
+            raise UsageError("--ca and --server-hostname need --tls")
+        return None
+    try:
+        return ssl.create_default_context(cafile=args.ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--ca {args.ca}: {exc.strerror or exc}") from None
+
+
+def _address(text: str) -> tuple[str, int] | str:
+    """``(host, port)`` for TCP, or the path of a unix socket."""
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path:
+            raise UsageError("unix: needs a path, as in unix:/run/app.sock")
+        return path
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{text!r} is not HOST:PORT (or unix:PATH)")
+    return host, int(port)
+
+
+async def _call(
+    args: argparse.Namespace,
+    address: tuple[str, int] | str,
+    context: ssl.SSLContext | None,
+    password: str | None,
+    positional: list[Any],
+    keywords: dict[str, Any],
+) -> Any:
+    from .cred import Anonymous, UsernamePassword
+
+    where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+    with trio.move_on_after(args.timeout) as scope:
+        async with _connected(address, context, args.server_hostname, where) as broker:
+            try:
+                if args.user is not None:
+                    assert password is not None
+                    # As bytes: Twisted's checkers key users by bytes (trio_pb's take either).
+                    username = args.user.encode("utf-8")
+                    target = await broker.login(UsernamePassword(username, password))
+                elif args.anonymous:
+                    target = await broker.login(Anonymous())
+                else:
+                    target = await broker.root_object()
+            except LoginFailed as exc:
+                raise Failure(f"login refused: {_error_line(exc)}") from None
+            except DisconnectedError as exc:
+                raise Failure(f"{where} closed the connection during the login: {exc}") from None
+            try:
+                return await target.call_remote(args.method, *positional, **keywords)
+            except DisconnectedError as exc:
+                raise Failure(f"{where} closed the connection before answering: {exc}") from None
+    assert scope.cancelled_caught
+    raise Failure(f"no answer from {where} within {args.timeout:g} seconds (--timeout)")
+
+
+@asynccontextmanager
+async def _connected(
+    address: tuple[str, int] | str, context: ssl.SSLContext | None, server_hostname: str | None, where: str
+) -> AsyncIterator[Broker]:
+    """The client broker for *address*, with connection failures turned into one :class:`Failure` line."""
+    from .connect import open_tcp_broker, open_unix_broker
+
+    registry = _AnyCopies(parent=copy_registry)
+    async with AsyncExitStack() as stack:
+        try:
+            if isinstance(address, str):
+                manager = open_unix_broker(address, registry=registry)
+            else:
+                host, port = address
+                manager = open_tcp_broker(
+                    host, port, ssl_context=context, server_hostname=server_hostname, registry=registry
+                )
+            broker = await stack.enter_async_context(manager)
+        except ssl.SSLError as exc:
+            raise Failure(f"TLS with {where} failed: {exc.reason or exc}") from None
+        except ConnectionRefusedError:
+            raise Failure(f"cannot connect to {where}: connection refused") from None
+        except OSError as exc:
+            raise Failure(f"cannot connect to {where}: {exc.strerror or exc}") from None
+        except ProtocolError as exc:
+            raise Failure(f"{where} does not speak PB: {exc}") from None
+        except DisconnectedError as exc:
+            raise Failure(f"{where} closed the connection during the PB handshake: {exc}") from None
+        yield broker
+
+
+def _error_line(exc: BaseException) -> str:
+    """``<class>: <message>`` for an error, the class named as on the wire."""
+    from .failures import _WIRE_NAMES
+
+    if isinstance(exc, RemoteError):
+        return str(exc)
+    cls = type(exc)
+    name = _WIRE_NAMES.get(cls) or f"{cls.__module__}.{cls.__qualname__}"
+    return f"{name}: {exc}" if str(exc) else name
