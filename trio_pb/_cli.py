@@ -14,6 +14,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._cli_call import add_arguments as add_call_arguments
+from ._cli_call import run as run_call
+from ._cli_decode import add_arguments as add_decode_arguments
+from ._cli_decode import run as run_decode
+
 __all__ = ["main"]
 
 PROG = "trio-pb"
@@ -57,8 +62,6 @@ expression at the end; 2 the input could not be read (or is not hex, with --hex)
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command line, with one subparser per subcommand."""
-    from . import _cli_call, _cli_decode
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Tools for Perspective Broker: call a method on any PB server (Twisted or trio_pb), "
@@ -73,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=CALL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _cli_call.add_arguments(call)
-    call.set_defaults(run=_cli_call.run)
+    add_call_arguments(call)
+    call.set_defaults(run=run_call)
     decode = commands.add_parser(
         "decode",
         help="pretty-print banana bytes (a capture of one direction of a PB connection)",
@@ -82,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DECODE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _cli_decode.add_arguments(decode)
-    decode.set_defaults(run=_cli_decode.run)
+    add_decode_arguments(decode)
+    decode.set_defaults(run=run_decode)
     return parser
 
 

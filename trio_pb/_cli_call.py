@@ -9,14 +9,15 @@ import os
 import pprint
 import ssl
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .errors import DisconnectedError, LoginFailed, PBError, ProtocolError, RemoteError
-from .jelly import _HANDLERS, PB_REFERENCE_TAGS, CopyRegistry, copy_registry
+from .errors import DisconnectedError, LoginFailed, PBError
+from .failures import failure_state
+from .jelly import CopyRegistry, copy_registry
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -87,34 +88,26 @@ class Copy:
 class _AnyCopies(CopyRegistry):
     """A registry that rebuilds any copy of an unregistered class as a :class:`Copy`, for display.
 
-    The command line only shows what it receives, so it can accept any
-    copy; it still creates no class of the sender's choosing.
+    The command line only shows what it receives, so it can accept any copy
+    (a copy's tag is its class's qualified name, so it has a dot, unlike
+    jelly's own tags); it still creates no class of the sender's choosing.
     """
 
     def lookup_factory(self, tag: bytes) -> Any:
         factory = super().lookup_factory(tag)
         if factory is None and self._foreign(tag):
-            return lambda state: Copy(tag, state)
+            return partial(Copy, tag)
         return factory
 
     def __contains__(self, tag: object) -> bool:
         return super().__contains__(tag) or (isinstance(tag, bytes) and self._foreign(tag))
 
     def _foreign(self, tag: bytes) -> bool:
-        return (
-            tag not in _HANDLERS
-            and tag not in PB_REFERENCE_TAGS
-            and self.lookup_class(tag) is None
-            and super().lookup_factory(tag) is None
-        )
+        return b"." in tag and self.lookup_class(tag) is None and super().lookup_factory(tag) is None
 
 
-class UsageError(Exception):
-    """A command line that cannot be run as given."""
-
-
-class Failure(Exception):
-    """The command could not get an answer: the message is the one line to print."""
+#: How a command line that cannot be run as given is reported (argparse's own error type).
+UsageError = argparse.ArgumentTypeError
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -132,16 +125,16 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except UsageError as exc:
         parser.exit(2, f"{parser.prog} call: error: {exc}\n")
     try:
-        answer = trio.run(_call, args, address, context, password, positional, keywords)
-    except Failure as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    except (RemoteError, PBError) as exc:
+        answered, answer = trio.run(_call, args, address, context, password, positional, keywords)
+    except PBError as exc:
         sys.stderr.write(f"error: {_error_line(exc)}\n")
         if args.verbose:
             traceback = getattr(exc, "remote_traceback", "") or "(the server sent no traceback)\n"
             sys.stderr.write(traceback if traceback.endswith("\n") else traceback + "\n")
         return 1
+    if not answered:
+        sys.stderr.write(f"error: {answer}\n")
+        return 2
     sys.stdout.write(pprint.pformat(answer, width=100, compact=True) + "\n")
     return 0
 
@@ -207,12 +200,17 @@ async def _call(
     password: str | None,
     positional: list[Any],
     keywords: dict[str, Any],
-) -> Any:
+) -> tuple[bool, Any]:
+    """``(True, answer)``, or ``(False, why there is none)``; an error the method raised propagates."""
     from .cred import Anonymous, UsernamePassword
 
     where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
-    with trio.move_on_after(args.timeout) as scope:
-        async with _connected(address, context, args.server_hostname, where) as broker:
+    with trio.move_on_after(args.timeout):
+        async with AsyncExitStack() as stack:
+            try:
+                broker = await stack.enter_async_context(_connected(address, context, args.server_hostname))
+            except (OSError, PBError) as exc:
+                return False, _connect_error(exc, where)
             try:
                 if args.user is not None:
                     assert password is not None
@@ -224,54 +222,48 @@ async def _call(
                 else:
                     target = await broker.root_object()
             except LoginFailed as exc:
-                raise Failure(f"login refused: {_error_line(exc)}") from None
+                return False, f"login refused: {_error_line(exc)}"
             except DisconnectedError as exc:
-                raise Failure(f"{where} closed the connection during the login: {exc}") from None
+                return False, f"{where} closed the connection during the login: {exc}"
+            except PBError as exc:
+                return False, f"cannot log in: {_error_line(exc)}"
             try:
-                return await target.call_remote(args.method, *positional, **keywords)
+                return True, await target.call_remote(args.method, *positional, **keywords)
             except DisconnectedError as exc:
-                raise Failure(f"{where} closed the connection before answering: {exc}") from None
-    assert scope.cancelled_caught
-    raise Failure(f"no answer from {where} within {args.timeout:g} seconds (--timeout)")
+                return False, f"{where} closed the connection before answering: {exc}"
+    return False, f"no answer from {where} within {args.timeout:g} seconds (--timeout)"
 
 
-@asynccontextmanager
-async def _connected(
-    address: tuple[str, int] | str, context: ssl.SSLContext | None, server_hostname: str | None, where: str
-) -> AsyncIterator[Broker]:
-    """The client broker for *address*, with connection failures turned into one :class:`Failure` line."""
+def _connected(
+    address: tuple[str, int] | str, context: ssl.SSLContext | None, server_hostname: str | None
+) -> AbstractAsyncContextManager[Broker]:
+    """The client broker for *address*, which shows copies of any class (see :class:`Copy`)."""
     from .connect import open_tcp_broker, open_unix_broker
 
     registry = _AnyCopies(parent=copy_registry)
-    async with AsyncExitStack() as stack:
-        try:
-            if isinstance(address, str):
-                manager = open_unix_broker(address, registry=registry)
-            else:
-                host, port = address
-                manager = open_tcp_broker(
-                    host, port, ssl_context=context, server_hostname=server_hostname, registry=registry
-                )
-            broker = await stack.enter_async_context(manager)
-        except ssl.SSLError as exc:
-            raise Failure(f"TLS with {where} failed: {exc.reason or exc}") from None
-        except ConnectionRefusedError:
-            raise Failure(f"cannot connect to {where}: connection refused") from None
-        except OSError as exc:
-            raise Failure(f"cannot connect to {where}: {exc.strerror or exc}") from None
-        except ProtocolError as exc:
-            raise Failure(f"{where} does not speak PB: {exc}") from None
-        except DisconnectedError as exc:
-            raise Failure(f"{where} closed the connection during the PB handshake: {exc}") from None
-        yield broker
+    if isinstance(address, str):
+        return open_unix_broker(address, registry=registry)
+    host, port = address
+    return open_tcp_broker(
+        host, port, ssl_context=context, server_hostname=server_hostname, registry=registry
+    )
+
+
+def _connect_error(exc: OSError | PBError, where: str) -> str:
+    """The line that says why connecting to *where* failed."""
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with {where} failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot connect to {where}: connection refused"
+    if isinstance(exc, OSError):
+        return f"cannot connect to {where}: {exc.strerror or exc}"
+    if isinstance(exc, DisconnectedError):
+        return f"{where} closed the connection during the PB handshake: {exc}"
+    return f"{where} does not speak PB: {exc}"
 
 
 def _error_line(exc: BaseException) -> str:
-    """``<class>: <message>`` for an error, the class named as on the wire."""
-    from .failures import _WIRE_NAMES
-
-    if isinstance(exc, RemoteError):
-        return str(exc)
-    cls = type(exc)
-    name = _WIRE_NAMES.get(cls) or f"{cls.__module__}.{cls.__qualname__}"
-    return f"{name}: {exc}" if str(exc) else name
+    """``<class>: <message>`` for an error, the class named as on the wire (as Twisted names it)."""
+    state = failure_state(exc)
+    name = state["type"].decode("utf-8", "replace")
+    return f"{name}: {state['value']}" if state["value"] else name

@@ -53,14 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class DecodeFailed(Exception):
-    """Bytes that are not banana: *offset* is where in the input it became clear."""
-
-    def __init__(self, offset: int, reason: str) -> None:
-        super().__init__(f"offset {offset}: {reason}")
-        self.offset = offset
-
-
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run ``decode`` and return its exit status."""
     try:
@@ -78,11 +70,11 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         except ValueError as exc:
             sys.stderr.write(f"error: {exc}\n")
             return 2
-    try:
-        decode_bytes(data, sys.stdout)
-    except DecodeFailed as exc:
+    failure = decode_bytes(data, sys.stdout)
+    if failure is not None:
+        offset, reason = failure
         sys.stdout.flush()
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: offset {offset}: {reason}\n")
         return 1
     return 0
 
@@ -97,30 +89,28 @@ def _from_hex(text: bytes) -> bytes:
     return bytes.fromhex(digits.decode("ascii"))
 
 
-def decode_bytes(data: bytes, out: TextIO) -> int:
-    """Write each expression in *data* to *out*; return how many there were.
+def decode_bytes(data: bytes, out: TextIO) -> tuple[int, str] | None:
+    """Write each expression in *data* to *out*; return None, or ``(offset, reason)`` if some did not decode.
 
-    Raises :class:`DecodeFailed` at the first malformed expression, or for
-    an expression that *data* ends in the middle of, once everything before
-    has been written.
+    Decoding stops at the first malformed expression, or at an expression
+    that *data* ends in the middle of, once everything before has been
+    written; *offset* is where in *data* it became clear.
     """
     decoder = Decoder(vocabulary=PB_VOCABULARY)
     decoder.receive_data(data)
-    count = 0
+    first = True
     while True:
         offset = len(data) - decoder.buffered
         try:
             expression = decoder.next_expression()
         except BananaDecodeError as exc:
-            raise DecodeFailed(_failing_byte(data, offset), str(exc)) from None
+            return _failing_byte(data, offset), str(exc)
         if expression is NEED_DATA:
             if offset < len(data):
-                raise DecodeFailed(
-                    offset, f"the input ends inside an expression ({len(data) - offset} bytes of it)"
-                )
-            return count
-        out.write(describe(expression, offset, first=count == 0) + "\n")
-        count += 1
+                return offset, f"the input ends inside an expression ({len(data) - offset} bytes of it)"
+            return None
+        out.write(describe(expression, offset, first=first) + "\n")
+        first = False
 
 
 def _failing_byte(data: bytes, start: int) -> int:
