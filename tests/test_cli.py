@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import ssl
 import sys
@@ -68,6 +69,11 @@ class Point(trio_pb.Copyable):
         self.y = y
 
 
+class Board(trio_pb.Cacheable):
+    def get_state_to_cache_and_observe_for(self, perspective: Any, observer: Any) -> Any:
+        return {"cells": [1, 2]}
+
+
 class Root(trio_pb.Root):
     def remote_add(self, a: Any, b: Any) -> Any:
         return a + b
@@ -83,6 +89,9 @@ class Root(trio_pb.Root):
 
     def remote_point(self) -> Point:
         return Point(1, 2)
+
+    def remote_board(self) -> Board:
+        return Board()
 
     async def remote_hang(self) -> None:
         await trio.sleep_forever()
@@ -166,6 +175,11 @@ async def test_references_and_copies_of_unknown_classes_are_shown_readably(serve
     result = await cli("call", server, "point")
     assert result.status == 0, result
     assert result.out.startswith("<copy of ") and result.out.endswith(".Point {'x': 1, 'y': 2}>\n"), result
+    result = await cli("call", server, "board")
+    assert result.status == 0, result
+    assert re.fullmatch(r"<copy of \S+\.Board \(cached, luid \d+\) \{'cells': \[1, 2\]\}>\n", result.out), (
+        result
+    )
 
 
 async def test_a_remote_error_is_one_line_and_exit_1(server: str) -> None:
@@ -393,6 +407,34 @@ async def test_a_client_capture_shows_the_chosen_dialect() -> None:
     data = banana.encode(b"pb", dialect=b"none") + banana.encode([b"version", 6])
     assert await cli("decode", stdin=data) == Result(
         0, "@0      dialect chosen  b'pb'\n@4      version version=6\n", ""
+    )
+
+
+async def test_decode_can_show_the_values_jellied_fields_stand_for() -> None:
+    point = [b"geometry.Point", [b"dictionary", [[b"unicode", b"x"], 1]]]
+    failure = jelly.jelly(trio_pb.failure2Copyable(ValueError("no such room")))
+    messages = [
+        [b"message", 4, 2, b"move", 1, jelly.jelly((1, "two", {b"k"})), jelly.jelly({"fast": True})],
+        [b"answer", 4, [b"list", [b"remote", 3], point, [b"cached", 5]]],
+        [b"error", 5, failure],
+        [b"answer", 6, [b"no.such.Thing"]],
+    ]
+    encoded = [banana.encode(message) for message in messages]
+    offsets = [sum(map(len, encoded[:i])) for i in range(len(encoded))]
+    result = await cli("decode", "--unjelly", stdin=b"".join(encoded))
+    assert result == Result(
+        0,
+        f"@{offsets[0]:<6} message request_id=4 target=2 method=b'move' answer_required=1\n"
+        "          args: (1, 'two', {b'k'})\n"
+        "          kwargs: {'fast': True}\n"
+        f"@{offsets[1]:<6} answer request_id=4\n"
+        "          value: [<remote 3>, <copy of geometry.Point {'x': 1}>, <cached 5>]\n"
+        f"@{offsets[2]:<6} error request_id=5\n"
+        "          failure: builtins.ValueError: no such room\n"
+        f"@{offsets[3]:<6} answer request_id=6\n"
+        "          value: (cannot unjelly: a copy of no.such.Thing is [tag, state] or [tag, luid, state], "
+        "not [b'no.such.Thing']) [b'no.such.Thing']\n",
+        "",
     )
 
 

@@ -25,6 +25,11 @@ class Point(pb.Copyable):
         self.y = y
 
 
+class Board(pb.Cacheable):
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        return {"cells": [1, 2]}
+
+
 class Methods:
     def add(self, a, b):
         return a + b
@@ -40,6 +45,9 @@ class Methods:
 
     def point(self):
         return Point(1, 2)
+
+    def board(self):
+        return Board()
 
 
 class Root(pb.Root):

@@ -46,14 +46,17 @@ examples:
   trio-pb decode capture.bin
   trio-pb decode - < capture.bin
   xxd -p capture.bin | trio-pb decode --hex
+  trio-pb decode --unjelly capture.bin
   echo '02 80 13 87 06 81' | trio-pb decode --hex
 
 Each expression is printed after its byte offset.  Known PB messages (version,
 message, answer, error, decref, decache, uncache, cachemessage ...) are shown by
 name with their fields labelled; the dialect handshake at the start of a
-connection is recognised.  Bytes that are not banana are reported with the offset
-of the byte that broke them; an expression cut short at the end of the input is
-reported, after everything before it.
+connection is recognised.  With --unjelly, the jellied fields (args, kwargs,
+value, failure) are shown as the Python values they carry: references as
+<remote N>, copies as <copy of module.Class {state}>.  Bytes that are not banana
+are reported with the offset of the byte that broke them; an expression cut
+short at the end of the input is reported, after everything before it.
 
 exit status: 0 everything decoded; 1 bytes that do not decode, or a partial
 expression at the end; 2 the input could not be read (or is not hex, with --hex).

@@ -10,14 +10,14 @@ import pprint
 import ssl
 import sys
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._cli_show import AnyCopies
 from .errors import DisconnectedError, LoginFailed, PBError
 from .failures import failure_state
-from .jelly import CopyRegistry, copy_registry
+from .jelly import copy_registry
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -72,38 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="with a remote error, print the remote traceback too"
     )
-
-
-class Copy:
-    """A copy of a remote object whose class this process does not know: its tag and state, shown as such."""
-
-    def __init__(self, tag: bytes, state: Any) -> None:
-        self.tag = tag.decode("utf-8", "replace")
-        self.state = state
-
-    def __repr__(self) -> str:
-        return f"<copy of {self.tag} {self.state!r}>"
-
-
-class _AnyCopies(CopyRegistry):
-    """A registry that rebuilds any copy of an unregistered class as a :class:`Copy`, for display.
-
-    The command line only shows what it receives, so it can accept any copy
-    (a copy's tag is its class's qualified name, so it has a dot, unlike
-    jelly's own tags); it still creates no class of the sender's choosing.
-    """
-
-    def lookup_factory(self, tag: bytes) -> Any:
-        factory = super().lookup_factory(tag)
-        if factory is None and self._foreign(tag):
-            return partial(Copy, tag)
-        return factory
-
-    def __contains__(self, tag: object) -> bool:
-        return super().__contains__(tag) or (isinstance(tag, bytes) and self._foreign(tag))
-
-    def _foreign(self, tag: bytes) -> bool:
-        return b"." in tag and self.lookup_class(tag) is None and super().lookup_factory(tag) is None
 
 
 #: How a command line that cannot be run as given is reported (argparse's own error type).
@@ -237,10 +205,10 @@ async def _call(
 def _connected(
     address: tuple[str, int] | str, context: ssl.SSLContext | None, server_hostname: str | None
 ) -> AbstractAsyncContextManager[Broker]:
-    """The client broker for *address*, which shows copies of any class (see :class:`Copy`)."""
+    """The client broker for *address*; it shows copies of any class (:class:`~trio_pb._cli_show.Copy`)."""
     from .connect import open_tcp_broker, open_unix_broker
 
-    registry = _AnyCopies(parent=copy_registry)
+    registry = AnyCopies(parent=copy_registry)
     if isinstance(address, str):
         return open_unix_broker(address, registry=registry)
     host, port = address

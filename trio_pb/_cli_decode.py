@@ -14,8 +14,11 @@ import re
 import sys
 from typing import Any, TextIO
 
+from . import jelly
+from ._cli_show import AnyCopies, Copy, Tokens
 from .banana import DIALECTS, NEED_DATA, PB_VOCABULARY, Decoder
-from .errors import BananaDecodeError
+from .errors import BananaDecodeError, JellyError
+from .failures import COPYABLE_FAILURE_TAG
 
 __all__ = ["add_arguments", "decode_bytes", "run"]
 
@@ -37,6 +40,10 @@ FIELDS: dict[bytes, tuple[str, ...]] = {
     b"pong": ("request_id",),
 }
 
+#: The fields that hold jellied values, shown unjellied with ``--unjelly``.
+JELLIED = frozenset({"args", "kwargs", "value", "failure"})
+FAILURE_TAG = COPYABLE_FAILURE_TAG.decode()
+
 #: Width of the pretty-printed expressions.
 WIDTH = 100
 #: How far past the start of an expression that fails the failing byte is searched for.
@@ -50,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hex", action="store_true", help="the input is hex text (whitespace ignored), not binary"
+    )
+    parser.add_argument(
+        "--unjelly",
+        action="store_true",
+        help="show the jellied fields of PB messages (args, kwargs, value, failure) as Python values",
     )
 
 
@@ -70,7 +82,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         except ValueError as exc:
             sys.stderr.write(f"error: {exc}\n")
             return 2
-    failure = decode_bytes(data, sys.stdout)
+    failure = decode_bytes(data, sys.stdout, unjelly=args.unjelly)
     if failure is not None:
         offset, reason = failure
         sys.stdout.flush()
@@ -89,7 +101,7 @@ def _from_hex(text: bytes) -> bytes:
     return bytes.fromhex(digits.decode("ascii"))
 
 
-def decode_bytes(data: bytes, out: TextIO) -> tuple[int, str] | None:
+def decode_bytes(data: bytes, out: TextIO, *, unjelly: bool = False) -> tuple[int, str] | None:
     """Write each expression in *data* to *out*; return None, or ``(offset, reason)`` if some did not decode.
 
     Decoding stops at the first malformed expression, or at an expression
@@ -109,7 +121,7 @@ def decode_bytes(data: bytes, out: TextIO) -> tuple[int, str] | None:
             if offset < len(data):
                 return offset, f"the input ends inside an expression ({len(data) - offset} bytes of it)"
             return None
-        out.write(describe(expression, offset, first=first) + "\n")
+        out.write(describe(expression, offset, first=first, unjelly=unjelly) + "\n")
         first = False
 
 
@@ -125,8 +137,11 @@ def _failing_byte(data: bytes, start: int) -> int:
     return start
 
 
-def describe(expression: Any, offset: int, *, first: bool = False) -> str:
-    """One expression as lines: its offset, what it is, and its fields labelled if it is a PB message."""
+def describe(expression: Any, offset: int, *, first: bool = False, unjelly: bool = False) -> str:
+    """One expression as lines: its offset, what it is, and its fields labelled if it is a PB message.
+
+    With *unjelly*, the jellied fields of PB messages are shown as the values they stand for.
+    """
     head = f"@{offset:<6}"
     if first and _is_offer(expression):
         return f"{head} dialect offer  {_pretty(expression, len(head) + 16)}"
@@ -135,7 +150,7 @@ def describe(expression: Any, offset: int, *, first: bool = False) -> str:
     if isinstance(expression, list) and expression and isinstance(expression[0], bytes):
         fields = FIELDS.get(expression[0])
         if fields is not None and len(expression) == len(fields) + 1:
-            return _message(head, expression[0].decode(), fields, expression[1:])
+            return _message(head, expression[0].decode(), fields, expression[1:], unjelly)
     note = ""
     if isinstance(expression, list) and expression and expression[0] in FIELDS:
         count = len(expression) - 1
@@ -155,7 +170,7 @@ def _is_offer(expression: Any) -> bool:
     )
 
 
-def _message(head: str, name: str, fields: tuple[str, ...], values: list[Any]) -> str:
+def _message(head: str, name: str, fields: tuple[str, ...], values: list[Any], unjelly: bool) -> str:
     inline = [
         f"{field}={value!r}"
         for field, value in zip(fields, values, strict=True)
@@ -166,8 +181,25 @@ def _message(head: str, name: str, fields: tuple[str, ...], values: list[Any]) -
     for field, value in zip(fields, values, strict=True):
         if isinstance(value, list):
             label = f"{indent}{field}: "
-            lines.append(label + _pretty(value, len(label)))
+            if unjelly and field in JELLIED:
+                lines.append(label + _unjellied(value, len(label)))
+            else:
+                lines.append(label + _pretty(value, len(label)))
     return "\n".join(lines)
+
+
+def _unjellied(sexp: list[Any], indent: int) -> str:
+    """What a jellied field stands for, as the command line shows values; or why it cannot be shown."""
+    try:
+        value = jelly.unjelly(sexp, registry=AnyCopies(parent=jelly.copy_registry), invoker=Tokens())
+    except JellyError as exc:
+        return f"(cannot unjelly: {exc}) {_pretty(sexp, indent)}"
+    if isinstance(value, Copy) and value.tag == FAILURE_TAG and isinstance(value.state, dict):
+        # An error answer: its class and message, as ``trio-pb call`` prints them.
+        kind, message = value.state.get("type", b"?"), value.state.get("value", "")
+        kind = kind.decode("utf-8", "replace") if isinstance(kind, bytes) else str(kind)
+        return f"{kind}: {message}"
+    return _pretty(value, indent)
 
 
 def _pretty(expression: Any, indent: int) -> str:
