@@ -51,6 +51,8 @@ async def cli(*args: str, stdin: bytes = b"", env: dict[str, str] | None = None)
             check=False,
             env=environment,
             cwd=SOURCE,
+            # No controlling terminal, even when the tests run on one: a password prompt fails.
+            start_new_session=True,
         )
     return Result(result.returncode, result.stdout.decode(), result.stderr.decode())
 
@@ -240,6 +242,13 @@ async def test_a_named_password_variable_that_is_not_set_is_a_usage_error(portal
     result = await cli("call", portal_server, "whoami", "--user", "alice", "--password-env", "UNSET_VAR")
     assert result == Result(
         2, "", "trio-pb call: error: --password-env: the environment variable UNSET_VAR is not set\n"
+    )
+
+
+async def test_without_a_password_or_a_terminal_to_ask_on_it_is_a_usage_error(portal_server: str) -> None:
+    result = await cli("call", portal_server, "whoami", "--user", "alice", stdin=b"secret\n")
+    assert result == Result(
+        2, "", "trio-pb call: error: no password: set TRIO_PB_PASSWORD, or run on a terminal to be asked\n"
     )
 
 
@@ -497,3 +506,31 @@ async def test_the_top_level_help_names_the_commands() -> None:
     assert "call" in result.out and "decode" in result.out
     missing = await cli()
     assert missing.status == 2 and "required: COMMAND" in missing.err, missing
+
+
+# -- the documentation's sessions ---------------------------------------------------------------------
+
+
+def documented_decode_sessions() -> list[tuple[str, list[str], str]]:
+    """Each ``$ echo '<hex>' | trio-pb decode ...`` in docs/cli.rst: its hex, arguments and output."""
+    page = (Path(__file__).parent.parent / "docs" / "cli.rst").read_text()
+    sessions = []
+    for match in re.finditer(
+        r"^    \$ echo '([0-9a-f\s]+)' \| trio-pb (decode[^\n]*)\n((?:    (?!\$)[^\n]*\n)*)", page, re.M
+    ):
+        output = "".join(line[4:] + "\n" for line in match.group(3).splitlines())
+        sessions.append((match.group(1), match.group(2).split(), output))
+    return sessions
+
+
+def test_the_documentation_shows_decode_sessions() -> None:
+    assert len(documented_decode_sessions()) == 4
+
+
+@pytest.mark.parametrize("session", documented_decode_sessions())
+async def test_the_documented_decode_sessions_print_what_the_page_shows(
+    session: tuple[str, list[str], str],
+) -> None:
+    text, args, shown = session
+    result = await cli(*args, stdin=text.encode())
+    assert result.out + result.err == shown

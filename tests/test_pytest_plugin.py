@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 import trio
+from doccheck import blocks
 
 import trio_pb
 
@@ -143,6 +146,42 @@ def test_a_call_left_running_is_a_leak_on_the_server(pytester: pytest.Pytester) 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*trio_pb: the server broker of the pair leaked: 1 of the peer's calls still running*"]
+    )
+
+
+def test_the_tutorials_example_suite_passes(pytester: pytest.Pytester) -> None:
+    """The conftest.py and test module of docs/tutorial.rst, "Testing your PB code", as a pytest suite."""
+    files = {}
+    for spec, code, _ in blocks(Path(__file__).parent.parent / "docs" / "tutorial.rst"):
+        named = re.search(r"run with pytest by tests/test_pytest_plugin.py \((\S+)\)", spec[0])
+        if named is not None:
+            files[named.group(1)] = code
+    assert sorted(files) == ["conftest.py", "test_calculator.py"]
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    for name, code in files.items():
+        pytester.path.joinpath(name).write_text(code)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=3)
+    # A reference kept past the test fails it, as the page says.
+    leaky = textwrap.dedent(
+        """
+        kept = []
+
+
+        async def test_memory_kept(pb_pair):
+            client, server = pb_pair
+            calculator = await client.root_object()
+            kept.append(await calculator.call_remote("memory"))
+        """
+    )
+    pytester.path.joinpath("test_calculator.py").write_text(files["test_calculator.py"] + leaky)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Failed: trio_pb: the client broker of the pair leaked: 1 references to the peer's objects "
+            "are not released (release what the test holds, or mark it pb_leaks_allowed)"
+        ]
     )
 
 

@@ -9,6 +9,7 @@ import os
 import pprint
 import ssl
 import sys
+import warnings
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -103,7 +104,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not answered:
         sys.stderr.write(f"error: {answer}\n")
         return 2
-    sys.stdout.write(pprint.pformat(answer, width=100, compact=True) + "\n")
+    sys.stdout.write(pprint.pformat(answer, width=100, compact=True, sort_dicts=False) + "\n")
     return 0
 
 
@@ -130,7 +131,12 @@ def _password(args: argparse.Namespace) -> str:
     if args.password_env is not None:
         raise UsageError(f"--password-env: the environment variable {variable} is not set")
     try:
-        return getpass.getpass(f"password for {args.user}: ")
+        with warnings.catch_warnings():
+            # Without a terminal getpass would warn, then read the password from stdin, echoed.
+            warnings.simplefilter("error", getpass.GetPassWarning)
+            return getpass.getpass(f"password for {args.user}: ")
+    except getpass.GetPassWarning:
+        raise UsageError(f"no password: set {PASSWORD_ENV}, or run on a terminal to be asked") from None
     except EOFError:
         raise UsageError(f"no password: set {PASSWORD_ENV} or type one at the prompt") from None
 

@@ -204,5 +204,5 @@ def _unjellied(sexp: list[Any], indent: int) -> str:
 
 def _pretty(expression: Any, indent: int) -> str:
     """*expression* pretty-printed, its continuation lines indented to *indent*."""
-    text = pprint.pformat(expression, width=max(40, WIDTH - indent), compact=True)
+    text = pprint.pformat(expression, width=max(40, WIDTH - indent), compact=True, sort_dicts=False)
     return text.replace("\n", "\n" + " " * indent)
