@@ -6,9 +6,10 @@ import os
 import re
 import shutil
 import ssl
+import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ import attrs
 import pytest
 import trio
 import trustme
-from peers import twisted_server
 
 import trio_pb
 from trio_pb import banana, jelly
@@ -121,12 +121,43 @@ def portal() -> trio_pb.Portal:
     )
 
 
+class TwistedServers:
+    """The Twisted servers of tests/twisted_cli_peer.py, each started the first time a test needs it."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.addresses: dict[str, str] = {}
+
+    def address(self, mode: str) -> str:
+        if mode not in self.addresses:
+            script = Path(__file__).with_name("twisted_cli_peer.py")
+            process = subprocess.Popen([sys.executable, str(script), "serve", mode], stdout=subprocess.PIPE)
+            self.processes[mode] = process
+            assert process.stdout is not None
+            line = process.stdout.readline().decode()
+            assert line.startswith("PORT "), line
+            self.addresses[mode] = f"127.0.0.1:{int(line.split()[1])}"
+        return self.addresses[mode]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def twisted_servers() -> Iterator[TwistedServers]:
+    """Twisted servers shared by the module's tests (they keep no state between connections)."""
+    servers = TwistedServers()
+    yield servers
+    servers.stop()
+
+
 @pytest.fixture(params=["trio_pb", "twisted"])
-async def server(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """HOST:PORT of a server whose root has add, echo, fail, thing and point."""
+async def server(request: pytest.FixtureRequest, twisted_servers: TwistedServers) -> AsyncIterator[str]:
+    """HOST:PORT of a server whose root has add, echo, fail, thing, point and board."""
     if request.param == "twisted":
-        async with twisted_server("twisted_cli_peer.py", "serve", "root") as port:
-            yield f"127.0.0.1:{port}"
+        yield twisted_servers.address("root")
         return
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio_pb.serve_tcp, Root(), 0, host="127.0.0.1"))
@@ -135,11 +166,12 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=["trio_pb", "twisted"])
-async def portal_server(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def portal_server(
+    request: pytest.FixtureRequest, twisted_servers: TwistedServers
+) -> AsyncIterator[str]:
     """HOST:PORT of a server with a portal: alice's password is "secret", anonymous logins are allowed."""
     if request.param == "twisted":
-        async with twisted_server("twisted_cli_peer.py", "serve", "portal") as port:
-            yield f"127.0.0.1:{port}"
+        yield twisted_servers.address("portal")
         return
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio_pb.serve_tcp, portal(), 0, host="127.0.0.1"))
@@ -168,7 +200,7 @@ async def test_call_with_literals_prints_the_answer(server: str) -> None:
 
 async def test_call_with_keyword_arguments(server: str) -> None:
     result = await cli("call", server, "echo", "1", "--kw", "scale=2.5", "--kw", "name='n'")
-    assert result == Result(0, "[[1], {'name': 'n', 'scale': 2.5}]\n", "")
+    assert result == Result(0, "[[1], {'scale': 2.5, 'name': 'n'}]\n", "")  # in the order given
 
 
 async def test_references_and_copies_of_unknown_classes_are_shown_readably(server: str) -> None:
@@ -199,6 +231,20 @@ async def test_verbose_adds_the_remote_traceback_or_says_there_is_none(server: s
     assert result.status == 1
     assert result.err_lines[0] == "error: builtins.ValueError: boom"
     assert len(result.err_lines) > 1 and "Traceback" not in result.err_lines[0], result
+
+
+async def test_verbose_prints_the_traceback_a_server_sends() -> None:
+    async with trio.open_nursery() as nursery:
+        serve = partial(trio_pb.serve_tcp, Root(), 0, host="127.0.0.1", unsafe_tracebacks=True)
+        listeners = await nursery.start(serve)
+        address = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        result = await cli("call", address, "fail", "'boom'", "-v")
+        nursery.cancel_scope.cancel()
+    assert result.status == 1
+    lines = result.err_lines
+    assert lines[0] == "error: builtins.ValueError: boom"
+    assert lines[1] == "Traceback (most recent call last):" and lines[-1] == "ValueError: boom", lines
+    assert any("in remote_fail" in line for line in lines), lines
 
 
 async def test_a_bare_word_is_refused_with_the_quoting_that_works(server: str) -> None:
