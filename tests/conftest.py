@@ -8,6 +8,9 @@ import pytest
 
 from trio_pb.testing import open_broker_pair
 
+# The fixtures users get (pb_pair, open_pb_pair ...), for the project's own tests too.
+pytest_plugins = ["trio_pb.pytest_plugin"]
+
 
 @pytest.fixture(params=["memory", "socket"])
 def each_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:

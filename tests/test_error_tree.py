@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import trio_pb
-from trio_pb import banana, errors, failures, paging
+from trio_pb import banana, errors, failures, paging, typed
 from trio_pb.protocol import _Goodbye
 from trio_pb.testing import open_broker_pair
 
@@ -35,6 +35,7 @@ TABLE: list[tuple[type[BaseException], type[BaseException] | None]] = [
     (errors.Error, CROSSES),
     (errors.CancelledByCaller, CROSSES),
     (errors.TooManyCalls, CROSSES),
+    (typed.BadArguments, CROSSES),
     (errors.LoginFailed, CROSSES),
     (errors.UnauthorizedLogin, CROSSES),
     (errors.LoginThrottled, CROSSES),

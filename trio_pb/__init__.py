@@ -62,6 +62,8 @@ from .jelly import (
     setUnjellyableForClass,
 )
 from .options import BrokerOptions, BrokerStatistics
+from .trace import TraceEvent, log_trace
+from .typed import BadArguments, TypedReference, check_implements, implements
 
 # A library does not configure logging: without this, an application that has
 # not configured it either would see trio_pb's warnings on stderr (logging's
@@ -85,6 +87,13 @@ if TYPE_CHECKING:
     from .factories import PBClientFactory, PBServerFactory
     from .login import challenge, respond
     from .paging import PageCollector, PagingError, get_all_pages, send_pages
+    from .reconnect import (
+        Backoff,
+        ReconnectingBroker,
+        open_reconnecting,
+        open_reconnecting_broker,
+        open_reconnecting_unix_broker,
+    )
     from .references import RemoteMethod, RemoteReference
 
 # The trio layer's names, by the module that defines them: imported on first
@@ -92,6 +101,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "AllowAnonymousAccess": "cred",
     "Anonymous": "cred",
+    "Backoff": "reconnect",
     "Broker": "broker",
     "CacheUpdates": "cache",
     "FilePasswordChecker": "cred",
@@ -103,6 +113,7 @@ _LAZY: dict[str, str] = {
     "PagingError": "paging",
     "Portal": "cred",
     "Realm": "cred",
+    "ReconnectingBroker": "reconnect",
     "RemoteCache": "cache",
     "RemoteMethod": "references",
     "RemoteReference": "references",
@@ -110,6 +121,9 @@ _LAZY: dict[str, str] = {
     "challenge": "login",
     "get_all_pages": "paging",
     "open_broker": "broker",
+    "open_reconnecting": "reconnect",
+    "open_reconnecting_broker": "reconnect",
+    "open_reconnecting_unix_broker": "reconnect",
     "open_tcp_broker": "connect",
     "open_unix_broker": "connect",
     "respond": "login",
@@ -127,6 +141,8 @@ __all__ = [
     "Anonymous",
     "AsReferenceable",
     "Avatar",
+    "Backoff",
+    "BadArguments",
     "BananaDecodeError",
     "BananaEncodeError",
     "BananaError",
@@ -163,6 +179,7 @@ __all__ = [
     "Portal",
     "ProtocolError",
     "Realm",
+    "ReconnectingBroker",
     "Referenceable",
     "RemoteCache",
     "RemoteCacheObserver",
@@ -176,16 +193,24 @@ __all__ = [
     "SecurityOptions",
     "SerializationError",
     "Serializable",
+    "TraceEvent",
+    "TypedReference",
     "UnauthorizedLogin",
     "UnhandledCredentials",
     "UsernamePassword",
     "ViewPoint",
     "Viewable",
     "challenge",
+    "check_implements",
     "failure2Copyable",
     "get_all_pages",
     "global_security",
+    "implements",
+    "log_trace",
     "open_broker",
+    "open_reconnecting",
+    "open_reconnecting_broker",
+    "open_reconnecting_unix_broker",
     "open_tcp_broker",
     "open_unix_broker",
     "register_error",

@@ -435,6 +435,11 @@ class Decoder:
             self._pending += data
 
     @property
+    def consumed(self) -> int:
+        """How many bytes of the stream have been consumed (after an expression: up to its end)."""
+        return self._base + self._pos
+
+    @property
     def buffered(self) -> int:
         """How many received bytes have not been consumed yet."""
         return len(self._buffer) - self._pos + len(self._pending)
@@ -678,6 +683,8 @@ class BananaConnection:
             raise ValueError("a banana connection needs at least one dialect")
         #: The dialect in force, or ``None`` while the handshake runs.
         self.dialect: bytes | None = None
+        #: What the peer said in the handshake: the server's offer (a list), or the client's choice.
+        self.peer_handshake: object = None
         self.size_limit = size_limit
         self.depth_limit = depth_limit
         self.message_size_limit = message_size_limit
@@ -719,6 +726,7 @@ class BananaConnection:
         expression = self._decoder.next_expression()
         if self.dialect is not None or expression is NEED_DATA:
             return expression
+        self.peer_handshake = expression
         if self.is_client:
             if not isinstance(expression, list):
                 raise BananaDecodeError(f"the server's dialect offer is not a list: {expression!r:.100}")
@@ -753,6 +761,11 @@ class BananaConnection:
     def last_message_items(self) -> int:
         """How many banana elements the last expression received held, itself included."""
         return self._decoder.last_message_items
+
+    @property
+    def bytes_consumed(self) -> int:
+        """How many of the peer's bytes the expressions returned so far took, handshake included."""
+        return self._decoder.consumed
 
     def send(self, expression: object) -> bytes:
         """Encode *expression* in the current dialect; all or nothing."""

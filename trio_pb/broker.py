@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 import math
@@ -54,6 +55,7 @@ from .protocol import (
     IncomingCall,
     PBProtocol,
     Ready,
+    TracingProtocol,
     _Goodbye,
 )
 from .references import RemoteReference
@@ -178,7 +180,12 @@ class Broker(metaclass=_NoPublicConstructor):
         self._nursery = nursery
         #: Who the peer is, for log lines: its address, when the stream has one.
         self.peer = peer_name(stream)
-        self._protocol = PBProtocol(
+        # A traced connection is a protocol of another class, so that an
+        # untraced one makes no check per message.
+        make_protocol: Callable[..., PBProtocol] = PBProtocol
+        if options.trace is not None:
+            make_protocol = functools.partial(TracingProtocol, trace=options.trace, peer=self.peer)
+        self._protocol = make_protocol(
             self,
             is_client=is_client,
             security=options.security,

@@ -11,7 +11,7 @@ returns.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -20,6 +20,7 @@ from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT
 from .conduct import MAX_VIOLATIONS
 from .jelly import CopyRegistry, SecurityOptions
 from .protocol import DECODE_BUDGET, MAX_BROKER_REFS
+from .trace import TraceEvent
 
 __all__ = ["MAX_RUNNING_CALLS", "SEND_BUFFER", "BrokerOptions", "BrokerStatistics"]
 
@@ -84,6 +85,9 @@ class BrokerOptions:
     decode_budget: float | None = DECODE_BUDGET
     #: Protocol violations (stray releases, unknown commands ...) before the connection is closed.
     max_violations: int = MAX_VIOLATIONS
+    #: Called with a :class:`~trio_pb.trace.TraceEvent` for every message sent and received,
+    #: for debugging (:func:`trio_pb.log_trace` logs them); None: no trace, and no cost.
+    trace: Callable[[TraceEvent], object] | None = None
 
     @classmethod
     def build(cls, caller: str, keywords: Mapping[str, Any]) -> BrokerOptions:

@@ -22,10 +22,11 @@ import logging
 import math
 import reprlib
 import sys
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
@@ -48,7 +49,14 @@ from ._events import (
 )
 from ._events import answer as _answer_event
 from ._events import incoming_call as _incoming_call
-from .banana import DEPTH_LIMIT, MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, BananaConnection, DialectSelected
+from .banana import (
+    DEPTH_LIMIT,
+    MESSAGE_ITEMS_LIMIT,
+    MESSAGE_SIZE_LIMIT,
+    BananaConnection,
+    DialectSelected,
+    decode,
+)
 from .conduct import PeerConduct
 from .errors import (
     CancelledByCaller,
@@ -70,6 +78,7 @@ from .jelly import (
     global_security,
     jelly,
 )
+from .trace import TraceEvent, make_event
 
 if TYPE_CHECKING:
     from ._connection_api import Disownable, ProtocolDriver
@@ -84,6 +93,7 @@ __all__ = [
     "PAUSED",
     "PROTOCOL_VERSION",
     "TableSizes",
+    "TracingProtocol",
     "Answer",
     "BareDriver",
     "CancelRequested",
@@ -371,7 +381,7 @@ class PBProtocol:
         self.bytes_to_send = 0
         #: next_event() returns PAUSED while more than this many bytes are queued (set by the driver).
         self.pause_above = sys.maxsize
-        self._queue(self._banana.data_to_send())
+        self._queue_handshake(self._banana.data_to_send())
         #: The perspective Viewables are jellied for at this moment.
         self.serializing_perspective: Any = None
         #: Whether what is being jellied is an answer to the peer.
@@ -462,14 +472,22 @@ class PBProtocol:
             if expression is NEED_DATA:
                 return NEED_DATA
             if isinstance(expression, DialectSelected):
-                self._queue(self._banana.data_to_send())
-                self._send([b"version", PROTOCOL_VERSION])
-                self.extended = expression.dialect == EXTENSION_DIALECT
-                self.state = _OPEN
-                return Ready(expression.dialect)
+                return self._open(expression.dialect)
             event = self._dispatch(expression)
             if event is not None:
                 return event
+
+    def _open(self, dialect: bytes) -> Ready:
+        # The banana handshake is over (the client's choice goes out now): the connection is open.
+        self._queue_handshake(self._banana.data_to_send())
+        self._send([b"version", PROTOCOL_VERSION])
+        self.extended = dialect == EXTENSION_DIALECT
+        self.state = _OPEN
+        return Ready(dialect)
+
+    def _queue_handshake(self, data: bytes) -> None:
+        # Banana's own handshake bytes, not a PB message (TracingProtocol tells them apart).
+        self._queue(data)
 
     def _send(self, expression: list[Any]) -> None:
         self._queue(self._banana.send(expression))
@@ -1150,14 +1168,15 @@ class PBProtocol:
         except KeyError:
             raise self._no_answer_due(request_id) from None
         try:
-            if type(result) in _ATOMS:
-                data = self._banana.send([b"answer", request_id, result])
-            elif (
+            if (
                 _encode_message is not None
                 and (plain := _encode_message(self._banana.encoder, (b"answer", request_id), (result,)))
                 is not None
             ):
                 data = plain
+            elif type(result) in _ATOMS:
+                # An atom is its own jelly: no Jellier needed.
+                data = self._banana.send([b"answer", request_id, result])
             else:
                 with self._sending(perspective, answer=True):
                     data = self._banana.send(
@@ -1270,6 +1289,84 @@ class PBProtocol:
         for luid, entry in list(self.remotely_cached.items()):
             self._stop_observing(luid, entry)
         self.locally_cached.clear()
+
+
+class TracingProtocol(PBProtocol):
+    """A :class:`PBProtocol` that calls *trace* with a :class:`~trio_pb.trace.TraceEvent` per message.
+
+    The broker makes one instead of a PBProtocol when given the ``trace``
+    option, so that a connection without it makes no check per message.
+    Every message queued for the peer is decoded back from its bytes, and
+    every message from the peer is traced as it is taken in, before it is
+    acted on; the peer's plain data is decoded on the general path (not
+    straight from the bytes), so that its fields are the s-expressions that
+    crossed.  If *trace* raises, the error is logged and tracing stops.
+    """
+
+    __slots__ = ("_peer", "_trace", "_traced_in")
+
+    def __init__(
+        self,
+        driver: ProtocolDriver | None,
+        *,
+        trace: Callable[[TraceEvent], object],
+        peer: str = "the peer",
+        **options: Any,
+    ) -> None:
+        # Set first: the constructor queues the server's dialect offer.
+        self._trace: Callable[[TraceEvent], object] | None = trace
+        self._peer = peer
+        # Bytes of the peer's traced so far: a message's size is what it adds.
+        self._traced_in = 0
+        super().__init__(driver, **options)
+
+    def _emit(self, direction: Literal["sent", "received"], data: Any, size: int, handshake: bool) -> None:
+        trace = self._trace
+        if trace is None:
+            return
+        try:
+            if direction == "sent":
+                banana = self._banana
+                expression = decode(
+                    data,
+                    dialect=banana.dialect or b"none",
+                    message_size_limit=banana.message_size_limit,
+                    message_items_limit=banana.message_items_limit,
+                )
+            else:
+                expression = data
+            trace(make_event(direction, expression, size, time.time(), self._peer, handshake=handshake))
+        except Exception:
+            # Whatever went wrong, the message itself is queued or taken in already.
+            self._trace = None
+            log.exception(
+                "%s: the trace callback %r failed; this connection is no longer traced", self._peer, trace
+            )
+
+    def _traced_received(self, expression: Any, handshake: bool) -> None:
+        consumed = self._banana.bytes_consumed
+        size, self._traced_in = consumed - self._traced_in, consumed
+        self._emit("received", expression, size, handshake)
+
+    def _queue(self, data: bytes) -> None:
+        super()._queue(data)
+        self._emit("sent", data, len(data), handshake=False)
+
+    def _queue_handshake(self, data: bytes) -> None:
+        super()._queue(data)
+        if data:
+            self._emit("sent", data, len(data), handshake=True)
+
+    def _open(self, dialect: bytes) -> Ready:
+        self._traced_received(self._banana.peer_handshake, handshake=True)
+        return super()._open(dialect)
+
+    def _dispatch(self, expression: Any) -> Event | None:
+        self._traced_received(expression, handshake=False)
+        return super()._dispatch(expression)
+
+    def _plain_now(self) -> bool:
+        return False
 
 
 def _short(value: Any) -> Any:

@@ -10,18 +10,21 @@ broker.
 from __future__ import annotations
 
 import types
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
 from .errors import JellyError
 from .jelly import Jellier, Jellyable
+from .typed import typed_reference
 
 if TYPE_CHECKING:
     from ._connection_api import Connection
 
 __all__ = ["RemoteMethod", "RemoteReference"]
+
+T = TypeVar("T")
 
 
 def _named_call(coro: Coroutine[Any, Any, Any], spelling: str, name: str) -> Coroutine[Any, Any, Any]:
@@ -99,6 +102,18 @@ class RemoteReference(Jellyable):
         return RemoteMethod(self, name)
 
     remoteMethod = remote_method
+
+    # Callable[..., T], not type[T]: mypy refuses a Protocol class where a
+    # type[T] is expected (python/mypy#4717), and an interface is one.
+    def typed(self, interface: Callable[..., T]) -> T:
+        """This reference seen through *interface*, a :class:`typing.Protocol` of the remote methods.
+
+        ``await ref.typed(Calculator).add(1, 2)`` is ``await ref.call_remote("add", 1, 2)``,
+        with the arguments and the result checked by a type checker; a name
+        the interface does not declare raises :class:`AttributeError` here.
+        See :mod:`trio_pb.typed`.
+        """
+        return typed_reference(self, interface)
 
     def notify_on_disconnect(self, callback: Any) -> None:
         """Call ``callback(self)`` when the connection is lost."""
