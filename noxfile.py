@@ -89,15 +89,17 @@ def stress(session: nox.Session) -> None:
     session.run("pytest", "stress", *(session.posargs or ["-q"]))
 
 
-#: What a wheel must hold besides the pure modules (the extension's name is added per Python),
-#: and what an sdist must hold to build that wheel again.
+#: What a wheel must hold besides the pure modules (the extension's name is added per Python;
+#: the license is under ``<name>-<version>.dist-info/``), and what an sdist must hold to build
+#: that wheel again and to say what it is.
 WHEEL_FILES = ["trio_pb/py.typed", "trio_pb/_speedups.pyi"]
-SDIST_FILES = ["trio_pb/_speedups.c", "setup.py", "pyproject.toml"]
+WHEEL_DIST_INFO_FILES = ["licenses/LICENSE"]
+SDIST_FILES = ["trio_pb/_speedups.c", "setup.py", "pyproject.toml", "LICENSE", "CHANGELOG.md", "README.md"]
 
 
 @nox.session
 def build(session: nox.Session) -> None:
-    """The sdist and a wheel (``python -m build``), checked for the compiled codec and its stubs.
+    """The sdist and a wheel (``python -m build``), checked for the compiled codec, its stubs and the license.
 
     The wheel is built for the session's Python, so it must hold the extension compiled for it:
     the extension is optional at install time, and a wheel silently built without it would ship
@@ -114,15 +116,21 @@ def build(session: nox.Session) -> None:
     (sdist,) = outdir.glob("*.tar.gz")
     with zipfile.ZipFile(wheel) as archive:
         in_wheel = set(archive.namelist())
+    # The wheel's name starts with "<name>-<version>-", as its .dist-info directory does.
+    dist_info = "-".join(wheel.name.split("-")[:2]) + ".dist-info"
     with tarfile.open(sdist) as archive:
         # Members are under "<name>-<version>/".
         in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     missing = [
         f"{wheel.name}: {name}"
-        for name in [*WHEEL_FILES, f"trio_pb/_speedups{suffix.strip()}"]
+        for name in [
+            *WHEEL_FILES,
+            f"trio_pb/_speedups{suffix.strip()}",
+            *(f"{dist_info}/{name}" for name in WHEEL_DIST_INFO_FILES),
+        ]
         if name not in in_wheel
     ]
     missing += [f"{sdist.name}: {name}" for name in SDIST_FILES if name not in in_sdist]
     if missing:
         session.error("missing from the distributions: " + ", ".join(missing))
-    session.log(f"{wheel.name} and {sdist.name} hold the compiled codec, its stubs and py.typed")
+    session.log(f"{wheel.name} and {sdist.name} hold the compiled codec, its stubs, py.typed and LICENSE")

@@ -13,7 +13,12 @@ extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 nitpicky = False
-html_theme = "alabaster"
+# furo: a content column that fits code blocks (they scroll inside themselves, not the page),
+# and a narrow-screen layout.  docs/_static/trio_pb.css lets the wide tables wrap.
+html_theme = "furo"
+html_static_path = ["_static"]
+html_css_files = ["trio_pb.css"]
+html_title = "trio_pb"
 exclude_patterns = ["_build"]
 
 

@@ -132,6 +132,8 @@ _LAZY: dict[str, str] = {
     "serve_unix": "connect",
 }
 
+#: The package's version, written here only: pyproject.toml reads it from this line (statically,
+#: without importing trio_pb), so it is the same in an editable install, a wheel and a checkout.
 __version__ = "0.1.0.dev0"
 
 __all__ = [

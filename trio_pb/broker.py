@@ -133,6 +133,7 @@ class Broker(metaclass=_NoPublicConstructor):
         "_lost",
         "_max_running_calls",
         "_nursery",
+        "_opened",
         "_pending",
         "_protocol",
         "_reading",
@@ -205,6 +206,9 @@ class Broker(metaclass=_NoPublicConstructor):
         # any later call or answer from this side, as Twisted sends them at once.
         self._gc_releases: list[tuple[bool, int | bytes]] = []
         self._ready = trio.Event()
+        # Whether open_broker has yielded: until then a protocol error is raised
+        # out of it, for its caller to report, and so is not logged here.
+        self._opened = False
         # Whether the connection is gone; _closed is set then, if someone made it to wait for that.
         self._lost = False
         self._closed: trio.Event | None = None
@@ -782,7 +786,8 @@ class Broker(metaclass=_NoPublicConstructor):
         return event
 
     def _broke_protocol(self, exc: ProtocolError) -> None:
-        log.error("%s: closing the connection: the peer broke the protocol: %s", self.peer, exc)
+        if self._opened:
+            log.error("%s: closing the connection: the peer broke the protocol: %s", self.peer, exc)
         self.error = without_tracebacks(exc)
         if isinstance(exc, _Goodbye):
             # The protocol queued an error that tells the peer why; as in
@@ -1059,6 +1064,11 @@ async def open_broker(
     :class:`~trio_pb.errors.PBConnectionLost`.  An exception from the block
     comes out as itself, not wrapped in an ExceptionGroup.
 
+    A peer that breaks the protocol during the handshake makes this raise the
+    :class:`~trio_pb.errors.ProtocolError`, which is left to the caller to
+    report; once the block is entered, one is logged (naming the peer) and
+    kept in the broker's ``error``.
+
     Every other keyword is a broker option: a field of :class:`~trio_pb.options.BrokerOptions`,
     which says what each does and its default (*extensions*,
     *handshake_timeout*, *keepalive*, the limits *send_buffer*,
@@ -1085,6 +1095,7 @@ async def open_broker(
                     raise broker.error or DeadReferenceError("the connection closed during the handshake")
                 if settings.keepalive is not None:
                     nursery.start_soon(broker._keep_alive, settings.keepalive)
+                broker._opened = True
                 yield broker
             finally:
                 with trio.CancelScope(shield=True):
