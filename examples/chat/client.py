@@ -425,8 +425,8 @@ async def interactive(args: argparse.Namespace) -> int:
     """The terminal UI, until ``/quit``; only the first login's failure ends it with an error."""
     try:
         from chat_ui import ChatView
-    except ImportError as exc:
-        return fail(f"the terminal UI needs urwid ({exc}): pip install urwid, or use --do or a pipe")
+    except ImportError:
+        return fail("the terminal UI needs urwid: pip install urwid (or use --do, or pipe the input)")
     view = ChatView()
     chat = TerminalChat(view, args)
     chat.refresh()

@@ -109,8 +109,8 @@ async def main() -> int:
     if terminal:
         try:
             import game_ui
-        except ImportError as exc:
-            return fail(f"the terminal UI needs urwid ({exc}): pip install urwid, or use --plain")
+        except ImportError:
+            return fail("the terminal UI needs urwid: pip install urwid (or use --plain)")
         args.view = partial(game_ui.GameView, args.name, f"{args.host}:{args.port}", args.bot)
     else:
         args.view = None
