@@ -7,6 +7,7 @@ Each test starts a client in a detached tmux session of its own (a private serve
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import shutil
@@ -138,7 +139,7 @@ async def scripted(name: str, password: str, port: int, *steps: str) -> list[str
 async def test_chat_keeps_the_typed_line_while_messages_arrive_and_its_keys_edit(tmp_path: Path) -> None:
     async with (
         example_server("chat") as port,
-        terminal(tmp_path, chat_client("alice", "wonderland", port)) as term,
+        terminal(tmp_path, alice(port)) as term,
     ):
         await term.wait_for("logged in as alice")
         await term.enter("/join lobby")
@@ -172,7 +173,7 @@ async def test_chat_keeps_the_typed_line_while_messages_arrive_and_its_keys_edit
 async def test_chat_help_is_plain_text_of_the_users_commands(tmp_path: Path) -> None:
     async with (
         example_server("chat") as port,
-        terminal(tmp_path, chat_client("alice", "wonderland", port)) as term,
+        terminal(tmp_path, alice(port)) as term,
     ):
         await term.wait_for("logged in as alice")
         await term.enter("/help")
@@ -191,7 +192,7 @@ async def test_chat_help_is_plain_text_of_the_users_commands(tmp_path: Path) -> 
 async def test_chat_leave_leaves_the_room_talked_in_and_keeps_the_others(tmp_path: Path) -> None:
     async with (
         example_server("chat") as port,
-        terminal(tmp_path, chat_client("alice", "wonderland", port)) as term,
+        terminal(tmp_path, alice(port)) as term,
     ):
         await term.wait_for("logged in as alice", "| in no room |")
         await term.enter("/join lobby")
@@ -202,14 +203,12 @@ async def test_chat_leave_leaves_the_room_talked_in_and_keeps_the_others(tmp_pat
         await term.enter("still here")
         await term.wait_for("[lobby] <alice> still here")
         # On the server too: alice is in the lobby, and no longer in trio.
-        (lobby,) = [
-            line for line in await scripted("bob", "builder", port, "join lobby", "who") if "here:" in line
-        ]
-        assert lobby == "[lobby] here: alice, bob"
-        (trio_room,) = [
-            line for line in await scripted("carol", "singer", port, "join trio", "who") if "here:" in line
-        ]
-        assert trio_room == "[trio] here: carol"
+        assert here(await scripted("bob", "builder", port, "join lobby", "who")) == "[lobby] here: alice, bob"
+        assert here(await scripted("carol", "singer", port, "join trio", "who")) == "[trio] here: carol"
+        # Ctrl-C ends the UI cleanly, with the terminal given back.
+        await term.keys("C-c")
+        assert await term.exit_status() == 130
+        assert "Traceback" not in await term.printed()
 
 
 async def test_chat_says_the_server_went_away_and_logs_in_again_when_it_is_back(tmp_path: Path) -> None:
@@ -217,7 +216,7 @@ async def test_chat_says_the_server_went_away_and_logs_in_again_when_it_is_back(
         first_server = AsyncExitStack()
         stack.push_async_exit(first_server)
         port = await first_server.enter_async_context(example_server("chat"))
-        term = await stack.enter_async_context(terminal(tmp_path, chat_client("alice", "wonderland", port)))
+        term = await stack.enter_async_context(terminal(tmp_path, alice(port)))
         await term.wait_for("logged in as alice")
         await term.enter("/join lobby")
         await term.enter("/join trio")
@@ -300,3 +299,17 @@ async def test_game_shows_the_board_a_legend_how_to_play_and_answers_a_key_that_
             await term.type("q")
             assert await term.exit_status() == 0
             assert "red finished" in await term.printed()
+
+
+def test_names_a_server_sends_as_bytes_are_shown_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    # A Twisted server may send usernames as bytes; the client shows them as text.
+    spec = importlib.util.spec_from_file_location("chat_client", EXAMPLES / "chat" / "client.py")
+    assert spec is not None and spec.loader is not None
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    screen = client.Screen()
+    screen.remote_joined("lobby", b"bob")
+    screen.remote_message(b"lobby", b"bob", "hi")
+    screen.remote_left("lobby", b"bob")
+    shown = capsys.readouterr().out.splitlines()
+    assert shown == ["[lobby] * bob joined", "[lobby] <bob> hi", "[lobby] * bob left"]
