@@ -82,12 +82,12 @@ class ChatView:
     """What the user sees: messages above, the status line, the input line at the bottom."""
 
     def __init__(self) -> None:
-        self.lines = urwid.SimpleFocusListWalker([])
+        self.lines: urwid.SimpleFocusListWalker[urwid.Text] = urwid.SimpleFocusListWalker([])
         self.pane = urwid.ListBox(self.lines)
         self.status = urwid.Text("", wrap="clip")
         self.input = InputLine(self._entered)
         footer = urwid.Pile([urwid.AttrMap(self.status, "status"), self.input])
-        self.frame = urwid.Frame(self.pane, footer=footer, focus_part="footer")
+        self.frame: urwid.Frame[Any, None, Any] = urwid.Frame(self.pane, footer=footer, focus_part="footer")
         # Unbounded: a line is queued per enter key, and the user types slower than it is read.
         self._typed_send: trio.MemorySendChannel[str]
         self._typed: trio.MemoryReceiveChannel[str]

@@ -36,7 +36,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -44,11 +44,13 @@ import trio_pb
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+if TYPE_CHECKING:
+    from chat_ui import ChatView  # imported at run time only by the UI, which needs urwid
 
 WAIT_FOR_SECONDS = 20
 #: What ``/help`` shows: the commands a user types.  Scripts have a few more (see above).
 HELP = """\
-/join ROOM      join a room and talk there (/rooms lists them); join one you are in to talk there again
+/join ROOM      join a room and talk there; /join a room you are in to talk there again
 /leave [ROOM]   leave the room you talk in, or the one named; you stay in the others
 /who            who is in the room you talk in
 /rooms          the rooms on the server
@@ -319,7 +321,7 @@ async def stay_logged_in(
 class TerminalChat:
     """The interactive client: the UI, and the session of whichever connection is up."""
 
-    def __init__(self, view: Any, args: argparse.Namespace) -> None:
+    def __init__(self, view: ChatView, args: argparse.Namespace) -> None:
         self.view = view
         self.args = args
         self.screen = Screen(view.show, keep=False)
@@ -393,7 +395,7 @@ class TerminalChat:
                 await self.run(self.session, step, verb)
 
     async def run(self, session: Session, step: str, verb: str) -> None:
-        before = session.room_name
+        before, rooms_before = session.room_name, set(session.rooms)
         try:
             await session.run(step)
         except (StepError, trio_pb.Error, trio_pb.RemoteError) as exc:
@@ -402,10 +404,11 @@ class TerminalChat:
             self.view.error("not done: the server went away")
         self.rooms = list(session.rooms)
         self.room_name = session.room_name
-        if verb == "leave" and session.room_name != before:
-            where = f"you talk in {session.room_name} now" if session.room_name else "/join a room to talk"
-            self.view.note(f"* left {before}; {where}")
-        elif verb == "join" and session.room_name != before:
+        # The server tells the room, not the one who left: say it here.
+        for left in sorted(rooms_before - set(session.rooms)):
+            where = f"you talk in {session.room_name}" if session.room_name else "/join a room to talk"
+            self.view.note(f"* left {left}; {where} now")
+        if verb == "join" and session.room_name != before:
             self.view.note(f"* you talk in {session.room_name} now")
         self.refresh()
 
@@ -413,7 +416,7 @@ class TerminalChat:
 class ShowLogRecords(logging.Handler):
     """Log records in the pane: written to stderr they would tear up the screen."""
 
-    def __init__(self, view: Any) -> None:
+    def __init__(self, view: ChatView) -> None:
         super().__init__(logging.WARNING)
         self.view = view
 

@@ -24,7 +24,7 @@ import contextlib
 import os
 import sys
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 from world import TAG, RemoteWorld
@@ -33,6 +33,8 @@ import trio_pb
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+if TYPE_CHECKING:
+    from game_ui import GameView  # imported at run time only by the UI, which needs urwid
 
 trio_pb.set_unjellyable_for_class(TAG, RemoteWorld)
 KEYS = {"w": "up", "s": "down", "a": "left", "d": "right"}
@@ -170,7 +172,7 @@ async def play(
     return not gone
 
 
-async def follow(world: RemoteWorld, view: Any) -> None:
+async def follow(world: RemoteWorld, view: GameView) -> None:
     """Redraw the board after every update of the world's copy."""
     view.draw(world)
     view.say("your move" if not view.bot else "the bot plays")
@@ -183,7 +185,7 @@ async def follow(world: RemoteWorld, view: Any) -> None:
 MOVE_KEYS = {**KEYS, "up": "up", "down": "down", "left": "left", "right": "right"}
 
 
-async def play_keys(player: trio_pb.RemoteReference, view: Any) -> None:
+async def play_keys(player: trio_pb.RemoteReference, view: GameView) -> None:
     """Move on the arrow keys and w/a/s/d until q; any other key is answered on the message line."""
     async for key in view.keys():
         if key in ("q", "Q", "esc"):
@@ -196,7 +198,7 @@ async def play_keys(player: trio_pb.RemoteReference, view: Any) -> None:
         view.say(f"moved {direction}; {score} point{'s' if score != 1 else ''}")
 
 
-async def wait_for_quit(view: Any, scope: trio.CancelScope) -> None:
+async def wait_for_quit(view: GameView, scope: trio.CancelScope) -> None:
     async for key in view.keys():
         if key in ("q", "Q", "esc"):
             scope.cancel()

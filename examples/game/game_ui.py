@@ -56,7 +56,7 @@ class GameView:
                 self.message,
             ]
         )
-        self.frame = urwid.Frame(
+        self.frame: urwid.Frame[Any, None, Any] = urwid.Frame(
             urwid.Filler(urwid.Padding(body, left=1, right=1), valign="top"),
             footer=urwid.AttrMap(self.status, "status"),
         )
