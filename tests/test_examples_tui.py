@@ -32,9 +32,10 @@ _sessions = count()
 class Terminal:
     """A program running in tmux: keys go in, the screen comes out."""
 
-    def __init__(self, socket: str, config: Path) -> None:
+    def __init__(self, socket: str, config: Path, status: Path) -> None:
         self.socket = socket
         self.config = config
+        self.status = status
 
     async def tmux(self, *args: str) -> str:
         assert TMUX is not None
@@ -80,15 +81,12 @@ class Terminal:
         await self.keys("Enter")
 
     async def exit_status(self) -> int:
-        """Wait for the program to exit (the pane stays), and give its exit status."""
-        with trio.fail_after(DEADLINE):
-            while True:
-                shown = await self.tmux("display-message", "-p", "#{pane_dead}:#{pane_dead_status}")
-                dead, _, status = shown.strip().partition(":")
-                # tmux may show the pane dead a moment before it knows the status.
-                if dead == "1" and status:
-                    return int(status)
+        """Wait for the program to exit, and give its exit status."""
+        with trio.move_on_after(DEADLINE):
+            while not (written := self.status.read_text() if self.status.exists() else "").endswith("\n"):
                 await trio.sleep(0.05)
+            return int(written)
+        raise AssertionError(f"still running after {DEADLINE} s:\n{await self.printed()}")
 
 
 @asynccontextmanager
@@ -98,12 +96,19 @@ async def terminal(tmp_path: Path, argv: list[str]) -> AsyncIterator[Terminal]:
     # The pane stays after the program exits, so that its last screen and status can be read;
     # tmux's own status bar is off, so the program has the 30 rows.
     config.write_text("set -g remain-on-exit on\nset -g status off\n")
-    term = Terminal(f"trio_pb-tui-{next(_sessions)}-{tmp_path.name}", config)
-    await term.tmux("new-session", "-d", "-x", "100", "-y", "30", shlex.join(argv))
+    # The process id keeps test runs side by side on one machine off each other's tmux.
+    term = Terminal(f"trio_pb-tui-{os.getpid()}-{next(_sessions)}", config, tmp_path / "exit-status")
+    # The shell writes the exit status to a file: tmux's pane_dead_status is at times never set.
+    # Its trap keeps it alive through a Ctrl-C meant for the program (which does not inherit it).
+    command = f"trap : INT; {shlex.join(argv)}; echo $? > {shlex.quote(str(term.status))}"
+    await term.tmux("new-session", "-d", "-x", "100", "-y", "30", command)
     try:
         yield term
     finally:
         await term.tmux("kill-server")
+        # tmux leaves the socket file behind.
+        socket_dir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (socket_dir / term.socket).unlink(missing_ok=True)
 
 
 def example_server(example: str, port: int = 0) -> AsyncIterator[int]:
