@@ -17,8 +17,12 @@ nox.options.reuse_existing_virtualenvs = True
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The chat demo: a server and scripted clients talking on loopback."""
-    session.install("-e", ".")
+    """The chat demo: a server and scripted clients talking on loopback.
+
+    The demo itself needs trio_pb alone; the ``examples`` extra (urwid) is installed so that the
+    clients can then be run by hand with their terminal UI in the same environment.
+    """
+    session.install("-e", ".[examples]")
     session.run("python", "examples/chat/demo.py")
 
 
@@ -42,7 +46,8 @@ def tests(session: nox.Session, codec: str) -> None:
     still succeeds).  The compiled runs set TRIO_PB_REQUIRE_EXTENSIONS=1, so that a test fails
     if the extension did not build, rather than the fallback being tested twice.
     """
-    session.install("-e", ".[test]")
+    # The examples extra: the tests drive the example clients' terminal UIs in tmux.
+    session.install("-e", ".[test,examples]")
     if codec == "compiled":
         env = {"TRIO_PB_REQUIRE_EXTENSIONS": "1", "TRIO_PB_NO_EXTENSIONS": ""}
     else:

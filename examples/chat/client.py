@@ -1,29 +1,42 @@
-"""A chat client for the trio_pb chat server: interactive, or scripted for demos and tests.
+"""A chat client for the trio_pb chat server: a terminal UI, or scripted for demos and tests.
 
-Interactive (type ``/help`` once connected)::
+Interactive, on a terminal (type ``/help`` once connected)::
 
     python examples/chat/client.py alice wonderland
+
+This opens a full-screen UI (``chat_ui.py``, on urwid: ``pip install urwid``, or the project's
+``examples`` extra): messages scroll in a pane above, the line being typed stays at the bottom
+with the usual editing keys and a history (up and down), and a status line shows who you are,
+the server, the rooms you are in and the connection.  If the server goes away, the client says
+so there, logs in again with a growing delay between attempts, and rejoins its rooms.
+With standard input not a terminal (a pipe), the client reads one command per line and prints
+one line per event instead, and stops when the server goes away.
 
 Scripted: each ``--do`` is one step, run in order::
 
     python examples/chat/client.py bob builder --do "join lobby" --do "wait-for alice joined" \\
         --do "say hello alice" --do "quit"
 
-Steps: ``join ROOM``, ``say TEXT`` (in the room joined last), ``who``, ``rooms``,
-``leave``, ``wait-for TEXT`` (until a line containing TEXT was shown), ``sleep SECONDS``,
-``quit``, and ``vanish`` (drop the connection abruptly, for tests).
+Steps: the commands of ``/help`` without the slash (``say TEXT`` talks), and, for scripts and
+tests, ``wait-for TEXT`` (until a line containing TEXT was shown), ``sleep SECONDS`` and
+``vanish`` (drop the connection abruptly).  Scripted runs and piped input need trio_pb alone.
 
 Exit codes: 0 after ``quit`` (or the end of the script or of input), 1 when the client
-cannot go on (no server, a refused login, a failed step, the server going away), 130
-after Ctrl-C.  Each of those ends with one line on stderr, not a traceback.
+cannot go on (no server, a refused login, a failed step, the server going away, except in
+the UI, which reconnects), 130 after Ctrl-C.  Each of those ends with one line on stderr,
+not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -31,54 +44,80 @@ import trio_pb
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+if TYPE_CHECKING:
+    from chat_ui import ChatView  # imported at run time only by the UI, which needs urwid
 
 WAIT_FOR_SECONDS = 20
+#: What ``/help`` shows: the commands a user types.  Scripts have a few more (see above).
+HELP = """\
+/join ROOM      join a room and talk there; /join a room you are in to talk there again
+/leave [ROOM]   leave the room you talk in, or the one named; you stay in the others
+/who            who is in the room you talk in
+/rooms          the rooms on the server
+/help           this text
+/quit           leave the chat (Ctrl-C too)
+Anything else you type is said in the room you talk in."""
+USER_VERBS = {"join", "leave", "who", "rooms", "help", "quit", "exit", "say"}
 
 
 class StepError(Exception):
     """A step that cannot run as written (``sleep abc``, ``say`` before ``join``)."""
 
 
+def text(value: object) -> str:
+    """A name or message as text: a server may send a username as bytes (Twisted's do)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def print_line(line: str) -> None:
+    print(line, flush=True)
+
+
 class Screen(trio_pb.Referenceable):
     """The mind the server calls back; it shows what happens in the rooms."""
 
-    def __init__(self) -> None:
+    def __init__(self, output: Callable[[str], None] = print_line, *, keep: bool = True) -> None:
+        self.output = output
+        # Scripts wait for lines they have seen; the UI, which never does, keeps none.
+        self.keep = keep
         self.lines: list[str] = []
         self._changed = trio.Event()
 
     def show(self, line: str) -> None:
-        print(line, flush=True)
-        self.lines.append(line)
-        self._changed.set()
-        self._changed = trio.Event()
+        self.output(line)
+        if self.keep:
+            self.lines.append(line)
+            self._changed.set()
+            self._changed = trio.Event()
 
-    def remote_message(self, room: str, speaker: str, text: str) -> None:
-        self.show(f"[{room}] <{speaker}> {text}")
+    def remote_message(self, room: str, speaker: str, message: str) -> None:
+        self.show(f"[{text(room)}] <{text(speaker)}> {text(message)}")
 
     def remote_joined(self, room: str, name: str) -> None:
-        self.show(f"[{room}] * {name} joined")
+        self.show(f"[{text(room)}] * {text(name)} joined")
 
     def remote_left(self, room: str, name: str) -> None:
-        self.show(f"[{room}] * {name} left")
+        self.show(f"[{text(room)}] * {text(name)} left")
 
-    async def wait_for(self, text: str, start: int) -> int:
-        """Wait until a line after index *start* contains *text*; return the index after it."""
+    async def wait_for(self, wanted: str, start: int) -> int:
+        """Wait until a line after index *start* contains *wanted*; return the index after it."""
         with trio.move_on_after(WAIT_FOR_SECONDS):
             while True:
                 for index in range(start, len(self.lines)):
-                    if text in self.lines[index]:
+                    if wanted in self.lines[index]:
                         return index + 1
                 await self._changed.wait()
-        raise StepError(f"waited {WAIT_FOR_SECONDS} s for {text!r} in vain")
+        raise StepError(f"waited {WAIT_FOR_SECONDS} s for {wanted!r} in vain")
 
 
 class Session:
-    """What one user does: steps from a script or commands typed at the terminal."""
+    """What one user does on one connection: steps from a script or commands typed."""
 
     def __init__(self, user: trio_pb.RemoteReference, screen: Screen) -> None:
         self.user = user
         self.screen = screen
-        self.room: trio_pb.RemoteReference | None = None
+        # The rooms joined, in the order joined; what is said goes to room_name.
+        self.rooms: dict[str, trio_pb.RemoteReference] = {}
         self.room_name = ""
         self.seen = 0
 
@@ -87,19 +126,17 @@ class Session:
         verb, _, rest = step.strip().partition(" ")
         verb = verb.lstrip("/")
         if verb == "join":
-            self.room = await self.user.call_remote("join", rest)
-            self.room_name = rest
+            await self.join(rest.strip())
         elif verb == "say":
             await self._in_room().call_remote("speak", rest)
         elif verb == "who":
             names = await self._in_room().call_remote("who")
-            self.screen.show(f"[{self.room_name}] here: {', '.join(names)}")
+            self.screen.show(f"[{self.room_name}] here: {', '.join(map(text, names))}")
         elif verb == "rooms":
-            self.screen.show("rooms: " + ", ".join(await self.user.call_remote("rooms")))
+            names = await self.user.call_remote("rooms")
+            self.screen.show("rooms: " + ", ".join(map(text, names)))
         elif verb == "leave":
-            await self._in_room().call_remote("leave")
-            await self._in_room().release()
-            self.room = None
+            await self.leave(rest.strip() or self.room_name)
         elif verb == "wait-for":
             self.seen = await self.screen.wait_for(rest, self.seen)
         elif verb == "sleep":
@@ -113,15 +150,35 @@ class Session:
         elif verb in ("quit", "exit"):
             return False
         elif verb == "help":
-            self.screen.show(__doc__.split("Steps: ", 1)[1].strip())
+            for line in HELP.splitlines():
+                self.screen.show(line)
         else:
             self.screen.show(f"unknown command {verb!r}; try /help")
         return True
 
+    async def join(self, name: str) -> None:
+        """Join room *name* (or, if already in it, talk there again)."""
+        if not name:
+            raise StepError("join which room? /rooms lists them")
+        if name not in self.rooms:
+            self.rooms[name] = await self.user.call_remote("join", name)
+        self.room_name = name
+
+    async def leave(self, name: str) -> None:
+        """Leave room *name*; if it was the one talked in, talk in the one joined last of the others."""
+        if name not in self.rooms:
+            raise StepError(f"you are not in {name!r}" if name else "join a room first")
+        room = self.rooms[name]
+        await room.call_remote("leave")
+        del self.rooms[name]
+        await room.release()
+        if name == self.room_name:
+            self.room_name = next(reversed(self.rooms), "")
+
     def _in_room(self) -> trio_pb.RemoteReference:
-        if self.room is None:
+        if not self.room_name:
             raise StepError("join a room first")
-        return self.room
+        return self.rooms[self.room_name]
 
 
 async def lines_from_stdin() -> Any:
@@ -146,10 +203,11 @@ async def main() -> int:
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--do", action="append", metavar="STEP", help="run this step (scripted mode)")
     args = parser.parse_args()
+    if not args.do and sys.stdin.isatty() and sys.stdout.isatty():
+        return await interactive(args)
     screen = Screen()
     try:
-        async with trio_pb.open_tcp_broker(args.host, args.port) as broker:
-            user = await broker.login(trio_pb.UsernamePassword(args.username, args.password), screen)
+        async with logged_in(args, screen) as (broker, user):
             return await converse(broker, Session(user, screen), args.username, args.do)
     except OSError as exc:
         return fail(f"cannot connect to {args.host}:{args.port}: {reason(exc)}")
@@ -157,6 +215,16 @@ async def main() -> int:
         return fail(f"login refused: {exc}")
     except trio_pb.DisconnectedError:
         return fail("the server went away")
+
+
+@asynccontextmanager
+async def logged_in(
+    args: argparse.Namespace, mind: Screen
+) -> AsyncIterator[tuple[trio_pb.Broker, trio_pb.RemoteReference]]:
+    """A connection to the server, logged in as the user: the broker and the user's avatar."""
+    async with trio_pb.open_tcp_broker(args.host, args.port) as broker:
+        user = await broker.login(trio_pb.UsernamePassword(args.username, args.password), mind)
+        yield broker, user
 
 
 async def converse(broker: trio_pb.Broker, session: Session, name: str, script: list[str] | None) -> int:
@@ -207,6 +275,178 @@ async def run_typed(session: Session, name: str) -> None:
                 return
         except (StepError, trio_pb.Error, trio_pb.RemoteError) as exc:
             screen.show(f"error: {exc}")
+
+
+Connect = Callable[[], AbstractAsyncContextManager[tuple[trio_pb.Broker, trio_pb.RemoteReference]]]
+
+
+async def stay_logged_in(
+    connect: Connect,
+    use: Callable[[trio_pb.Broker, trio_pb.RemoteReference], Awaitable[None]],
+    say: Callable[[str], None],
+    *,
+    first_delay: float = 0.5,
+    max_delay: float = 10.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Log in and ``use`` the connection; whenever it is lost, log in again, with backoff.
+
+    The first attempt's error (no server, a refused login) is raised from ``nursery.start``:
+    a client that never got in says why and stops.  After that, each failed attempt doubles
+    the wait before the next, from *first_delay* up to *max_delay*, and *say* tells what
+    happens.  This is the one place the client reconnects, so that it can give way to a
+    reconnecting broker from the library when there is one.
+    """
+    delay = first_delay
+    started = False
+    while True:
+        try:
+            async with connect() as (broker, user):
+                if not started:
+                    started = True
+                    task_status.started()
+                delay = first_delay
+                await use(broker, user)
+            problem = "the server went away"
+        except (OSError, trio_pb.LoginFailed, trio_pb.DisconnectedError) as exc:
+            if not started:
+                raise
+            why = reason(exc) if isinstance(exc, OSError) else exc
+            problem = f"cannot log in again ({why})"
+        say(f"{problem}; reconnecting in {delay:g} s")
+        await trio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+class TerminalChat:
+    """The interactive client: the UI, and the session of whichever connection is up."""
+
+    def __init__(self, view: ChatView, args: argparse.Namespace) -> None:
+        self.view = view
+        self.args = args
+        self.screen = Screen(view.show, keep=False)
+        self.session: Session | None = None
+        # The rooms joined, kept across connections so that a new one rejoins them.
+        self.rooms: list[str] = []
+        self.room_name = ""
+        self.state = "connecting"
+        self.logins = 0
+
+    def refresh(self) -> None:
+        others = [name for name in self.rooms if name != self.room_name]
+        if not self.room_name:
+            rooms = "in no room"
+        elif others:
+            rooms = f"talking in {self.room_name}, also in {', '.join(others)}"
+        else:
+            rooms = f"talking in {self.room_name}"
+        where = f"{self.args.host}:{self.args.port}"
+        self.view.set_status(f" {self.args.username} on {where} | {rooms} | {self.state}")
+
+    def say(self, state: str) -> None:
+        """The connection's state, on the status line and in the pane."""
+        self.state = state
+        self.view.note(f"* {state}")
+        self.refresh()
+
+    async def use(self, broker: trio_pb.Broker, user: trio_pb.RemoteReference) -> None:
+        """Talk over one logged-in connection until it closes; a new one first rejoins the rooms."""
+        session = Session(user, self.screen)
+        self.logins += 1
+        for name in self.rooms:
+            try:
+                await session.join(name)
+            except trio_pb.RemoteError as exc:
+                self.view.error(f"cannot rejoin {name}: {exc}")
+        if self.room_name in session.rooms:
+            session.room_name = self.room_name
+        self.rooms = list(session.rooms)
+        self.room_name = session.room_name
+        self.session = session
+        self.state = "connected"
+        if self.logins > 1:
+            rejoined = f"; back in {', '.join(self.rooms)}" if self.rooms else ""
+            self.view.note(f"* reconnected as {self.args.username}{rejoined}")
+        else:
+            self.view.note(f"logged in as {self.args.username}; /join lobby to talk, /help for more")
+        self.refresh()
+        try:
+            await broker.wait_closed()
+        finally:
+            self.session = None
+
+    async def take_commands(self) -> None:
+        """Run what the user types, until ``/quit``."""
+        async for line in self.view.typed():
+            if not line.strip():
+                continue
+            step = line if line.startswith("/") else f"say {line}"
+            verb = step.split()[0].lstrip("/")
+            if verb not in USER_VERBS:
+                self.view.error(f"unknown command {verb!r}; try /help")
+            elif verb in ("quit", "exit"):
+                return
+            elif verb == "help":
+                for help_line in HELP.splitlines():
+                    self.view.note(help_line)
+            elif self.session is None:
+                self.view.error(f"not connected ({self.state}); try again once reconnected")
+            else:
+                await self.run(self.session, step, verb)
+
+    async def run(self, session: Session, step: str, verb: str) -> None:
+        before, rooms_before = session.room_name, set(session.rooms)
+        try:
+            await session.run(step)
+        except (StepError, trio_pb.Error, trio_pb.RemoteError) as exc:
+            self.view.error(f"error: {exc}")
+        except trio_pb.DisconnectedError:
+            self.view.error("not done: the server went away")
+        self.rooms = list(session.rooms)
+        self.room_name = session.room_name
+        # The server tells the room, not the one who left: say it here.
+        for left in sorted(rooms_before - set(session.rooms)):
+            where = f"you talk in {session.room_name}" if session.room_name else "/join a room to talk"
+            self.view.note(f"* left {left}; {where} now")
+        if verb == "join" and session.room_name != before:
+            self.view.note(f"* you talk in {session.room_name} now")
+        self.refresh()
+
+
+class ShowLogRecords(logging.Handler):
+    """Log records in the pane: written to stderr they would tear up the screen."""
+
+    def __init__(self, view: ChatView) -> None:
+        super().__init__(logging.WARNING)
+        self.view = view
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.view.error(f"log: {record.getMessage()}")
+
+
+async def interactive(args: argparse.Namespace) -> int:
+    """The terminal UI, until ``/quit``; only the first login's failure ends it with an error."""
+    try:
+        from chat_ui import ChatView
+    except ImportError:
+        return fail("the terminal UI needs urwid: pip install urwid (or use --do, or pipe the input)")
+    view = ChatView()
+    chat = TerminalChat(view, args)
+    chat.refresh()
+    logging.getLogger().addHandler(ShowLogRecords(view))
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(stay_logged_in, partial(logged_in, args, chat.screen), chat.use, chat.say)
+        except OSError as exc:
+            return fail(f"cannot connect to {args.host}:{args.port}: {reason(exc)}")
+        except trio_pb.LoginFailed as exc:
+            return fail(f"login refused: {exc}")
+        except trio_pb.DisconnectedError:
+            return fail("the server went away")
+        nursery.start_soon(view.run)
+        await chat.take_commands()
+        nursery.cancel_scope.cancel()
+    return 0
 
 
 def reason(exc: OSError) -> str:

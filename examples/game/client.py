@@ -1,12 +1,16 @@
 """A game client: a terminal view of the board, played by you or by a bot.
 
-    python examples/game/client.py red --port 8788            # you: type up/down/left/right (or w/a/s/d)
+    python examples/game/client.py red --port 8788            # you: the arrow keys (or w/a/s/d)
     python examples/game/client.py blue --port 8788 --bot     # a bot that chases the nearest item
 
 The client holds a RemoteCache of the world and redraws it after every update
-it receives (``async for update in world.updates()``).  With ``--until N``
-a bot stops once someone has N points; ``--plain`` prints one line per update
-instead of redrawing the board (for logs and tests).
+it receives (``async for update in world.updates()``).  On a terminal it shows
+the board with a legend, how to play, what became of the last key and a status
+line (``game_ui.py``, on urwid: ``pip install urwid``, or the project's
+``examples`` extra).  With ``--until N`` a bot stops once someone has N points;
+``--plain`` prints one line per update instead, and reads one move per line
+(``up``, ``down``, ``left``, ``right`` or ``w``/``a``/``s``/``d``; for logs,
+pipes and tests: it needs trio_pb alone).
 
 Exit codes: 0 when the game or the player is done, 1 when the client cannot go on (no
 server, a refused login such as a colour already playing, the server going away), 130
@@ -16,8 +20,11 @@ after Ctrl-C.  Each of those ends with one line on stderr, not a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 from world import TAG, RemoteWorld
@@ -26,9 +33,12 @@ import trio_pb
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+if TYPE_CHECKING:
+    from game_ui import GameView  # imported at run time only by the UI, which needs urwid
 
 trio_pb.set_unjellyable_for_class(TAG, RemoteWorld)
 KEYS = {"w": "up", "s": "down", "a": "left", "d": "right"}
+DIRECTIONS = ("up", "down", "left", "right")
 
 
 def next_step(world: RemoteWorld, me: str) -> str | None:
@@ -66,8 +76,10 @@ async def play_keyboard(player: trio_pb.RemoteReference) -> None:
                 if word in ("q", "quit"):
                     return
                 direction = KEYS.get(word, word)
-                if direction in ("up", "down", "left", "right"):
+                if direction in DIRECTIONS:
                     await player.call_remote("move", direction)
+                elif word:
+                    print(f"{word!r} is not a move: up, down, left, right (or w a s d), q quits", flush=True)
 
 
 async def show(world: RemoteWorld, me: str, plain: bool) -> None:
@@ -95,6 +107,15 @@ async def main() -> int:
     parser.add_argument("--pace", type=float, default=0.05, help="seconds between a bot's moves")
     parser.add_argument("--plain", action="store_true", help="a line per update instead of the board")
     args = parser.parse_args()
+    terminal = not args.plain and sys.stdout.isatty() and (args.bot or sys.stdin.isatty())
+    if terminal:
+        try:
+            import game_ui
+        except ImportError:
+            return fail("the terminal UI needs urwid: pip install urwid (or use --plain)")
+        args.view = partial(game_ui.GameView, args.name, f"{args.host}:{args.port}", args.bot)
+    else:
+        args.view = None
     try:
         async with trio_pb.open_tcp_broker(args.host, args.port) as broker:
             player = await broker.login(trio_pb.UsernamePassword(args.name, args.name))
@@ -128,16 +149,61 @@ async def play(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch, nursery.cancel_scope)
-        nursery.start_soon(show, world, args.name, args.plain)
+        view = None if args.view is None else args.view(world.width)
+        if view is not None:
+            nursery.start_soon(follow, world, view)
+            nursery.start_soon(view.run)
+        else:
+            nursery.start_soon(show, world, args.name, args.plain)
         try:
-            if args.bot:
+            if args.bot and view is not None:
+                # The bot plays, and q quits before it is done.
+                nursery.start_soon(wait_for_quit, view, nursery.cancel_scope)
                 await play_bot(player, world, args.name, args.until, args.pace)
+            elif args.bot:
+                await play_bot(player, world, args.name, args.until, args.pace)
+            elif view is not None:
+                await play_keys(player, view)
             else:
                 await play_keyboard(player)
         except trio_pb.DisconnectedError:
             gone = True
         nursery.cancel_scope.cancel()
     return not gone
+
+
+async def follow(world: RemoteWorld, view: GameView) -> None:
+    """Redraw the board after every update of the world's copy."""
+    view.draw(world)
+    view.say("your move" if not view.bot else "the bot plays")
+    with contextlib.suppress(trio_pb.DisconnectedError):  # the watcher in play() says so
+        async for _ in world.updates():
+            view.draw(world)
+
+
+#: The keys that move, in the terminal UI.
+MOVE_KEYS = {**KEYS, "up": "up", "down": "down", "left": "left", "right": "right"}
+
+
+async def play_keys(player: trio_pb.RemoteReference, view: GameView) -> None:
+    """Move on the arrow keys and w/a/s/d until q; any other key is answered on the message line."""
+    async for key in view.keys():
+        if key in ("q", "Q", "esc"):
+            return
+        direction = MOVE_KEYS.get(key.lower() if len(key) == 1 else key)
+        if direction is None:
+            view.say(f"{key!r} is not a move: use the arrow keys or w a s d (q quits)")
+            continue
+        score = await player.call_remote("move", direction)
+        view.say(f"moved {direction}; {score} point{'s' if score != 1 else ''}")
+
+
+async def wait_for_quit(view: GameView, scope: trio.CancelScope) -> None:
+    async for key in view.keys():
+        if key in ("q", "Q", "esc"):
+            scope.cancel()
+            return
+        view.say(f"{key!r}: the bot plays; q quits")
 
 
 def fail(message: str) -> int:
