@@ -126,6 +126,7 @@ class Broker(metaclass=_NoPublicConstructor):
         "_gc_releases",
         "_input_held",
         "_io",
+        "_keepalive",
         "_last_ping_rtt",
         "_last_words",
         "_lost",
@@ -138,8 +139,10 @@ class Broker(metaclass=_NoPublicConstructor):
         "_reference_disconnect_callbacks",
         "_references_imported",
         "_send_buffer",
+        "_serving",
         "_signs_of_life",
         "_stream",
+        "_to_start",
         "_token",
         "_unsent",
         "_unsent_size",
@@ -154,7 +157,7 @@ class Broker(metaclass=_NoPublicConstructor):
     def _create(
         cls,
         stream: trio.abc.Stream,
-        nursery: trio.Nursery,
+        nursery: trio.Nursery | None,
         *,
         is_client: bool,
         root: Any,
@@ -167,14 +170,22 @@ class Broker(metaclass=_NoPublicConstructor):
     def __init__(
         self,
         stream: trio.abc.Stream,
-        nursery: trio.Nursery,
+        nursery: trio.Nursery | None,
         *,
         is_client: bool,
         root: Any,
         options: BrokerOptions,
     ) -> None:
         self._stream = stream
+        # The nursery of the tasks the broker starts.  A broker served in its
+        # own task (serve_broker) opens it only when it first needs a task:
+        # until then _serving is the scope its read loop runs in, cancelled
+        # to have the serving task open the nursery and start _to_start.
         self._nursery = nursery
+        self._serving: trio.CancelScope | None = None
+        self._to_start: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
+        # The keepalive interval of a served broker, whose task starts after the handshake.
+        self._keepalive: float | None = None
         #: Who the peer is, for log lines: its address, when the stream has one.
         self.peer = peer_name(stream)
         self._protocol = PBProtocol(
@@ -197,7 +208,8 @@ class Broker(metaclass=_NoPublicConstructor):
         # Releases the garbage collector asked for, oldest first: sent before
         # any later call or answer from this side, as Twisted sends them at once.
         self._gc_releases: list[tuple[bool, int | bytes]] = []
-        self._ready = trio.Event()
+        # Set at the end of the handshake (or of the connection), made by the first to wait for it.
+        self._ready: trio.Event | None = None
         # Whether the connection is gone; _closed is set then, if someone made it to wait for that.
         self._lost = False
         self._closed: trio.Event | None = None
@@ -281,7 +293,7 @@ class Broker(metaclass=_NoPublicConstructor):
 
     async def root_object(self) -> RemoteReference:
         """The peer's root object (Twisted's ``getRootObject``)."""
-        await self._ready.wait()
+        await self._handshake_over()
         if self._lost:
             raise DeadReferenceError("the connection closed before the handshake finished")
         return RemoteReference(self, b"root", counted=False)
@@ -363,6 +375,15 @@ class Broker(metaclass=_NoPublicConstructor):
         rtt = self._last_ping_rtt = trio.current_time() - start
         return rtt
 
+    async def _handshake_over(self) -> None:
+        """Wait until the handshake is done, or the connection gone (a checkpoint either way)."""
+        if self._protocol.dialect is not None or self._lost:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._ready is None:
+            self._ready = trio.Event()
+        await self._ready.wait()
+
     async def _keep_alive(self, interval: float) -> None:
         # After a whole *interval* without a sign of life, ping; if the next
         # *interval* passes without one either (the pong, or any other byte,
@@ -407,8 +428,10 @@ class Broker(metaclass=_NoPublicConstructor):
         """Send what is queued, close the stream and fail every outstanding call."""
         if not self._closing and not self._lost:
             self._closing = True
-            self._wake_writer()
-            await self._wait_for_writer()
+            if self._writer_wakeup is not None or self._pending_output():
+                # (Else there is nothing to send: no writer task is started for nothing.)
+                self._wake_writer()
+                await self._wait_for_writer()
         self._connection_lost()
         await self._close_stream()
 
@@ -633,32 +656,10 @@ class Broker(metaclass=_NoPublicConstructor):
     # -- the tasks ---------------------------------------------------------------
 
     async def _read(self) -> None:
-        reading = self._reading
-        receive = self._io.receive
-        run = self._context.run
-        reading.reader = trio.lowlevel.current_task()
+        """The reader task of :func:`open_broker`: read until the connection is gone, then close it."""
+        self._reading.reader = trio.lowlevel.current_task()
         try:
-            while not self._lost:
-                if reading.should_park(len(self._pending)):
-                    await reading.park()
-                    continue
-                # Backpressure: while too much waits to go out (a peer that
-                # sends calls but does not read the answers), take in nothing.
-                await self._wait_for_room()
-                if reading.leading or self._lost:
-                    continue
-                if self._input_held:
-                    # Messages that arrived while answers were backed up come first.
-                    run(self._resume_input)
-                    continue
-                reading.on_socket = True
-                try:
-                    data = await receive()
-                finally:
-                    reading.on_socket = False
-                run(self.take_in, data)
-            if reading.crash is not None:
-                raise reading.crash
+            await self._read_loop()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             without_tracebacks(exc)  # as in _write: a cycle on Python 3.12+
         except ProtocolError as exc:
@@ -667,6 +668,41 @@ class Broker(metaclass=_NoPublicConstructor):
             self._connection_lost()
             with trio.CancelScope(shield=True):
                 await self._close_stream()
+
+    async def _read_loop(self) -> None:
+        """Read and act on what arrives until the connection is gone (in the reader's task)."""
+        reading = self._reading
+        receive = self._io.receive
+        run = self._context.run
+        while not self._lost:
+            if reading.should_park(len(self._pending)):
+                await reading.park()
+                continue
+            # Backpressure: while too much waits to go out (a peer that
+            # sends calls but does not read the answers), take in nothing.
+            await self._wait_for_room()
+            if reading.leading or self._lost:
+                continue
+            if self._input_held:
+                # Messages that arrived while answers were backed up come first.
+                run(self._resume_input)
+                continue
+            reading.on_socket = True
+            try:
+                data = await receive()
+            finally:
+                reading.on_socket = False
+            run(self.take_in, data)
+        if reading.crash is not None:
+            raise reading.crash
+
+    # -- serving in the task that accepted the connection (serve_broker) ---------
+
+    def _handshake_done(self, serving: trio.CancelScope) -> None:
+        """The handshake of a served broker is over: no more deadline, and keepalive starts."""
+        serving.deadline = math.inf
+        if self._keepalive is not None:
+            self._start_soon(self._keep_alive, self._keepalive)
 
     # -- what the reading callers need (trio_pb._reading.ReadingConnection) --
 
@@ -797,7 +833,29 @@ class Broker(metaclass=_NoPublicConstructor):
         self._writer_wakeup = trio.Event()
         self._writer_wakeup.set()
         self._writer_done = trio.Event()
-        self._nursery.start_soon(self._write)
+        self._start_soon(self._write)
+
+    def _start_soon(self, async_fn: Callable[..., Any], *args: Any) -> None:
+        """Start a task of the broker in its nursery (the serving task opens it first if need be)."""
+        nursery = self._nursery
+        if nursery is not None:
+            nursery.start_soon(async_fn, *args)
+            return
+        # Served without a nursery yet (serve_broker): the serving task
+        # leaves its read loop at its next checkpoint, opens the nursery and
+        # starts these, in this order.
+        if self._to_start is None:
+            self._to_start = []
+        self._to_start.append((async_fn, args))
+        assert self._serving is not None
+        self._serving.cancel()
+
+    def _start_queued(self, nursery: trio.Nursery) -> None:
+        """Make *nursery* the broker's and start the tasks that waited for it."""
+        self._nursery = nursery
+        queued, self._to_start = self._to_start or [], None
+        for async_fn, args in queued:
+            nursery.start_soon(async_fn, *args)
 
     def _flush(self) -> None:
         """Send what the protocol queued: straight into the socket if it takes it all, else by the writer.
@@ -857,7 +915,10 @@ class Broker(metaclass=_NoPublicConstructor):
                 if scope is not None:
                     scope.cancel()
             elif isinstance(event, Ready):
-                self._ready.set()
+                if self._ready is not None:
+                    self._ready.set()
+                if self._serving is not None:
+                    self._handshake_done(self._serving)
         self._flush()
 
     def _settle(self, event: Answer | Failed) -> None:
@@ -904,7 +965,7 @@ class Broker(metaclass=_NoPublicConstructor):
                 # The caller's deadline, carried over by the extension dialect.
                 scope.deadline = trio.current_time() + call.time_left
             self._call_scopes[call.request_id] = scope
-            self._nursery.start_soon(self._finish_async_call, call, result, scope)
+            self._start_soon(self._finish_async_call, call, result, scope)
         else:
             self._call_done(call, result)
 
@@ -960,7 +1021,8 @@ class Broker(metaclass=_NoPublicConstructor):
         self._lost = True
         if self._closed is not None:
             self._closed.set()
-        self._ready.set()
+        if self._ready is not None:
+            self._ready.set()
         self._progress()
         self._protocol.connection_lost()
         self._protocol.conduct.summary()
@@ -1073,7 +1135,7 @@ async def open_broker(
                 broker._wake_writer()
             try:
                 with trio.fail_after(settings.handshake_timeout):
-                    await broker._ready.wait()
+                    await broker._handshake_over()
                 if broker._lost:
                     raise broker.error or DeadReferenceError("the connection closed during the handshake")
                 if settings.keepalive is not None:
@@ -1087,3 +1149,78 @@ async def open_broker(
                 # here (a failed handshake raises broker.error): it must not
                 # hold the broker.  _BreakingCycles has it.
                 del broker
+
+
+async def serve_broker(stream: trio.abc.Stream, *, root: Any, options: BrokerOptions) -> None:
+    """Serve one accepted connection in the calling task, until the connection is gone.
+
+    What :func:`~trio_pb.connect.serve_tcp` runs for each connection: the
+    same as ``async with open_broker(stream, server=True, ...)`` around
+    ``await broker.wait_closed()``, except that the calling task reads the
+    stream itself and the broker's nursery is opened only when the broker
+    first needs a task (the writer, an ``async def`` method, keepalive),
+    so that an idle connection costs little more than its socket.  A
+    handshake that fails raises as in :func:`open_broker`, and one not done
+    within ``options.handshake_timeout`` raises :class:`trio.TooSlowError`.
+    """
+    # Until the nursery is needed, _start_soon cancels broker._serving: this
+    # task leaves its read loop at its next checkpoint (waiting for the
+    # socket, for room, or parked: nothing read is lost), opens the nursery,
+    # starts the tasks and reads on inside it until the end.  (One function,
+    # not a method called by it: a frame less for each idle connection.)
+    broker = Broker._create(stream, None, is_client=False, root=root, options=options)
+    broker._keepalive = options.keepalive
+    broker._reading.reader = trio.lowlevel.current_task()
+    # The handshake's deadline, lifted once it is done (_handshake_done).
+    serving = broker._serving = trio.CancelScope(deadline=trio.current_time() + options.handshake_timeout)
+    try:
+        if broker._io.direct:
+            broker._flush()  # the handshake, straight into the socket if it takes it
+        else:
+            broker._wake_writer()  # other streams are written by the writer task only
+        with serving:
+            await broker._read_loop()
+        if broker._to_start is not None and not broker._lost:
+            with plain_errors():
+                async with trio.open_nursery() as nursery:
+                    broker._start_queued(nursery)
+                    serving = broker._serving = trio.CancelScope(deadline=serving.deadline)
+                    try:
+                        with serving:
+                            await broker._read_loop()
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await broker.aclose()
+                        nursery.cancel_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        without_tracebacks(exc)  # as in Broker._write: a cycle on Python 3.12+
+    except ProtocolError as exc:
+        broker._broke_protocol(exc)
+    finally:
+        with trio.CancelScope(shield=True):
+            if broker._nursery is None and (
+                broker._to_start is not None or (broker._pending_output() and not broker._lost)
+            ):
+                # Tasks wanted at the very end (the writer, to send the last
+                # words or what is queued) get a nursery now.
+                with plain_errors():
+                    async with trio.open_nursery() as nursery:
+                        broker._start_queued(nursery)
+                        await broker.aclose()
+                        nursery.cancel_scope.cancel()
+            else:
+                await broker.aclose()
+        broker._break_cycles()
+        failure: BaseException | None = None
+        if broker._protocol.dialect is None:
+            if trio.current_time() >= serving.deadline:
+                failure = trio.TooSlowError()
+            else:
+                failure = broker.error or DeadReferenceError("the connection closed during the handshake")
+        # Not held by this frame, which the traceback of an exception from here holds.
+        del broker
+    if failure is not None:
+        try:
+            raise failure
+        finally:
+            del failure  # (as the error's traceback holds this frame)

@@ -346,8 +346,13 @@ class PBProtocol:
         #: The peer's misbehaviour so far: bounded logging, and when to give up.
         self.conduct = conduct if conduct is not None else PeerConduct()
         self.security = security if security is not None else global_security
-        self.registry = CopyRegistry(parent=registry if registry is not None else copy_registry)
-        failures.install(self.registry)
+        if registry is None:
+            # Shared by the connections that use the process-wide registry:
+            # nothing registers in a connection's registry afterwards.
+            self.registry = _DEFAULT_REGISTRY
+        else:
+            self.registry = CopyRegistry(parent=registry)
+            failures.install(self.registry)
         self.unsafe_tracebacks = unsafe_tracebacks
         self.max_references = max_references
         #: CPU seconds the sets and dicts of one message may cost to build; None: no limit.
@@ -392,8 +397,9 @@ class PBProtocol:
         # What the unjelly in progress created, to disown if it fails.
         self._made: list[Any] | None = None
         self._dropped_masters: list[int] = []
-        # Cached objects we refused, whose uncache is expected and ignored.
-        self._unwanted_uncaches: set[int] = set()
+        # Cached objects we refused, whose uncache is expected and ignored
+        # (made at the first: an empty set costs 216 bytes per connection).
+        self._unwanted_uncaches: set[int] | None = None
         self._requests = _Requests()
 
     # -- bytes in, bytes out ----------------------------------------------
@@ -763,9 +769,11 @@ class PBProtocol:
             # No cached object has such a luid: a stray release, as for decref and decache.
             self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
             return
-        if self.locally_cached.pop(luid, None) is None and luid not in self._unwanted_uncaches:
+        unwanted = self._unwanted_uncaches
+        if self.locally_cached.pop(luid, None) is None and (unwanted is None or luid not in unwanted):
             self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
-        self._unwanted_uncaches.discard(luid)
+        if unwanted is not None:
+            unwanted.discard(luid)
         self.driver.cache_ended(luid)
 
     def _cancel(self, request_id: Any) -> CancelRequested | None:
@@ -1041,6 +1049,8 @@ class PBProtocol:
                 # peer answers each decache with an uncache soon; past the
                 # bound (a peer that lets them pile up) a copy is neither
                 # given back nor remembered: the peer keeps it until the end.
+                if self._unwanted_uncaches is None:
+                    self._unwanted_uncaches = set()
                 if len(self._unwanted_uncaches) < MAX_UNANSWERED_DECACHES:
                     self._unwanted_uncaches.add(node[1])
                     self._send([b"decache", node[1]])
@@ -1314,6 +1324,11 @@ def _keyword_names(kwargs: dict[Any, Any]) -> dict[str, Any]:
 _PLAIN_DATA_TAGS: Final = frozenset(
     {b"None", b"boolean", b"unicode", b"list", b"tuple", b"dictionary", b"set", b"frozenset"}
 )
+
+
+#: The registry of connections given none: the process-wide one, and the failures PB sends.
+_DEFAULT_REGISTRY: Final = CopyRegistry(parent=copy_registry)
+failures.install(_DEFAULT_REGISTRY)
 
 
 def _plain_data(security: SecurityOptions, registry: CopyRegistry) -> bool:
