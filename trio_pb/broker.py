@@ -75,6 +75,10 @@ _WRITE_CHUNK = 65536
 _WRITE_TAKE = 1024 * 1024
 
 
+#: The callbacks registered on references with notify_on_disconnect, by reference.
+_ReferenceCallbacks = dict[RemoteReference, list[Callable[[Any], object]]]
+
+
 @attrs.define
 class _PendingCall:
     """One of our calls, until its answer (or the end of the connection) settles it."""
@@ -250,10 +254,11 @@ class Broker(metaclass=_NoPublicConstructor):
         self._signs_of_life = 0
         # The scopes of the async methods running for the peer, by request id.
         self._call_scopes: dict[int, trio.CancelScope] = {}
-        self._disconnect_callbacks: list[Callable[[], Any]] = []
-        self._reference_disconnect_callbacks: dict[RemoteReference, list[Callable[[Any], object]]] = {}
+        # Tables most connections never use are made at their first entry.
+        self._disconnect_callbacks: list[Callable[[], Any]] | None = None
+        self._reference_disconnect_callbacks: _ReferenceCallbacks | None = None
         # The update iterators of the cached objects we hold copies of, by luid.
-        self._cache_listeners: dict[int, list[CacheUpdates]] = {}
+        self._cache_listeners: dict[int, list[CacheUpdates]] | None = None
         # The peer's references we hold tokens of, not released yet (for
         # statistics(): counted where RemoteReferences are made and released).
         self._references_imported = 0
@@ -285,7 +290,7 @@ class Broker(metaclass=_NoPublicConstructor):
             references_imported=self._references_imported,
             caches_exported=tables.caches_exported,
             caches_imported=tables.caches_imported,
-            cache_listeners=sum(len(listeners) for listeners in self._cache_listeners.values()),
+            cache_listeners=sum(len(listeners) for listeners in (self._cache_listeners or {}).values()),
             bytes_queued=self._bytes_taken - self._bytes_sent + self._protocol.bytes_to_send,
             last_ping_rtt=self._last_ping_rtt,
             connected=self.connected,
@@ -324,12 +329,15 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def notify_on_disconnect(self, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` when the connection is lost."""
+        if self._disconnect_callbacks is None:
+            self._disconnect_callbacks = []
         self._disconnect_callbacks.append(callback)
 
     def dont_notify_on_disconnect(self, callback: Callable[[], Any]) -> None:
         """Undo :meth:`notify_on_disconnect`; an unknown callback is ignored."""
-        if callback in self._disconnect_callbacks:
-            self._disconnect_callbacks.remove(callback)
+        callbacks = self._disconnect_callbacks
+        if callbacks is not None and callback in callbacks:
+            callbacks.remove(callback)
 
     notifyOnDisconnect = notify_on_disconnect
     dontNotifyOnDisconnect = dont_notify_on_disconnect
@@ -573,16 +581,19 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def on_reference_disconnect(self, reference: RemoteReference, callback: Callable[[Any], object]) -> None:
         """Call ``callback(reference)`` when the connection is lost."""
+        if self._reference_disconnect_callbacks is None:
+            self._reference_disconnect_callbacks = {}
         self._reference_disconnect_callbacks.setdefault(reference, []).append(callback)
 
     def cancel_reference_disconnect(
         self, reference: RemoteReference, callback: Callable[[Any], object]
     ) -> None:
         """Undo :meth:`on_reference_disconnect`; raises ValueError if *callback* was not registered."""
-        callbacks = self._reference_disconnect_callbacks.get(reference, [])
+        table = self._reference_disconnect_callbacks
+        callbacks = table.get(reference, []) if table is not None else []
         callbacks.remove(callback)
-        if not callbacks:
-            self._reference_disconnect_callbacks.pop(reference, None)
+        if not callbacks and table is not None:
+            table.pop(reference, None)
 
     def speaks_for(self, invoker: Any) -> bool:
         """Whether *invoker* (a jellier's) serializes for this connection: references go back only there."""
@@ -600,6 +611,8 @@ class Broker(metaclass=_NoPublicConstructor):
         elif luid not in self._protocol.locally_cached:
             updates.close()
         else:
+            if self._cache_listeners is None:
+                self._cache_listeners = {}
             self._cache_listeners.setdefault(luid, []).append(updates)
         return updates
 
@@ -643,10 +656,13 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def cache_ended(self, luid: int) -> None:
         """The peer uncached *luid*: its update iterators end (the protocol calls this)."""
-        for listener in self._cache_listeners.pop(luid, ()):
-            listener.close()
+        if self._cache_listeners is not None:
+            for listener in self._cache_listeners.pop(luid, ()):
+                listener.close()
 
     def _cache_updated(self, call: IncomingCall) -> None:
+        if self._cache_listeners is None:
+            return
         listeners = self._cache_listeners.get(call.cache_luid)  # type: ignore[arg-type]
         if listeners:
             update = CacheUpdate(call.name, call.args, call.kwargs)
@@ -672,8 +688,9 @@ class Broker(metaclass=_NoPublicConstructor):
     async def _read_loop(self) -> None:
         """Read and act on what arrives until the connection is gone (in the reader's task)."""
         reading = self._reading
-        receive = self._io.receive
-        run = self._context.run
+        # (The baton's bound methods: new ones would cost 136 bytes per idle connection.)
+        receive = reading.receive
+        run = reading.run
         while not self._lost:
             if reading.should_park(len(self._pending)):
                 await reading.park()
@@ -1034,13 +1051,13 @@ class Broker(metaclass=_NoPublicConstructor):
         self._reading.wake_reader()
         for scope in self._call_scopes.values():
             scope.cancel()
-        for callback in list(self._disconnect_callbacks):
+        for callback in list(self._disconnect_callbacks or ()):
             _run_callback(callback)
-        for reference, callbacks in list(self._reference_disconnect_callbacks.items()):
+        for reference, callbacks in list((self._reference_disconnect_callbacks or {}).items()):
             for ref_callback in callbacks:
                 _run_callback(ref_callback, reference)
-        self._reference_disconnect_callbacks.clear()
-        listeners, self._cache_listeners = self._cache_listeners, {}
+        self._reference_disconnect_callbacks = None
+        listeners, self._cache_listeners = self._cache_listeners or {}, None
         for updates in listeners.values():
             for listener in updates:
                 listener.close(DeadReferenceError("the connection was lost"))
@@ -1057,7 +1074,7 @@ class Broker(metaclass=_NoPublicConstructor):
         # (self.error has none: see _broke_protocol.)
         self._reading.crash = None
         # Called at the disconnect, and often holding us.
-        self._disconnect_callbacks.clear()
+        self._disconnect_callbacks = None
 
 
 def peer_name(stream: trio.abc.Stream) -> str:

@@ -359,7 +359,7 @@ class PBProtocol:
         self.decode_budget = decode_budget
         # A trio_pb server offers its extension dialect first: a Twisted
         # client does not know it and picks pb, a trio_pb client picks it.
-        dialects = (EXTENSION_DIALECT, b"pb", b"none") if extensions else (b"pb", b"none")
+        dialects = _EXTENDED_DIALECTS if extensions else _TWISTED_DIALECTS
         self._banana = BananaConnection(
             is_client=is_client,
             dialects=dialects,
@@ -388,7 +388,7 @@ class PBProtocol:
         self._luids: dict[Any, int] = {}
         # (is_cache, luid) registered by the jelly in progress, undone if sending fails.
         self._registered: list[tuple[bool, int]] | None = None
-        self._release_callbacks: dict[Any, list[Any]] = {}
+        self._release_callbacks: dict[Any, list[Any]] | None = None  # made at the first
         #: Cacheables the peer holds copies of, by luid.
         self.remotely_cached: dict[int, _CacheEntry] = {}
         self._cache_luids: dict[int, int] = {}
@@ -396,7 +396,8 @@ class PBProtocol:
         self.locally_cached: dict[int, Any] = {}
         # What the unjelly in progress created, to disown if it fails.
         self._made: list[Any] | None = None
-        self._dropped_masters: list[int] = []
+        # (Made by the first, for the unjelly in progress.)
+        self._dropped_masters: list[int] | None = None
         # Cached objects we refused, whose uncache is expected and ignored
         # (made at the first: an empty set costs 216 bytes per connection).
         self._unwanted_uncaches: set[int] | None = None
@@ -945,6 +946,8 @@ class PBProtocol:
             raise JellyError(f"the peer sent more than {self.max_references} cached objects")
         master = cls.__new__(cls)
         self.locally_cached[luid] = master
+        if self._dropped_masters is None:
+            self._dropped_masters = []
         self._dropped_masters.append(luid)
         proxy, token = self.driver.make_cache_proxy(master, luid)
         if self._made is not None:
@@ -955,12 +958,14 @@ class PBProtocol:
 
     def on_release(self, obj: Any, callback: Any) -> None:
         """Call ``callback()`` once the peer has released every reference to *obj*."""
+        if self._release_callbacks is None:
+            self._release_callbacks = {}
         self._release_callbacks.setdefault(obj.process_unique_id(), []).append(callback)
 
     def _forget(self, luid: int, local: _Local) -> None:
         del self.local_objects[luid]
         del self._luids[local.puid]
-        for callback in self._release_callbacks.pop(local.puid, ()):
+        for callback in self._release_callbacks.pop(local.puid, ()) if self._release_callbacks else ():
             # User code: its failure must not stop the decref, or the
             # cleanup of a lost connection, half-way.
             try:
@@ -1020,13 +1025,13 @@ class PBProtocol:
         except JellyError:
             for made in self._made:
                 made.disown()
-            for luid in self._dropped_masters:
+            for luid in self._dropped_masters or ():
                 self.locally_cached.pop(luid, None)
             self._give_back_tokens(sexp)
             raise
         finally:
             self._made = None
-            self._dropped_masters = []
+            self._dropped_masters = None
 
     def _give_back_tokens(self, sexp: Any) -> None:
         stack = [sexp]
@@ -1325,6 +1330,10 @@ _PLAIN_DATA_TAGS: Final = frozenset(
     {b"None", b"boolean", b"unicode", b"list", b"tuple", b"dictionary", b"set", b"frozenset"}
 )
 
+
+# What a server offers (one tuple for all connections).
+_EXTENDED_DIALECTS: Final = (EXTENSION_DIALECT, b"pb", b"none")
+_TWISTED_DIALECTS: Final = (b"pb", b"none")
 
 #: The registry of connections given none: the process-wide one, and the failures PB sends.
 _DEFAULT_REGISTRY: Final = CopyRegistry(parent=copy_registry)
