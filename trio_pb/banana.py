@@ -518,6 +518,12 @@ class Decoder:
             self._pos = 0
             self._pending = bytearray()
         elif available < self._needed:
+            if not available and self._buffer:
+                # All of it consumed: not kept while the connection idles
+                # (it may be a whole read, 64 KiB).
+                self._base += self._pos
+                self._buffer = b""
+                self._pos = 0
             return NEED_DATA
         if _compiled_parse is None:
             return self._parse()

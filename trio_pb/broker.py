@@ -166,9 +166,12 @@ class Broker(metaclass=_NoPublicConstructor):
         is_client: bool,
         root: Any,
         options: BrokerOptions,
+        peer: str | None = None,
     ) -> Broker:
-        """The broker of *stream* (the private constructor)."""
-        broker: Broker = type.__call__(cls, stream, nursery, is_client=is_client, root=root, options=options)
+        """The broker of *stream* (the private constructor); *peer* names the peer, if known already."""
+        broker: Broker = type.__call__(
+            cls, stream, nursery, is_client=is_client, root=root, options=options, peer=peer
+        )
         return broker
 
     def __init__(
@@ -179,6 +182,7 @@ class Broker(metaclass=_NoPublicConstructor):
         is_client: bool,
         root: Any,
         options: BrokerOptions,
+        peer: str | None = None,
     ) -> None:
         self._stream = stream
         # The nursery of the tasks the broker starts.  A broker served in its
@@ -191,7 +195,7 @@ class Broker(metaclass=_NoPublicConstructor):
         # The keepalive interval of a served broker, whose task starts after the handshake.
         self._keepalive: float | None = None
         #: Who the peer is, for log lines: its address, when the stream has one.
-        self.peer = peer_name(stream)
+        self.peer = peer if peer is not None else peer_name(stream)
         self._protocol = PBProtocol(
             self,
             is_client=is_client,
@@ -1168,7 +1172,9 @@ async def open_broker(
                 del broker
 
 
-async def serve_broker(stream: trio.abc.Stream, *, root: Any, options: BrokerOptions) -> None:
+async def serve_broker(
+    stream: trio.abc.Stream, *, root: Any, options: BrokerOptions, peer: str | None = None
+) -> None:
     """Serve one accepted connection in the calling task, until the connection is gone.
 
     What :func:`~trio_pb.connect.serve_tcp` runs for each connection: the
@@ -1179,13 +1185,15 @@ async def serve_broker(stream: trio.abc.Stream, *, root: Any, options: BrokerOpt
     so that an idle connection costs little more than its socket.  A
     handshake that fails raises as in :func:`open_broker`, and one not done
     within ``options.handshake_timeout`` raises :class:`trio.TooSlowError`.
+    *peer* names the peer in log lines (by default its address, as
+    :func:`peer_name` gives it: a caller that has it already saves a copy).
     """
     # Until the nursery is needed, _start_soon cancels broker._serving: this
     # task leaves its read loop at its next checkpoint (waiting for the
     # socket, for room, or parked: nothing read is lost), opens the nursery,
     # starts the tasks and reads on inside it until the end.  (One function,
     # not a method called by it: a frame less for each idle connection.)
-    broker = Broker._create(stream, None, is_client=False, root=root, options=options)
+    broker = Broker._create(stream, None, is_client=False, root=root, options=options, peer=peer)
     broker._keepalive = options.keepalive
     broker._reading.reader = trio.lowlevel.current_task()
     # The handshake's deadline, lifted once it is done (_handshake_done).

@@ -177,7 +177,7 @@ def _connection_handler(
                     return
             log.debug("connection from %s", peer)
             # This task serves the connection itself: no task of its own for an idle one.
-            await serve_broker(pb_stream, root=root, options=options)
+            await serve_broker(pb_stream, root=root, options=options, peer=peer)
             log.debug("connection from %s closed", peer)
         except trio.TooSlowError:
             log.info("%s did not finish the handshake within %s s; closed", peer, handshake_timeout)

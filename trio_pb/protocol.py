@@ -162,8 +162,9 @@ class _Requests:
         # Dicts used as sets: subscripts cost less than set methods on the hot path.
         self.waiting: dict[int, None] = {}
         # Our pings awaiting their pong, apart: a pong settles only a ping, an answer only a call.
-        self.pings: dict[int, None] = {}
-        self.abandoned: dict[int, None] = {}  # oldest first (a dict as an ordered set)
+        # (Made at the first: most connections never ping nor abandon a call.)
+        self.pings: dict[int, None] | None = None
+        self.abandoned: dict[int, None] | None = None  # oldest first (a dict as an ordered set)
         self.given_up_to = 0
         self.incoming: dict[int, None] = {}
         # The (request id, seconds) of a ``deadline`` that announces the next message.
@@ -673,11 +674,15 @@ class PBProtocol:
         """Whether an answer to *request_id* is for a caller who waits (it then no longer waits)."""
         requests = self._requests
         if type(request_id) is int:
+            waiting = requests.waiting
+            if request_id in waiting:
+                del waiting[request_id]
+                return True
             # An error may answer a ping too (a peer that cannot pong says why).
-            for waiting in (requests.waiting, requests.pings):
-                if request_id in waiting:
-                    del waiting[request_id]
-                    return True
+            pings = requests.pings
+            if pings and request_id in pings:
+                del pings[request_id]
+                return True
         return self._late_answer(request_id)
 
     def _late_answer(self, request_id: Any) -> bool:
@@ -685,8 +690,9 @@ class PBProtocol:
         if type(request_id) is not int or not 0 < request_id < self._next_request_id:
             raise ProtocolError(f"answer to a request never sent: {request_id!r:.20}")
         requests = self._requests
-        if request_id in requests.abandoned:
-            del requests.abandoned[request_id]  # the late answer to a call we stopped waiting for
+        abandoned = requests.abandoned
+        if abandoned and request_id in abandoned:
+            del abandoned[request_id]  # the late answer to a call we stopped waiting for
         elif self.state is _CLOSED:
             pass  # our calls were failed already
         elif request_id <= requests.given_up_to:
@@ -711,13 +717,18 @@ class PBProtocol:
         *request_id* is awaited (a no-op once the connection is closed).
         """
         requests = self._requests
-        try:
-            del (requests.waiting if request_id in requests.waiting else requests.pings)[request_id]
-        except KeyError:
-            if self.state is _CLOSED:
-                return
-            raise LocalProtocolError(f"no answer to request {request_id} is awaited") from None
+        pings = requests.pings
+        if request_id in requests.waiting:
+            del requests.waiting[request_id]
+        elif pings and request_id in pings:
+            del pings[request_id]
+        elif self.state is _CLOSED:
+            return
+        else:
+            raise LocalProtocolError(f"no answer to request {request_id} is awaited")
         abandoned = requests.abandoned
+        if abandoned is None:
+            abandoned = requests.abandoned = {}
         abandoned[request_id] = None
         if len(abandoned) > MAX_ABANDONED:
             # A peer that never answers (a Deferred that never fires) must
@@ -738,7 +749,7 @@ class PBProtocol:
     @property
     def abandoned_calls(self) -> int:
         """How many of our calls nobody waits for any more still have their answer due."""
-        return len(self._requests.abandoned)
+        return len(self._requests.abandoned or ())
 
     def _refuse(self, what: str) -> LocalProtocolError:
         if self.state is _HANDSHAKE:
@@ -803,7 +814,10 @@ class PBProtocol:
         request_id = self._next_request_id
         self._next_request_id += 1
         self._send([b"ping", request_id])
-        self._requests.pings[request_id] = None
+        requests = self._requests
+        if requests.pings is None:
+            requests.pings = {}
+        requests.pings[request_id] = None
         return request_id
 
     def _ping(self, request_id: Any) -> None:
@@ -813,7 +827,7 @@ class PBProtocol:
 
     def _pong(self, request_id: Any) -> Answer | None:
         pings = self._requests.pings
-        if type(request_id) is int and request_id in pings:
+        if type(request_id) is int and pings and request_id in pings:
             del pings[request_id]
             return Answer(request_id, None)
         self._late_answer(request_id)  # a pong for a call, or a repeated one: no event
