@@ -41,10 +41,19 @@ def memory(pid: int) -> tuple[int, int]:
 class ServerProcess:
     """``stress/server.py`` running in a process of its own, its stderr in a file."""
 
-    def __init__(self, log_path: Path, *, no_gc: bool = False, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        *,
+        no_gc: bool = False,
+        raw: bool = False,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         command = [sys.executable, str(HERE / "server.py")]
         if no_gc:
             command.append("--no-gc")
+        if raw:
+            command.append("--raw")
         for name, value in (options or {}).items():
             command += ["--broker-option", f"{name}={value}"]
         self.log_path = log_path

@@ -6,6 +6,9 @@ line once it listens, and logs WARNING and above from trio_pb to stderr, so that
 can count what a peer made it log.  ``--broker-option NAME=VALUE`` passes a broker
 option to :func:`trio_pb.serve_tcp` (for the limits of issue 9); ``--no-gc`` disables
 the cyclic garbage collector, so that only what reference counting frees is freed.
+``--raw`` serves plain trio sockets instead, each read by its handler until the peer
+closes it (the floor idle connections are measured against); its ``login_port`` then
+answers every connection with how many connections have sent their first bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import gc
 import json
 import logging
+import resource
 import sys
 from typing import Any
 
@@ -46,9 +50,19 @@ class Target(trio_pb.Root):
     def remote_size(self, value: Any) -> int:
         return len(value)
 
+    def remote_handshaken(self) -> int:
+        """How many connected brokers have finished their handshake."""
+        return sum(
+            1 for obj in gc.get_objects() if type(obj) is Broker and obj.connected and _handshaken(obj)
+        )
+
     def remote_live_brokers(self) -> int:
         """How many Broker objects exist, garbage in reference cycles included."""
         return sum(1 for obj in gc.get_objects() if type(obj) is Broker)
+
+
+def _handshaken(broker: Broker) -> bool:
+    return broker._protocol.dialect is not None
 
 
 class User(trio_pb.Avatar):
@@ -73,6 +87,33 @@ def _option(text: str) -> tuple[str, Any]:
     return name, value
 
 
+async def main_raw() -> None:
+    held = 0
+
+    async def hold(stream: trio.SocketStream) -> None:
+        nonlocal held
+        async with stream:
+            if await stream.receive_some(65536):
+                held += 1
+                while await stream.receive_some(65536):
+                    pass
+                held -= 1
+
+    async def count(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(str(held).encode())
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(
+            lambda task_status: trio.serve_tcp(hold, 0, host="127.0.0.1", task_status=task_status)
+        )
+        [counter] = await nursery.start(
+            lambda task_status: trio.serve_tcp(count, 0, host="127.0.0.1", task_status=task_status)
+        )
+        ports = {"port": listener.socket.getsockname()[1], "login_port": counter.socket.getsockname()[1]}
+        print(json.dumps(ports), flush=True)
+
+
 async def main(broker_options: dict[str, Any]) -> None:
     portal = trio_pb.Portal(Realm(), [trio_pb.InMemoryPasswordChecker({USERNAME: PASSWORD})])
     async with trio.open_nursery() as nursery:
@@ -94,10 +135,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-gc", action="store_true", help="disable the cyclic garbage collector")
     parser.add_argument("--broker-option", type=_option, action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--raw", action="store_true", help="serve plain trio sockets, not PB")
     args = parser.parse_args()
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     if args.no_gc:
         gc.disable()
-    trio.run(main, dict(args.broker_option))
+    # As many connections as the system allows (the idle-connection test holds 10,000).
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.raw:
+        trio.run(main_raw)
+    else:
+        trio.run(main, dict(args.broker_option))

@@ -432,7 +432,7 @@ async def test_a_broker_whose_peer_broke_the_protocol_is_freed_by_reference_coun
             server = server_ref()
             assert server is not None
             watch(server, "server", found)
-            await server._ready.wait()
+            await server.root_object()  # the handshake is done
             await stream.send_all(b"\x01\x88")
             await server.wait_closed()
             error = server.error

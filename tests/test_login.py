@@ -134,7 +134,9 @@ async def settle() -> None:
 def session_callbacks(broker: Broker) -> list[Any]:
     """Disconnect callbacks the login code registered and did not remove."""
     return [
-        cb for cb in broker._disconnect_callbacks if getattr(cb, "__qualname__", "").startswith("_Session")
+        cb
+        for cb in broker._disconnect_callbacks or ()
+        if getattr(cb, "__qualname__", "").startswith("_Session")
     ]
 
 

@@ -63,14 +63,14 @@ class Baton:
     """
 
     __slots__ = (
-        "_receive",
-        "_run",
         "crash",
         "direct",
         "leading",
         "on_socket",
         "parked",
         "reader",
+        "receive",
+        "run",
         "wakes_due",
     )
 
@@ -81,9 +81,10 @@ class Baton:
         *,
         direct: bool,
     ) -> None:
-        self._receive = receive
-        # Incoming calls run in the broker's context, whichever task reads.
-        self._run = context.run
+        #: Reads the stream once (the connection's, shared with its reader task).
+        self.receive = receive
+        #: Runs a function in the broker's context: incoming calls run there, whichever task reads.
+        self.run = context.run
         #: Whether callers may lead at all: only on a plain socket.
         self.direct = direct
         #: The reader task, once it runs.
@@ -158,8 +159,8 @@ class Baton:
         is handled as the reader would.  Reading stops early under
         backpressure, and the caller then waits like any other.
         """
-        run = self._run
-        receive = self._receive
+        run = self.run
+        receive = self.receive
         self.leading = True
         try:
             while not pending.settled and connection.room_to_read():

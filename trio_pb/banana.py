@@ -178,6 +178,18 @@ class Encoder:
     (the peer would refuse anything larger and drop the connection).
     """
 
+    # One per connection: no instance dict.
+    __slots__ = (
+        "_short",
+        "_vocab_tokens",
+        "_vocabulary",
+        "depth_limit",
+        "dialect",
+        "message_items_limit",
+        "message_size_limit",
+        "size_limit",
+    )
+
     def __init__(
         self,
         dialect: bytes = b"pb",
@@ -356,6 +368,18 @@ class DialectSelected:
         return hash(self.dialect)
 
 
+_ELEMENT_MATCHERS: dict[int, Callable[[bytes, int], re.Match[bytes] | None]] = {}
+
+
+def _element_matcher(limit: int) -> Callable[[bytes, int], re.Match[bytes] | None]:
+    """What matches a type byte after at most *limit* prefix bytes; shared by the decoders using *limit*."""
+    # (A bound method per decoder would cost 80 bytes per idle connection.)
+    match = _ELEMENT_MATCHERS.get(limit)
+    if match is None:
+        match = _ELEMENT_MATCHERS[limit] = re.compile(rb"[\x00-\x7f]{0,%d}[\x80-\xff]" % limit).match
+    return match
+
+
 class Decoder:
     """Incremental banana decoder: feed bytes, take whole expressions out.
 
@@ -368,6 +392,27 @@ class Decoder:
     Every malformed input raises :class:`~trio_pb.errors.BananaDecodeError`.  After an error the
     decoder is in an undefined state; the connection must be closed.
     """
+
+    # One per connection: no instance dict.
+    __slots__ = (
+        "_base",
+        "_buffer",
+        "_element",
+        "_message_items",
+        "_message_start",
+        "_needed",
+        "_pending",
+        "_plain_scan",
+        "_pos",
+        "_prefix_limit",
+        "_stack",
+        "depth_limit",
+        "last_message_items",
+        "message_items_limit",
+        "message_size_limit",
+        "size_limit",
+        "vocabulary",
+    )
 
     def __init__(
         self,
@@ -420,8 +465,7 @@ class Decoder:
         if limit < 1:
             raise ValueError(f"the prefix limit must be at least 1, not {limit}")
         self._prefix_limit = limit
-        # A type byte after at most prefix_limit prefix bytes.
-        self._element = re.compile(rb"[\x00-\x7f]{0,%d}[\x80-\xff]" % limit).match
+        self._element = _element_matcher(limit)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes from the stream."""
@@ -479,6 +523,12 @@ class Decoder:
             self._pos = 0
             self._pending = bytearray()
         elif available < self._needed:
+            if not available and self._buffer:
+                # All of it consumed: not kept while the connection idles
+                # (it may be a whole read, 64 KiB).
+                self._base += self._pos
+                self._buffer = b""
+                self._pos = 0
             return NEED_DATA
         if _compiled_parse is None:
             return self._parse()
@@ -663,6 +713,21 @@ class BananaConnection:
     returns one :class:`DialectSelected` when it is over, then the peer's
     expressions.
     """
+
+    # One per connection: no instance dict.
+    __slots__ = (
+        "_decoder",
+        "_encoder",
+        "_outgoing",
+        "depth_limit",
+        "dialect",
+        "dialects",
+        "is_client",
+        "message_items_limit",
+        "message_size_limit",
+        "peer_handshake",
+        "size_limit",
+    )
 
     def __init__(
         self,

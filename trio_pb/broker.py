@@ -77,6 +77,10 @@ _WRITE_CHUNK = 65536
 _WRITE_TAKE = 1024 * 1024
 
 
+#: The callbacks registered on references with notify_on_disconnect, by reference.
+_ReferenceCallbacks = dict[RemoteReference, list[Callable[[Any], object]]]
+
+
 @attrs.define
 class _PendingCall:
     """One of our calls, until its answer (or the end of the connection) settles it."""
@@ -128,6 +132,7 @@ class Broker(metaclass=_NoPublicConstructor):
         "_gc_releases",
         "_input_held",
         "_io",
+        "_keepalive",
         "_last_ping_rtt",
         "_last_words",
         "_lost",
@@ -141,8 +146,10 @@ class Broker(metaclass=_NoPublicConstructor):
         "_reference_disconnect_callbacks",
         "_references_imported",
         "_send_buffer",
+        "_serving",
         "_signs_of_life",
         "_stream",
+        "_to_start",
         "_token",
         "_unsent",
         "_unsent_size",
@@ -157,29 +164,41 @@ class Broker(metaclass=_NoPublicConstructor):
     def _create(
         cls,
         stream: trio.abc.Stream,
-        nursery: trio.Nursery,
+        nursery: trio.Nursery | None,
         *,
         is_client: bool,
         root: Any,
         options: BrokerOptions,
+        peer: str | None = None,
     ) -> Broker:
-        """The broker of *stream* (the private constructor)."""
-        broker: Broker = type.__call__(cls, stream, nursery, is_client=is_client, root=root, options=options)
+        """The broker of *stream* (the private constructor); *peer* names the peer, if known already."""
+        broker: Broker = type.__call__(
+            cls, stream, nursery, is_client=is_client, root=root, options=options, peer=peer
+        )
         return broker
 
     def __init__(
         self,
         stream: trio.abc.Stream,
-        nursery: trio.Nursery,
+        nursery: trio.Nursery | None,
         *,
         is_client: bool,
         root: Any,
         options: BrokerOptions,
+        peer: str | None = None,
     ) -> None:
         self._stream = stream
+        # The nursery of the tasks the broker starts.  A broker served in its
+        # own task (serve_broker) opens it only when it first needs a task:
+        # until then _serving is the scope its read loop runs in, cancelled
+        # to have the serving task open the nursery and start _to_start.
         self._nursery = nursery
+        self._serving: trio.CancelScope | None = None
+        self._to_start: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
+        # The keepalive interval of a served broker, whose task starts after the handshake.
+        self._keepalive: float | None = None
         #: Who the peer is, for log lines: its address, when the stream has one.
-        self.peer = peer_name(stream)
+        self.peer = peer if peer is not None else peer_name(stream)
         # A traced connection is a protocol of another class, so that an
         # untraced one makes no check per message.
         make_protocol: Callable[..., PBProtocol] = PBProtocol
@@ -205,7 +224,8 @@ class Broker(metaclass=_NoPublicConstructor):
         # Releases the garbage collector asked for, oldest first: sent before
         # any later call or answer from this side, as Twisted sends them at once.
         self._gc_releases: list[tuple[bool, int | bytes]] = []
-        self._ready = trio.Event()
+        # Set at the end of the handshake (or of the connection), made by the first to wait for it.
+        self._ready: trio.Event | None = None
         # Whether open_broker has yielded: until then a protocol error is raised
         # out of it, for its caller to report, and so is not logged here.
         self._opened = False
@@ -249,10 +269,11 @@ class Broker(metaclass=_NoPublicConstructor):
         self._signs_of_life = 0
         # The scopes of the async methods running for the peer, by request id.
         self._call_scopes: dict[int, trio.CancelScope] = {}
-        self._disconnect_callbacks: list[Callable[[], Any]] = []
-        self._reference_disconnect_callbacks: dict[RemoteReference, list[Callable[[Any], object]]] = {}
+        # Tables most connections never use are made at their first entry.
+        self._disconnect_callbacks: list[Callable[[], Any]] | None = None
+        self._reference_disconnect_callbacks: _ReferenceCallbacks | None = None
         # The update iterators of the cached objects we hold copies of, by luid.
-        self._cache_listeners: dict[int, list[CacheUpdates]] = {}
+        self._cache_listeners: dict[int, list[CacheUpdates]] | None = None
         # The peer's references we hold tokens of, not released yet (for
         # statistics(): counted where RemoteReferences are made and released).
         self._references_imported = 0
@@ -284,7 +305,7 @@ class Broker(metaclass=_NoPublicConstructor):
             references_imported=self._references_imported,
             caches_exported=tables.caches_exported,
             caches_imported=tables.caches_imported,
-            cache_listeners=sum(len(listeners) for listeners in self._cache_listeners.values()),
+            cache_listeners=sum(len(listeners) for listeners in (self._cache_listeners or {}).values()),
             bytes_queued=self._bytes_taken - self._bytes_sent + self._protocol.bytes_to_send,
             last_ping_rtt=self._last_ping_rtt,
             connected=self.connected,
@@ -292,7 +313,7 @@ class Broker(metaclass=_NoPublicConstructor):
 
     async def root_object(self) -> RemoteReference:
         """The peer's root object (Twisted's ``getRootObject``)."""
-        await self._ready.wait()
+        await self._handshake_over()
         if self._lost:
             raise DeadReferenceError("the connection closed before the handshake finished")
         return RemoteReference(self, b"root", counted=False)
@@ -323,12 +344,15 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def notify_on_disconnect(self, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` when the connection is lost."""
+        if self._disconnect_callbacks is None:
+            self._disconnect_callbacks = []
         self._disconnect_callbacks.append(callback)
 
     def dont_notify_on_disconnect(self, callback: Callable[[], Any]) -> None:
         """Undo :meth:`notify_on_disconnect`; an unknown callback is ignored."""
-        if callback in self._disconnect_callbacks:
-            self._disconnect_callbacks.remove(callback)
+        callbacks = self._disconnect_callbacks
+        if callbacks is not None and callback in callbacks:
+            callbacks.remove(callback)
 
     notifyOnDisconnect = notify_on_disconnect
     dontNotifyOnDisconnect = dont_notify_on_disconnect
@@ -374,6 +398,15 @@ class Broker(metaclass=_NoPublicConstructor):
         rtt = self._last_ping_rtt = trio.current_time() - start
         return rtt
 
+    async def _handshake_over(self) -> None:
+        """Wait until the handshake is done, or the connection gone (a checkpoint either way)."""
+        if self._protocol.dialect is not None or self._lost:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._ready is None:
+            self._ready = trio.Event()
+        await self._ready.wait()
+
     async def _keep_alive(self, interval: float) -> None:
         # After a whole *interval* without a sign of life, ping; if the next
         # *interval* passes without one either (the pong, or any other byte,
@@ -418,8 +451,10 @@ class Broker(metaclass=_NoPublicConstructor):
         """Send what is queued, close the stream and fail every outstanding call."""
         if not self._closing and not self._lost:
             self._closing = True
-            self._wake_writer()
-            await self._wait_for_writer()
+            if self._writer_wakeup is not None or self._pending_output():
+                # (Else there is nothing to send: no writer task is started for nothing.)
+                self._wake_writer()
+                await self._wait_for_writer()
         self._connection_lost()
         await self._close_stream()
 
@@ -561,16 +596,19 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def on_reference_disconnect(self, reference: RemoteReference, callback: Callable[[Any], object]) -> None:
         """Call ``callback(reference)`` when the connection is lost."""
+        if self._reference_disconnect_callbacks is None:
+            self._reference_disconnect_callbacks = {}
         self._reference_disconnect_callbacks.setdefault(reference, []).append(callback)
 
     def cancel_reference_disconnect(
         self, reference: RemoteReference, callback: Callable[[Any], object]
     ) -> None:
         """Undo :meth:`on_reference_disconnect`; raises ValueError if *callback* was not registered."""
-        callbacks = self._reference_disconnect_callbacks.get(reference, [])
+        table = self._reference_disconnect_callbacks
+        callbacks = table.get(reference, []) if table is not None else []
         callbacks.remove(callback)
-        if not callbacks:
-            self._reference_disconnect_callbacks.pop(reference, None)
+        if not callbacks and table is not None:
+            table.pop(reference, None)
 
     def speaks_for(self, invoker: Any) -> bool:
         """Whether *invoker* (a jellier's) serializes for this connection: references go back only there."""
@@ -588,6 +626,8 @@ class Broker(metaclass=_NoPublicConstructor):
         elif luid not in self._protocol.locally_cached:
             updates.close()
         else:
+            if self._cache_listeners is None:
+                self._cache_listeners = {}
             self._cache_listeners.setdefault(luid, []).append(updates)
         return updates
 
@@ -631,10 +671,13 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def cache_ended(self, luid: int) -> None:
         """The peer uncached *luid*: its update iterators end (the protocol calls this)."""
-        for listener in self._cache_listeners.pop(luid, ()):
-            listener.close()
+        if self._cache_listeners is not None:
+            for listener in self._cache_listeners.pop(luid, ()):
+                listener.close()
 
     def _cache_updated(self, call: IncomingCall) -> None:
+        if self._cache_listeners is None:
+            return
         listeners = self._cache_listeners.get(call.cache_luid)  # type: ignore[arg-type]
         if listeners:
             update = CacheUpdate(call.name, call.args, call.kwargs)
@@ -644,32 +687,10 @@ class Broker(metaclass=_NoPublicConstructor):
     # -- the tasks ---------------------------------------------------------------
 
     async def _read(self) -> None:
-        reading = self._reading
-        receive = self._io.receive
-        run = self._context.run
-        reading.reader = trio.lowlevel.current_task()
+        """The reader task of :func:`open_broker`: read until the connection is gone, then close it."""
+        self._reading.reader = trio.lowlevel.current_task()
         try:
-            while not self._lost:
-                if reading.should_park(len(self._pending)):
-                    await reading.park()
-                    continue
-                # Backpressure: while too much waits to go out (a peer that
-                # sends calls but does not read the answers), take in nothing.
-                await self._wait_for_room()
-                if reading.leading or self._lost:
-                    continue
-                if self._input_held:
-                    # Messages that arrived while answers were backed up come first.
-                    run(self._resume_input)
-                    continue
-                reading.on_socket = True
-                try:
-                    data = await receive()
-                finally:
-                    reading.on_socket = False
-                run(self.take_in, data)
-            if reading.crash is not None:
-                raise reading.crash
+            await self._read_loop()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             without_tracebacks(exc)  # as in _write: a cycle on Python 3.12+
         except ProtocolError as exc:
@@ -678,6 +699,44 @@ class Broker(metaclass=_NoPublicConstructor):
             self._connection_lost()
             with trio.CancelScope(shield=True):
                 await self._close_stream()
+
+    async def _read_loop(self) -> None:
+        """Read and act on what arrives until the connection is gone (in the reader's task)."""
+        reading = self._reading
+        # (The baton's bound methods: new ones would cost 136 bytes per idle connection.)
+        receive = reading.receive
+        run = reading.run
+        while not self._lost:
+            if reading.should_park(len(self._pending)):
+                await reading.park()
+                continue
+            # Backpressure: while too much waits to go out (a peer that
+            # sends calls but does not read the answers), take in nothing.
+            await self._wait_for_room()
+            if reading.leading or self._lost:
+                continue
+            if self._input_held:
+                # Messages that arrived while answers were backed up come first.
+                run(self._resume_input)
+                continue
+            reading.on_socket = True
+            try:
+                data = await receive()
+            finally:
+                reading.on_socket = False
+            run(self.take_in, data)
+        if reading.crash is not None:
+            raise reading.crash
+
+    # -- serving in the task that accepted the connection (serve_broker) ---------
+
+    def _handshake_done(self, serving: trio.CancelScope) -> None:
+        """The handshake of a served broker is over: no more deadline, and keepalive starts."""
+        serving.deadline = math.inf
+        # From now on a protocol error is the broker's to log (serve_tcp logs one in the handshake).
+        self._opened = True
+        if self._keepalive is not None:
+            self._start_soon(self._keep_alive, self._keepalive)
 
     # -- what the reading callers need (trio_pb._reading.ReadingConnection) --
 
@@ -809,7 +868,29 @@ class Broker(metaclass=_NoPublicConstructor):
         self._writer_wakeup = trio.Event()
         self._writer_wakeup.set()
         self._writer_done = trio.Event()
-        self._nursery.start_soon(self._write)
+        self._start_soon(self._write)
+
+    def _start_soon(self, async_fn: Callable[..., Any], *args: Any) -> None:
+        """Start a task of the broker in its nursery (the serving task opens it first if need be)."""
+        nursery = self._nursery
+        if nursery is not None:
+            nursery.start_soon(async_fn, *args)
+            return
+        # Served without a nursery yet (serve_broker): the serving task
+        # leaves its read loop at its next checkpoint, opens the nursery and
+        # starts these, in this order.
+        if self._to_start is None:
+            self._to_start = []
+        self._to_start.append((async_fn, args))
+        assert self._serving is not None
+        self._serving.cancel()
+
+    def _start_queued(self, nursery: trio.Nursery) -> None:
+        """Make *nursery* the broker's and start the tasks that waited for it."""
+        self._nursery = nursery
+        queued, self._to_start = self._to_start or [], None
+        for async_fn, args in queued:
+            nursery.start_soon(async_fn, *args)
 
     def _flush(self) -> None:
         """Send what the protocol queued: straight into the socket if it takes it all, else by the writer.
@@ -869,7 +950,10 @@ class Broker(metaclass=_NoPublicConstructor):
                 if scope is not None:
                     scope.cancel()
             elif isinstance(event, Ready):
-                self._ready.set()
+                if self._ready is not None:
+                    self._ready.set()
+                if self._serving is not None:
+                    self._handshake_done(self._serving)
         self._flush()
 
     def _settle(self, event: Answer | Failed) -> None:
@@ -916,7 +1000,7 @@ class Broker(metaclass=_NoPublicConstructor):
                 # The caller's deadline, carried over by the extension dialect.
                 scope.deadline = trio.current_time() + call.time_left
             self._call_scopes[call.request_id] = scope
-            self._nursery.start_soon(self._finish_async_call, call, result, scope)
+            self._start_soon(self._finish_async_call, call, result, scope)
         else:
             self._call_done(call, result)
 
@@ -972,7 +1056,8 @@ class Broker(metaclass=_NoPublicConstructor):
         self._lost = True
         if self._closed is not None:
             self._closed.set()
-        self._ready.set()
+        if self._ready is not None:
+            self._ready.set()
         self._progress()
         self._protocol.connection_lost()
         self._protocol.conduct.summary()
@@ -984,13 +1069,13 @@ class Broker(metaclass=_NoPublicConstructor):
         self._reading.wake_reader()
         for scope in self._call_scopes.values():
             scope.cancel()
-        for callback in list(self._disconnect_callbacks):
+        for callback in list(self._disconnect_callbacks or ()):
             _run_callback(callback)
-        for reference, callbacks in list(self._reference_disconnect_callbacks.items()):
+        for reference, callbacks in list((self._reference_disconnect_callbacks or {}).items()):
             for ref_callback in callbacks:
                 _run_callback(ref_callback, reference)
-        self._reference_disconnect_callbacks.clear()
-        listeners, self._cache_listeners = self._cache_listeners, {}
+        self._reference_disconnect_callbacks = None
+        listeners, self._cache_listeners = self._cache_listeners or {}, None
         for updates in listeners.values():
             for listener in updates:
                 listener.close(DeadReferenceError("the connection was lost"))
@@ -1007,7 +1092,7 @@ class Broker(metaclass=_NoPublicConstructor):
         # (self.error has none: see _broke_protocol.)
         self._reading.crash = None
         # Called at the disconnect, and often holding us.
-        self._disconnect_callbacks.clear()
+        self._disconnect_callbacks = None
 
 
 def peer_name(stream: trio.abc.Stream) -> str:
@@ -1090,7 +1175,7 @@ async def open_broker(
                 broker._wake_writer()
             try:
                 with trio.fail_after(settings.handshake_timeout):
-                    await broker._ready.wait()
+                    await broker._handshake_over()
                 if broker._lost:
                     raise broker.error or DeadReferenceError("the connection closed during the handshake")
                 if settings.keepalive is not None:
@@ -1105,3 +1190,82 @@ async def open_broker(
                 # here (a failed handshake raises broker.error): it must not
                 # hold the broker.  _BreakingCycles has it.
                 del broker
+
+
+async def serve_broker(
+    stream: trio.abc.Stream, *, root: Any, options: BrokerOptions, peer: str | None = None
+) -> None:
+    """Serve one accepted connection in the calling task, until the connection is gone.
+
+    What :func:`~trio_pb.connect.serve_tcp` runs for each connection: the
+    same as ``async with open_broker(stream, server=True, ...)`` around
+    ``await broker.wait_closed()``, except that the calling task reads the
+    stream itself and the broker's nursery is opened only when the broker
+    first needs a task (the writer, an ``async def`` method, keepalive),
+    so that an idle connection costs little more than its socket.  A
+    handshake that fails raises as in :func:`open_broker`, and one not done
+    within ``options.handshake_timeout`` raises :class:`trio.TooSlowError`.
+    *peer* names the peer in log lines (by default its address, as
+    :func:`peer_name` gives it: a caller that has it already saves a copy).
+    """
+    # Until the nursery is needed, _start_soon cancels broker._serving: this
+    # task leaves its read loop at its next checkpoint (waiting for the
+    # socket, for room, or parked: nothing read is lost), opens the nursery,
+    # starts the tasks and reads on inside it until the end.  (One function,
+    # not a method called by it: a frame less for each idle connection.)
+    broker = Broker._create(stream, None, is_client=False, root=root, options=options, peer=peer)
+    broker._keepalive = options.keepalive
+    broker._reading.reader = trio.lowlevel.current_task()
+    # The handshake's deadline, lifted once it is done (_handshake_done).
+    serving = broker._serving = trio.CancelScope(deadline=trio.current_time() + options.handshake_timeout)
+    try:
+        if broker._io.direct:
+            broker._flush()  # the handshake, straight into the socket if it takes it
+        else:
+            broker._wake_writer()  # other streams are written by the writer task only
+        with serving:
+            await broker._read_loop()
+        if broker._to_start is not None and not broker._lost:
+            with plain_errors():
+                async with trio.open_nursery() as nursery:
+                    broker._start_queued(nursery)
+                    serving = broker._serving = trio.CancelScope(deadline=serving.deadline)
+                    try:
+                        with serving:
+                            await broker._read_loop()
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await broker.aclose()
+                        nursery.cancel_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        without_tracebacks(exc)  # as in Broker._write: a cycle on Python 3.12+
+    except ProtocolError as exc:
+        broker._broke_protocol(exc)
+    finally:
+        with trio.CancelScope(shield=True):
+            if broker._nursery is None and (
+                broker._to_start is not None or (broker._pending_output() and not broker._lost)
+            ):
+                # Tasks wanted at the very end (the writer, to send the last
+                # words or what is queued) get a nursery now.
+                with plain_errors():
+                    async with trio.open_nursery() as nursery:
+                        broker._start_queued(nursery)
+                        await broker.aclose()
+                        nursery.cancel_scope.cancel()
+            else:
+                await broker.aclose()
+        broker._break_cycles()
+        failure: BaseException | None = None
+        if broker._protocol.dialect is None:
+            if trio.current_time() >= serving.deadline:
+                failure = trio.TooSlowError()
+            else:
+                failure = broker.error or DeadReferenceError("the connection closed during the handshake")
+        # Not held by this frame, which the traceback of an exception from here holds.
+        del broker
+    if failure is not None:
+        try:
+            raise failure
+        finally:
+            del failure  # (as the error's traceback holds this frame)

@@ -35,6 +35,9 @@ class PeerConduct:
     one after it raises :class:`TooManyViolations`.
     """
 
+    # One per connection: no instance dict.
+    __slots__ = ("_counts", "log_limit", "max_violations", "peer", "violations")
+
     def __init__(
         self, peer: str = "the peer", *, log_limit: int = LOG_LIMIT, max_violations: int = MAX_VIOLATIONS
     ) -> None:
@@ -45,8 +48,8 @@ class PeerConduct:
         self.max_violations = max_violations
         #: How many violations the peer committed on this connection.
         self.violations = 0
-        # kind -> how many messages of that kind were reported.
-        self._counts: dict[str, int] = {}
+        # kind -> how many messages of that kind were reported (made at the first).
+        self._counts: dict[str, int] | None = None
 
     def warning(
         self,
@@ -57,8 +60,10 @@ class PeerConduct:
         exc_info: BaseException | None = None,
     ) -> None:
         """Log *message* (``%`` formatted with *args*) unless *kind* was logged too often already."""
-        count = self._counts.get(kind, 0) + 1
-        self._counts[kind] = count
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = {}
+        count = counts[kind] = counts.get(kind, 0) + 1
         if count <= self.log_limit:
             log.log(level, "%s: " + message, self.peer, *args, exc_info=exc_info)
         elif count == self.log_limit + 1:
@@ -76,11 +81,12 @@ class PeerConduct:
 
     def count(self, kind: str) -> int:
         """How many messages of *kind* were reported, logged or not."""
-        return self._counts.get(kind, 0)
+        return self._counts.get(kind, 0) if self._counts is not None else 0
 
     def summary(self) -> None:
         """Log how many messages of each kind went unlogged (for the end of the connection)."""
-        unlogged = {kind: n - self.log_limit for kind, n in self._counts.items() if n > self.log_limit}
+        counts = self._counts or {}
+        unlogged = {kind: n - self.log_limit for kind, n in counts.items() if n > self.log_limit}
         if unlogged:
             details = ", ".join(f"{n} {kind}" for kind, n in sorted(unlogged.items()))
             log.warning("%s: not logged on this connection: %s", self.peer, details)

@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from ._groups import plain_errors
-from .broker import Broker, open_broker, peer_name
+from .broker import Broker, open_broker, peer_name, serve_broker
 from .errors import DisconnectedError, ProtocolError
 from .options import BrokerOptions
 
@@ -175,9 +175,9 @@ def _connection_handler(
                 except trio.BrokenResourceError as exc:
                     log.warning("TLS handshake with %s failed: %s", peer, _reason(exc))
                     return
-            async with open_broker(pb_stream, server=True, root=root, options=options) as broker:
-                log.debug("connection from %s", peer)
-                await broker.wait_closed()
+            log.debug("connection from %s", peer)
+            # This task serves the connection itself: no task of its own for an idle one.
+            await serve_broker(pb_stream, root=root, options=options, peer=peer)
             log.debug("connection from %s closed", peer)
         except trio.TooSlowError:
             log.info("%s did not finish the handshake within %s s; closed", peer, handshake_timeout)

@@ -172,8 +172,9 @@ class _Requests:
         # Dicts used as sets: subscripts cost less than set methods on the hot path.
         self.waiting: dict[int, None] = {}
         # Our pings awaiting their pong, apart: a pong settles only a ping, an answer only a call.
-        self.pings: dict[int, None] = {}
-        self.abandoned: dict[int, None] = {}  # oldest first (a dict as an ordered set)
+        # (Made at the first: most connections never ping nor abandon a call.)
+        self.pings: dict[int, None] | None = None
+        self.abandoned: dict[int, None] | None = None  # oldest first (a dict as an ordered set)
         self.given_up_to = 0
         self.incoming: dict[int, None] = {}
         # The (request id, seconds) of a ``deadline`` that announces the next message.
@@ -356,15 +357,20 @@ class PBProtocol:
         #: The peer's misbehaviour so far: bounded logging, and when to give up.
         self.conduct = conduct if conduct is not None else PeerConduct()
         self.security = security if security is not None else global_security
-        self.registry = CopyRegistry(parent=registry if registry is not None else copy_registry)
-        failures.install(self.registry)
+        if registry is None:
+            # Shared by the connections that use the process-wide registry:
+            # nothing registers in a connection's registry afterwards.
+            self.registry = _DEFAULT_REGISTRY
+        else:
+            self.registry = CopyRegistry(parent=registry)
+            failures.install(self.registry)
         self.unsafe_tracebacks = unsafe_tracebacks
         self.max_references = max_references
         #: CPU seconds the sets and dicts of one message may cost to build; None: no limit.
         self.decode_budget = decode_budget
         # A trio_pb server offers its extension dialect first: a Twisted
         # client does not know it and picks pb, a trio_pb client picks it.
-        dialects = (EXTENSION_DIALECT, b"pb", b"none") if extensions else (b"pb", b"none")
+        dialects = _EXTENDED_DIALECTS if extensions else _TWISTED_DIALECTS
         self._banana = BananaConnection(
             is_client=is_client,
             dialects=dialects,
@@ -393,7 +399,7 @@ class PBProtocol:
         self._luids: dict[Any, int] = {}
         # (is_cache, luid) registered by the jelly in progress, undone if sending fails.
         self._registered: list[tuple[bool, int]] | None = None
-        self._release_callbacks: dict[Any, list[Any]] = {}
+        self._release_callbacks: dict[Any, list[Any]] | None = None  # made at the first
         #: Cacheables the peer holds copies of, by luid.
         self.remotely_cached: dict[int, _CacheEntry] = {}
         self._cache_luids: dict[int, int] = {}
@@ -401,9 +407,11 @@ class PBProtocol:
         self.locally_cached: dict[int, Any] = {}
         # What the unjelly in progress created, to disown if it fails.
         self._made: list[Any] | None = None
-        self._dropped_masters: list[int] = []
-        # Cached objects we refused, whose uncache is expected and ignored.
-        self._unwanted_uncaches: set[int] = set()
+        # (Made by the first, for the unjelly in progress.)
+        self._dropped_masters: list[int] | None = None
+        # Cached objects we refused, whose uncache is expected and ignored
+        # (made at the first: an empty set costs 216 bytes per connection).
+        self._unwanted_uncaches: set[int] | None = None
         self._requests = _Requests()
 
     # -- bytes in, bytes out ----------------------------------------------
@@ -684,11 +692,15 @@ class PBProtocol:
         """Whether an answer to *request_id* is for a caller who waits (it then no longer waits)."""
         requests = self._requests
         if type(request_id) is int:
+            waiting = requests.waiting
+            if request_id in waiting:
+                del waiting[request_id]
+                return True
             # An error may answer a ping too (a peer that cannot pong says why).
-            for waiting in (requests.waiting, requests.pings):
-                if request_id in waiting:
-                    del waiting[request_id]
-                    return True
+            pings = requests.pings
+            if pings and request_id in pings:
+                del pings[request_id]
+                return True
         return self._late_answer(request_id)
 
     def _late_answer(self, request_id: Any) -> bool:
@@ -696,8 +708,9 @@ class PBProtocol:
         if type(request_id) is not int or not 0 < request_id < self._next_request_id:
             raise ProtocolError(f"answer to a request never sent: {request_id!r:.20}")
         requests = self._requests
-        if request_id in requests.abandoned:
-            del requests.abandoned[request_id]  # the late answer to a call we stopped waiting for
+        abandoned = requests.abandoned
+        if abandoned and request_id in abandoned:
+            del abandoned[request_id]  # the late answer to a call we stopped waiting for
         elif self.state is _CLOSED:
             pass  # our calls were failed already
         elif request_id <= requests.given_up_to:
@@ -722,13 +735,18 @@ class PBProtocol:
         *request_id* is awaited (a no-op once the connection is closed).
         """
         requests = self._requests
-        try:
-            del (requests.waiting if request_id in requests.waiting else requests.pings)[request_id]
-        except KeyError:
-            if self.state is _CLOSED:
-                return
-            raise LocalProtocolError(f"no answer to request {request_id} is awaited") from None
+        pings = requests.pings
+        if request_id in requests.waiting:
+            del requests.waiting[request_id]
+        elif pings and request_id in pings:
+            del pings[request_id]
+        elif self.state is _CLOSED:
+            return
+        else:
+            raise LocalProtocolError(f"no answer to request {request_id} is awaited")
         abandoned = requests.abandoned
+        if abandoned is None:
+            abandoned = requests.abandoned = {}
         abandoned[request_id] = None
         if len(abandoned) > MAX_ABANDONED:
             # A peer that never answers (a Deferred that never fires) must
@@ -749,7 +767,7 @@ class PBProtocol:
     @property
     def abandoned_calls(self) -> int:
         """How many of our calls nobody waits for any more still have their answer due."""
-        return len(self._requests.abandoned)
+        return len(self._requests.abandoned or ())
 
     def _refuse(self, what: str) -> LocalProtocolError:
         if self.state is _HANDSHAKE:
@@ -781,9 +799,11 @@ class PBProtocol:
             # No cached object has such a luid: a stray release, as for decref and decache.
             self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
             return
-        if self.locally_cached.pop(luid, None) is None and luid not in self._unwanted_uncaches:
+        unwanted = self._unwanted_uncaches
+        if self.locally_cached.pop(luid, None) is None and (unwanted is None or luid not in unwanted):
             self.conduct.violation("stray release", "uncached an unknown cached object %r", _short(luid))
-        self._unwanted_uncaches.discard(luid)
+        if unwanted is not None:
+            unwanted.discard(luid)
         self.driver.cache_ended(luid)
 
     def _cancel(self, request_id: Any) -> CancelRequested | None:
@@ -812,7 +832,10 @@ class PBProtocol:
         request_id = self._next_request_id
         self._next_request_id += 1
         self._send([b"ping", request_id])
-        self._requests.pings[request_id] = None
+        requests = self._requests
+        if requests.pings is None:
+            requests.pings = {}
+        requests.pings[request_id] = None
         return request_id
 
     def _ping(self, request_id: Any) -> None:
@@ -822,7 +845,7 @@ class PBProtocol:
 
     def _pong(self, request_id: Any) -> Answer | None:
         pings = self._requests.pings
-        if type(request_id) is int and request_id in pings:
+        if type(request_id) is int and pings and request_id in pings:
             del pings[request_id]
             return Answer(request_id, None)
         self._late_answer(request_id)  # a pong for a call, or a repeated one: no event
@@ -955,6 +978,8 @@ class PBProtocol:
             raise JellyError(f"the peer sent more than {self.max_references} cached objects")
         master = cls.__new__(cls)
         self.locally_cached[luid] = master
+        if self._dropped_masters is None:
+            self._dropped_masters = []
         self._dropped_masters.append(luid)
         proxy, token = self.driver.make_cache_proxy(master, luid)
         if self._made is not None:
@@ -965,12 +990,14 @@ class PBProtocol:
 
     def on_release(self, obj: Any, callback: Any) -> None:
         """Call ``callback()`` once the peer has released every reference to *obj*."""
+        if self._release_callbacks is None:
+            self._release_callbacks = {}
         self._release_callbacks.setdefault(obj.process_unique_id(), []).append(callback)
 
     def _forget(self, luid: int, local: _Local) -> None:
         del self.local_objects[luid]
         del self._luids[local.puid]
-        for callback in self._release_callbacks.pop(local.puid, ()):
+        for callback in self._release_callbacks.pop(local.puid, ()) if self._release_callbacks else ():
             # User code: its failure must not stop the decref, or the
             # cleanup of a lost connection, half-way.
             try:
@@ -1030,13 +1057,13 @@ class PBProtocol:
         except JellyError:
             for made in self._made:
                 made.disown()
-            for luid in self._dropped_masters:
+            for luid in self._dropped_masters or ():
                 self.locally_cached.pop(luid, None)
             self._give_back_tokens(sexp)
             raise
         finally:
             self._made = None
-            self._dropped_masters = []
+            self._dropped_masters = None
 
     def _give_back_tokens(self, sexp: Any) -> None:
         stack = [sexp]
@@ -1059,6 +1086,8 @@ class PBProtocol:
                 # peer answers each decache with an uncache soon; past the
                 # bound (a peer that lets them pile up) a copy is neither
                 # given back nor remembered: the peer keeps it until the end.
+                if self._unwanted_uncaches is None:
+                    self._unwanted_uncaches = set()
                 if len(self._unwanted_uncaches) < MAX_UNANSWERED_DECACHES:
                     self._unwanted_uncaches.add(node[1])
                     self._send([b"decache", node[1]])
@@ -1411,6 +1440,15 @@ def _keyword_names(kwargs: dict[Any, Any]) -> dict[str, Any]:
 _PLAIN_DATA_TAGS: Final = frozenset(
     {b"None", b"boolean", b"unicode", b"list", b"tuple", b"dictionary", b"set", b"frozenset"}
 )
+
+
+# What a server offers (one tuple for all connections).
+_EXTENDED_DIALECTS: Final = (EXTENSION_DIALECT, b"pb", b"none")
+_TWISTED_DIALECTS: Final = (b"pb", b"none")
+
+#: The registry of connections given none: the process-wide one, and the failures PB sends.
+_DEFAULT_REGISTRY: Final = CopyRegistry(parent=copy_registry)
+failures.install(_DEFAULT_REGISTRY)
 
 
 def _plain_data(security: SecurityOptions, registry: CopyRegistry) -> bool:
