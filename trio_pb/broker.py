@@ -131,6 +131,7 @@ class Broker(metaclass=_NoPublicConstructor):
         "_disconnect_callbacks",
         "_draining",
         "_gc_releases",
+        "_holding",
         "_input_held",
         "_io",
         "_last_ping_rtt",
@@ -247,8 +248,10 @@ class Broker(metaclass=_NoPublicConstructor):
         # Tasks waiting for output to move (drain(), room in the send buffer):
         # while there are any, a direct write reports its progress too.
         self._draining = 0
-        # Whether complete messages wait in the decoder because the peer's
-        # held-back calls have reached their bound.
+        # Whether the peer's calls are held back until output drains, and
+        # whether they have reached their bound (complete messages then wait
+        # in the decoder, and nothing more is read).
+        self._holding = False
         self._input_held = False
         # Reading and direct writes: straight on a plain TCP or unix socket (not TLS, not memory).
         self._io = stream_io(stream)
@@ -463,12 +466,13 @@ class Broker(metaclass=_NoPublicConstructor):
         """
         if self._lost:
             raise DeadReferenceError("Calling Stale Broker")
+        protocol = self._protocol
         self._call_slots -= 1
         waited = 0
         if (
             self._call_slots < 0
             or self._room_turn
-            or self._protocol.bytes_to_send + self._unsent_size > self._send_buffer
+            or protocol.bytes_to_send + self._unsent_size > self._send_buffer
         ):
             # Over the limit of calls in flight, or the send buffer is full
             # (or other callers wait for room before us).
@@ -477,24 +481,36 @@ class Broker(metaclass=_NoPublicConstructor):
             if self._gc_releases:
                 self._send_gc_releases()
             time_left = None
-            if self._protocol.extended:
+            if protocol.extended:
                 deadline = trio.current_effective_deadline()
                 if deadline != math.inf:
                     time_left = deadline - trio.current_time()
-            request_id = self._protocol.send_call(
-                target, name, args, kwargs, command=command, time_left=time_left
-            )
-            if waited & _HOLDS_TURN:
-                waited ^= _HOLDS_TURN
-                self._pass_turn()
+            request_id = protocol.send_call(target, name, args, kwargs, command=command, time_left=time_left)
+            if waited:
+                waited = self._sent_after_waiting(waited)
             return await self._answer_to(request_id)
         finally:
-            if waited & _HOLDS_TURN:
-                self._pass_turn()  # the call could not be sent
-            if not waited & _UNCOUNTED:
+            if waited:
+                self._done_after_waiting(waited)
+            else:
                 self._call_slots += 1
                 if self._call_slots <= 0:
                     self._hand_over_slot()
+
+    def _sent_after_waiting(self, waited: int) -> int:
+        """The call of a caller that waited is queued: pass the turn on; what it still holds."""
+        if waited & _HOLDS_TURN:
+            self._pass_turn()
+        return waited & ~_HOLDS_TURN
+
+    def _done_after_waiting(self, waited: int) -> None:
+        """A caller that waited is done: give back what it still holds (*waited*, as from _wait_to_call)."""
+        if waited & _HOLDS_TURN:
+            self._pass_turn()  # the call could not be sent
+        if not waited & _UNCOUNTED:
+            self._call_slots += 1
+            if self._call_slots <= 0:
+                self._hand_over_slot()
 
     async def _wait_to_call(self) -> int:
         """Wait for a slot among the calls in flight, then for room to send; return what the caller holds.
@@ -824,7 +840,7 @@ class Broker(metaclass=_NoPublicConstructor):
 
     def _resume_input(self) -> None:
         """Handle the held calls and the messages that waited in the decoder while answers were backed up."""
-        self._input_held = False
+        self._input_held = self._holding = False
         self._handle_events()
 
     def _let_in_held(self) -> None:
@@ -860,7 +876,7 @@ class Broker(metaclass=_NoPublicConstructor):
                     # socket if it takes it all, as _flush does.
                     self._write_directly()
                 while True:
-                    if protocol.holding and not self._closing and self._pending_output() <= self._send_buffer:
+                    if self._holding and not self._closing and self._pending_output() <= self._send_buffer:
                         # Room again for the answers of the peer's calls held back.
                         self._let_in_held()
                     view = self._unsent
@@ -968,7 +984,7 @@ class Broker(metaclass=_NoPublicConstructor):
         if sent == len(data):
             if self._draining:
                 self._progress()
-            if self._protocol.holding:
+            if self._holding:
                 self._wake_writer()  # room again: the writer lets the held calls in
             return True
         self._unsent = memoryview(data)[sent:]
@@ -989,9 +1005,12 @@ class Broker(metaclass=_NoPublicConstructor):
             if event is NEED_DATA:
                 break
             if event is PAUSED:
-                # Take in nothing more until output drains (the rest waits in
-                # the decoder, unparsed, and then in TCP).
-                self._input_held = True
+                # The peer's calls are held until output drains (the writer
+                # lets them in); everything else it sent was handled.  Past
+                # their bound, take in nothing more: the rest waits in the
+                # decoder, unparsed, and then in TCP.
+                self._holding = True
+                self._input_held = protocol.held_full
                 break
             if isinstance(event, IncomingCall):
                 self._run_call(event)

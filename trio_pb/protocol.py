@@ -500,9 +500,13 @@ class PBProtocol:
         goes on meanwhile: answers and errors, pongs, cancels, and pings
         (answered while the excess stays under :data:`PONG_RESERVE`); the
         peer's releases keep their place behind the calls held before them.
-        :data:`PAUSED` (as in h11) means that the held calls have reached
-        their bound (``max_held_calls``, or as many bytes as one message may
-        take): nothing more is decoded until there is room again.
+
+        :data:`PAUSED` (as in h11) means that calls are held: call again once
+        :meth:`data_to_send` has taken enough.  Bytes may still be fed
+        meanwhile (the answers among them are what lets output drain), unless
+        :attr:`held_full`: the held calls have reached their bound
+        (``max_held_calls``, or as many bytes as one message may take), and
+        nothing more is decoded until they have room.
 
         Raises :class:`~trio_pb.errors.ProtocolError` when the peer broke the
         protocol; the connection must then be closed.
@@ -551,7 +555,7 @@ class PBProtocol:
         else:
             expression = self._banana.next_event(self._plain_now, self.decode_budget)
         if expression is NEED_DATA:
-            return NEED_DATA
+            return PAUSED if held.entries else NEED_DATA
         if isinstance(expression, DialectSelected):
             return self._dialect_selected(expression)
         size = before - self._banana.buffered
@@ -591,6 +595,11 @@ class PBProtocol:
     def _send_held_error(self, answer: tuple[int, BaseException]) -> None:
         """A held call's error answer (a call that failed before it could run): its turn came."""
         self.send_error(*answer)
+
+    @property
+    def held_full(self) -> bool:
+        """Whether the held calls have reached their bound: feed no more bytes until they have room."""
+        return self._requests.held.full
 
     @property
     def holding(self) -> bool:
