@@ -15,10 +15,15 @@ time (``--chunk``).  Jelly uses the default security on both sides:
 trio_pb's ``global_security`` and Twisted's ``globalSecurity``.
 
 "banana" cases encode and decode the jellied s-expression of the payload, so
-both layers of a case carry exactly the same bytes; "banana+jelly" encode
-is jelly then banana, and decode is banana then unjelly.  Those cases also
-time ``pickle.dumps`` and ``pickle.loads`` of the same value, the floor the
-issue measures the codec against.
+both layers of a case carry exactly the same bytes.  "banana+jelly" cases
+carry the payload as a connection does, as the value of an ``answer``
+command, and take the path a connection's protocol takes: on trio_pb, the
+compiled one-pass encode of the command and the compiled decode straight
+from the bytes (``_accel.encode_message``, ``Decoder.next_expression`` with
+the plain-data check), else jelly then banana and banana then unjelly, which
+is all Twisted has.  Those cases also time ``pickle.dumps`` and
+``pickle.loads`` of the same value, the floor the issue measures the codec
+against.
 
 Both codec paths are measured: the one this process uses (the compiled codec
 when it is built), and the other in a child process, ``python -m bench codecs``
@@ -105,6 +110,10 @@ PAYLOADS: dict[str, tuple[str, Callable[[], Any]]] = {
 # The two implementations, each behind the same four operations
 
 
+#: The head of the command that carries a "banana+jelly" payload: an answer to request 1.
+ANSWER: tuple[bytes, int] = (b"answer", 1)
+
+
 class _Sink:
     """A transport that keeps the last thing written (Banana writes one message at a time)."""
 
@@ -131,14 +140,14 @@ class TrioSide:
     def jelly_encoder(self, obj: Any) -> Callable[[], bytes]:
         send = self.connection.send
         jelly_ = jelly.jelly
-        plain = _accel.encode_plain
-        if plain is not None:
-            # What the protocol does with an answer: the one-pass compiled encoder first.
+        message = _accel.encode_message
+        if message is not None:
+            # What PBProtocol.send_answer does: the one-pass compiled encoder first.
             encoder = self.connection.encoder
-            return lambda: plain(encoder, obj) or send(jelly_(obj))
-        return lambda: send(jelly_(obj))
+            return lambda: message(encoder, ANSWER, (obj,)) or send([*ANSWER, jelly_(obj)])
+        return lambda: send([*ANSWER, jelly_(obj)])
 
-    def decoder(self, chunks: list[bytes]) -> Callable[[], Any]:
+    def decoder(self, chunks: list[bytes], plain: Callable[[], bool] | None = None) -> Callable[[], Any]:
         connection = self.connection
         need_data = banana.NEED_DATA
 
@@ -146,17 +155,35 @@ class TrioSide:
             received = []
             for chunk in chunks:
                 connection.receive_data(chunk)
-                while (event := connection.next_event()) is not need_data:
+                while (event := connection.next_event(plain)) is not need_data:
                     received.append(event)
             (expression,) = received
             return expression
 
         return decode
 
+    def answer_decoder(self, chunks: list[bytes]) -> Callable[[], Any]:
+        # What PBProtocol does with incoming bytes: a plain answer comes built from the bytes
+        # (a tuple whose last field is the value), anything else is unjellied afterwards.
+        decode = self.decoder(chunks, plain=lambda: True)
+        unjelly = self.unjelly
+
+        def decode_answer() -> Any:
+            answer = decode()
+            return answer[2] if type(answer) is tuple else unjelly(answer[2])
+
+        return decode_answer
+
     def jelly(self, obj: Any) -> Any:
         return jelly.jelly(obj)
 
     def unjelly(self, sexp: Any) -> Any:
+        plain = _accel.unjelly_plain
+        if plain is not None:
+            # What PBProtocol.unjelly tries first: the compiled walk of plain data.
+            value = plain(sexp, banana.DEPTH_LIMIT, None)
+            if value is not NotImplemented:
+                return value
         return jelly.unjelly(sexp)
 
 
@@ -190,7 +217,7 @@ class TwistedSide:
         security = tw_jelly.globalSecurity
 
         def encode() -> bytes:
-            send(jelly_(obj, taster=security))
+            send([*ANSWER, jelly_(obj, taster=security)])
             return sink.data
 
         return encode
@@ -214,6 +241,11 @@ class TwistedSide:
     def unjelly(self, sexp: Any) -> Any:
         return tw_jelly.unjelly(sexp, taster=tw_jelly.globalSecurity)
 
+    def answer_decoder(self, chunks: list[bytes]) -> Callable[[], Any]:
+        decode = self.decoder(chunks)
+        unjelly = self.unjelly
+        return lambda: unjelly(decode()[2])
+
 
 class PickleSide:
     """Not a PB codec: the standard library's fastest serializer, as the floor."""
@@ -236,11 +268,7 @@ def _operation(
     """The timed function for one case on one side."""
     if op == "encode":
         return side.encoder(sexp) if layer == "banana" else side.jelly_encoder(obj)
-    decode = side.decoder(chunks)
-    if layer == "banana":
-        return decode
-    unjelly = side.unjelly
-    return lambda: unjelly(decode())
+    return side.decoder(chunks) if layer == "banana" else side.answer_decoder(chunks)
 
 
 # --------------------------------------------------------------------------
@@ -355,11 +383,17 @@ def _measure(options: argparse.Namespace, settings: Settings) -> list[Verdict]:
         obj = build()
         sexp = trio_side.jelly(obj)
         _check(sexp == twisted_side.jelly(obj), f"{payload}: jelly differs between trio_pb and Twisted")
-        wire = trio_side.encoder(sexp)()
-        _check(wire == twisted_side.encoder(sexp)(), f"{payload}: banana bytes differ")
-        chunks = _chunks(wire, options.chunk)
+        # The banana layer carries the bare s-expression; banana+jelly, an answer command.
+        wires = {"banana": trio_side.encoder(sexp)(), "banana+jelly": trio_side.encoder([*ANSWER, sexp])()}
+        _check(wires["banana"] == twisted_side.encoder(sexp)(), f"{payload}: banana bytes differ")
+        _check(
+            wires["banana+jelly"] == twisted_side.encoder([*ANSWER, sexp])(),
+            f"{payload}: answer bytes differ",
+        )
         pickled = pickle_side.encoder(obj)()
         for layer in layers:
+            wire = wires[layer]
+            chunks = _chunks(wire, options.chunk)
             for op in ops:
                 functions = [
                     _operation(side, layer, op, obj, sexp, chunks) for side in (trio_side, twisted_side)

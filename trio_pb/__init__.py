@@ -85,6 +85,13 @@ if TYPE_CHECKING:
     from .factories import PBClientFactory, PBServerFactory
     from .login import challenge, respond
     from .paging import PageCollector, PagingError, get_all_pages, send_pages
+    from .reconnect import (
+        Backoff,
+        ReconnectingBroker,
+        open_reconnecting,
+        open_reconnecting_broker,
+        open_reconnecting_unix_broker,
+    )
     from .references import RemoteMethod, RemoteReference
 
 # The trio layer's names, by the module that defines them: imported on first
@@ -92,6 +99,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "AllowAnonymousAccess": "cred",
     "Anonymous": "cred",
+    "Backoff": "reconnect",
     "Broker": "broker",
     "CacheUpdates": "cache",
     "FilePasswordChecker": "cred",
@@ -103,6 +111,7 @@ _LAZY: dict[str, str] = {
     "PagingError": "paging",
     "Portal": "cred",
     "Realm": "cred",
+    "ReconnectingBroker": "reconnect",
     "RemoteCache": "cache",
     "RemoteMethod": "references",
     "RemoteReference": "references",
@@ -110,6 +119,9 @@ _LAZY: dict[str, str] = {
     "challenge": "login",
     "get_all_pages": "paging",
     "open_broker": "broker",
+    "open_reconnecting": "reconnect",
+    "open_reconnecting_broker": "reconnect",
+    "open_reconnecting_unix_broker": "reconnect",
     "open_tcp_broker": "connect",
     "open_unix_broker": "connect",
     "respond": "login",
@@ -125,6 +137,7 @@ __all__ = [
     "Anonymous",
     "AsReferenceable",
     "Avatar",
+    "Backoff",
     "BananaDecodeError",
     "BananaEncodeError",
     "BananaError",
@@ -161,6 +174,7 @@ __all__ = [
     "Portal",
     "ProtocolError",
     "Realm",
+    "ReconnectingBroker",
     "Referenceable",
     "RemoteCache",
     "RemoteCacheObserver",
@@ -184,6 +198,9 @@ __all__ = [
     "get_all_pages",
     "global_security",
     "open_broker",
+    "open_reconnecting",
+    "open_reconnecting_broker",
+    "open_reconnecting_unix_broker",
     "open_tcp_broker",
     "open_unix_broker",
     "register_error",

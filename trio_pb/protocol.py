@@ -1298,14 +1298,15 @@ class PBProtocol:
         except KeyError:
             raise self._no_answer_due(request_id) from None
         try:
-            if type(result) in _ATOMS:
-                data = self._banana.send([b"answer", request_id, result])
-            elif (
+            if (
                 _encode_message is not None
                 and (plain := _encode_message(self._banana.encoder, (b"answer", request_id), (result,)))
                 is not None
             ):
                 data = plain
+            elif type(result) in _ATOMS:
+                # An atom is its own jelly: no Jellier needed.
+                data = self._banana.send([b"answer", request_id, result])
             else:
                 with self._sending(perspective, answer=True):
                     data = self._banana.send(
