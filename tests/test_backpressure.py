@@ -233,7 +233,9 @@ async def test_errors_for_calls_that_fail_early_are_held_back_too() -> None:
 
 
 def test_the_protocol_pauses_before_a_message_while_too_much_is_queued() -> None:
-    server = PBProtocol(None, is_client=False)
+    # With no room for held calls, the protocol decodes nothing at all while
+    # output is backed up (tests/test_flow_control.py has the default).
+    server = PBProtocol(None, is_client=False, max_held_calls=0)
     client = PBProtocol(None, is_client=True)
     client.receive_data(server.data_to_send())
     assert client.next_event() is not NEED_DATA

@@ -653,13 +653,16 @@ class BigAnswers(Root):
 async def test_a_peer_that_does_not_read_answers_is_not_read_from_either() -> None:
     from trio_pb import banana, broker
 
-    # A client that sends many calls and never reads: the server stops reading
-    # once its queue passes the high-water mark, instead of queueing without end.
+    # A client that sends many calls and never reads: once its queue passes the
+    # high-water mark the server holds the calls back, and once they reach
+    # their bound it stops reading, instead of queueing without end.
     client_stream, server_stream = trio.testing.lockstep_stream_pair()
     async with trio.open_nursery() as nursery:
 
         async def serve() -> None:
-            async with open_broker(server_stream, server=True, root=BigAnswers()) as server:
+            async with open_broker(
+                server_stream, server=True, root=BigAnswers(), max_held_calls=50
+            ) as server:
                 servers.append(server)
                 await server.wait_closed()
 
@@ -680,6 +683,7 @@ async def test_a_peer_that_does_not_read_answers_is_not_read_from_either() -> No
         queued = server._pending_output()
         # Blocked well before 200 answers of 600 KB (120 MB) were queued.
         assert sent < 199
+        assert server.statistics().calls_held == 50
         assert queued < options.SEND_BUFFER + 2_000_000
         nursery.cancel_scope.cancel()
 

@@ -105,7 +105,7 @@ def test_the_sentinels_are_singletons_of_their_own_types() -> None:
     assert repr(NEED_DATA) == "NEED_DATA" and repr(PAUSED) == "PAUSED"
     assert type(NEED_DATA) is protocol.NeedData and type(PAUSED) is protocol.Paused
     assert not isinstance(NEED_DATA, Event) and not isinstance(PAUSED, Event)
-    client, server = connected_pair()
+    client, server = connected_pair(max_held_calls=0)
     assert client.next_event() is NEED_DATA
     client.send_call(b"root", "add", (1, 2), {})
     server.receive_data(client.data_to_send())

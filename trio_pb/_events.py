@@ -62,7 +62,8 @@ class Paused(enum.Enum):
 
 #: Returned when no complete message (or event) is buffered: feed more bytes.
 NEED_DATA: Final = NeedData.NEED_DATA
-#: Returned by :meth:`~trio_pb.protocol.PBProtocol.next_event` while too much output is queued.
+#: Returned by :meth:`~trio_pb.protocol.PBProtocol.next_event` while the peer's calls are held
+#: back until queued output drains.
 PAUSED: Final = Paused.PAUSED
 
 _set: Final = object.__setattr__

@@ -39,7 +39,7 @@ class ReadingConnection(Protocol):
     """What a reading caller needs from the connection it reads for (the broker)."""
 
     def room_to_read(self) -> bool:
-        """Whether more may be read now: no input held back, no more output queued than the send buffer."""
+        """Whether more may be read now: the peer's held-back calls have not reached their bound."""
         ...
 
     def take_in(self, data: bytes | bytearray | None) -> None:

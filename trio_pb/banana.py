@@ -780,6 +780,11 @@ class BananaConnection:
         """Whether bytes of an unfinished expression are waiting for the rest."""
         return self._decoder.in_expression
 
+    @property
+    def buffered(self) -> int:
+        """How many received bytes have not been consumed yet."""
+        return self._decoder.buffered
+
     def next_event(self, plain: Callable[[], bool] | None = None, hash_budget: float | None = None) -> Any:
         """The next expression, a :class:`DialectSelected`, or :data:`NEED_DATA`.
 

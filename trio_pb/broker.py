@@ -75,6 +75,12 @@ _FLUSH_ON_CLOSE_SECONDS = 5.0
 _WRITE_CHUNK = 65536
 #: About how much the writer takes from the protocol at once (what it holds until sent).
 _WRITE_TAKE = 1024 * 1024
+#: What a caller that waited holds (see Broker._wait_to_call): the turn of the
+#: callers waiting for room, or a call back that takes no slot.
+_HOLDS_TURN = 1
+_UNCOUNTED = 2
+#: The broker whose peer's call the current task runs (in the tasks of async methods).
+_serving: contextvars.ContextVar[Broker | None] = contextvars.ContextVar("trio_pb_serving", default=None)
 
 
 #: The callbacks registered on references with notify_on_disconnect, by reference.
@@ -124,12 +130,14 @@ class Broker(metaclass=_NoPublicConstructor):
         "_bytes_taken",
         "_cache_listeners",
         "_call_scopes",
+        "_call_slots",
         "_closed",
         "_closing",
         "_context",
         "_disconnect_callbacks",
         "_draining",
         "_gc_releases",
+        "_holding",
         "_input_held",
         "_io",
         "_keepalive",
@@ -145,9 +153,12 @@ class Broker(metaclass=_NoPublicConstructor):
         "_ready",
         "_reference_disconnect_callbacks",
         "_references_imported",
+        "_room_turn",
+        "_room_waiters",
         "_send_buffer",
         "_serving",
         "_signs_of_life",
+        "_slot_waiters",
         "_stream",
         "_to_start",
         "_token",
@@ -216,6 +227,7 @@ class Broker(metaclass=_NoPublicConstructor):
             decode_budget=options.decode_budget,
             max_message_size=options.max_message_size,
             max_message_items=options.max_message_items,
+            max_held_calls=options.max_held_calls,
         )
         if root is not None:
             root_object = getattr(root, "root_object", None)
@@ -242,6 +254,16 @@ class Broker(metaclass=_NoPublicConstructor):
         self._last_words = False
         self._send_buffer = options.send_buffer
         self._max_running_calls = options.max_running_calls
+        # Free slots for our calls in flight, less the callers queued for one
+        # (negative while some are): the callers queue in _slot_waiters, made
+        # by the first to wait, and a freed slot goes straight to the first.
+        self._call_slots = options.max_calls_in_flight
+        self._slot_waiters: trio.lowlevel.ParkingLot | None = None
+        # Whether a caller waits for room in the send buffer (or is about to
+        # queue its call, having found it): later callers queue behind it in
+        # _room_waiters (made by the first), and it passes the turn on.
+        self._room_turn = False
+        self._room_waiters: trio.lowlevel.ParkingLot | None = None
         # Output taken from the protocol and not yet handed to the stream: a
         # view that advances as it is written (never a copy of what is left),
         # and the size of the chunk it views, which stays in memory until the
@@ -254,8 +276,13 @@ class Broker(metaclass=_NoPublicConstructor):
         # Set (and dropped) whenever bytes go out: backpressure waits on it
         # (made by the first to wait, see _progress_made).
         self._write_progress: trio.Event | None = None
+        # Tasks waiting for output to move (drain(), room in the send buffer):
+        # while there are any, a direct write reports its progress too.
         self._draining = 0
-        # Whether complete messages wait in the decoder because answers are backed up.
+        # Whether the peer's calls are held back until output drains, and
+        # whether they have reached their bound (complete messages then wait
+        # in the decoder, and nothing more is read).
+        self._holding = False
         self._input_held = False
         # Reading and direct writes: straight on a plain TCP or unix socket (not TLS, not memory).
         self._io = stream_io(stream)
@@ -299,6 +326,7 @@ class Broker(metaclass=_NoPublicConstructor):
         return BrokerStatistics(
             calls_waiting=len(self._pending),
             calls_running=len(self._call_scopes),
+            calls_held=self._protocol.held_calls,
             calls_abandoned=self._protocol.abandoned_calls,
             objects_exported=tables.objects_exported,
             export_references=tables.export_references,
@@ -484,17 +512,130 @@ class Broker(metaclass=_NoPublicConstructor):
         """
         if self._lost:
             raise DeadReferenceError("Calling Stale Broker")
-        if self._gc_releases:
-            self._send_gc_releases()
-        time_left = None
-        if self._protocol.extended:
-            deadline = trio.current_effective_deadline()
-            if deadline != math.inf:
-                time_left = deadline - trio.current_time()
-        request_id = self._protocol.send_call(
-            target, name, args, kwargs, command=command, time_left=time_left
-        )
-        return await self._answer_to(request_id)
+        protocol = self._protocol
+        self._call_slots -= 1
+        waited = 0
+        if (
+            self._call_slots < 0
+            or self._room_turn
+            or protocol.bytes_to_send + self._unsent_size > self._send_buffer
+        ):
+            # Over the limit of calls in flight, or the send buffer is full
+            # (or other callers wait for room before us).
+            waited = await self._wait_to_call()
+        try:
+            if self._gc_releases:
+                self._send_gc_releases()
+            time_left = None
+            if protocol.extended:
+                deadline = trio.current_effective_deadline()
+                if deadline != math.inf:
+                    time_left = deadline - trio.current_time()
+            request_id = protocol.send_call(target, name, args, kwargs, command=command, time_left=time_left)
+            if waited:
+                waited = self._sent_after_waiting(waited)
+            return await self._answer_to(request_id)
+        finally:
+            if waited:
+                self._done_after_waiting(waited)
+            else:
+                self._call_slots += 1
+                if self._call_slots <= 0:
+                    self._hand_over_slot()
+
+    def _sent_after_waiting(self, waited: int) -> int:
+        """The call of a caller that waited is queued: pass the turn on; what it still holds."""
+        if waited & _HOLDS_TURN:
+            self._pass_turn()
+        return waited & ~_HOLDS_TURN
+
+    def _done_after_waiting(self, waited: int) -> None:
+        """A caller that waited is done: give back what it still holds (*waited*, as from _wait_to_call)."""
+        if waited & _HOLDS_TURN:
+            self._pass_turn()  # the call could not be sent
+        if not waited & _UNCOUNTED:
+            self._call_slots += 1
+            if self._call_slots <= 0:
+                self._hand_over_slot()
+
+    async def _wait_to_call(self) -> int:
+        """Wait for a slot among the calls in flight, then for room to send; return what the caller holds.
+
+        A checkpoint either way; callers wait first come, first served, for
+        each.  The caller counted itself in :attr:`_call_slots` already; a
+        caller cancelled (or failed) here leaves holding no slot and no turn.
+        The flags returned: :data:`_HOLDS_TURN`, the turn of the callers
+        waiting for room, to pass on (:meth:`_pass_turn`) once the message is
+        queued; :data:`_UNCOUNTED`, a call back from a method running for the
+        peer, which holds no slot.
+        """
+        flags = 0
+        if self._call_slots < 0 and _serving.get() is self:
+            # A method running for the peer calls it back.  The slots may all
+            # be held by our calls whose answers wait for this very method:
+            # waiting for one could deadlock, so it goes uncounted (there
+            # are at most max_running_calls such methods).
+            self._call_slots += 1
+            flags = _UNCOUNTED
+        elif self._call_slots < 0:
+            waiters = self._slot_waiters
+            if waiters is None:
+                waiters = self._slot_waiters = trio.lowlevel.ParkingLot()
+            try:
+                await waiters.park()  # woken by _hand_over_slot: the slot is ours
+            except BaseException:
+                self._call_slots += 1  # left the queue: no slot taken, none to hand over
+                raise
+        try:
+            if self._lost:
+                raise DeadReferenceError("Calling Stale Broker")
+            if self._room_turn or self._pending_output() > self._send_buffer:
+                await self._wait_for_turn()
+                flags |= _HOLDS_TURN
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()  # for a call back that took no slot
+            return flags
+        except BaseException:
+            if not flags & _UNCOUNTED:
+                self._call_slots += 1
+                if self._call_slots <= 0:
+                    self._hand_over_slot()
+            raise
+
+    async def _wait_for_turn(self) -> None:
+        """Wait until the send buffer has room, callers one at a time in the order they came.
+
+        Only the caller holding the turn waits for the writer's progress, so
+        that room made by each write wakes one task, not every caller.  It
+        returns holding the turn; raising, it has passed it on.
+        """
+        if self._room_turn:
+            waiters = self._room_waiters
+            if waiters is None:
+                waiters = self._room_waiters = trio.lowlevel.ParkingLot()
+            await waiters.park()  # woken by _pass_turn: the turn is ours
+        else:
+            self._room_turn = True
+        try:
+            await self._wait_for_room()
+            if self._lost:
+                raise DeadReferenceError("the connection was lost before the call could be sent")
+        except BaseException:
+            self._pass_turn()
+            raise
+
+    def _pass_turn(self) -> None:
+        """Pass the turn of the callers waiting for room to the next one, if any."""
+        waiters = self._room_waiters
+        if waiters is not None and waiters.unpark():
+            return
+        self._room_turn = False
+
+    def _hand_over_slot(self) -> None:
+        """Give the slot just freed to the first caller queued for one."""
+        waiters = self._slot_waiters
+        if waiters is not None:
+            waiters.unpark()
 
     async def _answer_to(self, request_id: int) -> Any:
         """Wait for the answer to *request_id*, just queued; raise the error if it failed."""
@@ -710,13 +851,13 @@ class Broker(metaclass=_NoPublicConstructor):
             if reading.should_park(len(self._pending)):
                 await reading.park()
                 continue
-            # Backpressure: while too much waits to go out (a peer that
-            # sends calls but does not read the answers), take in nothing.
-            await self._wait_for_room()
-            if reading.leading or self._lost:
-                continue
             if self._input_held:
-                # Messages that arrived while answers were backed up come first.
+                # The peer's held-back calls reached their bound (a peer
+                # that sends calls but does not read the answers): read
+                # nothing until output drains and they run.
+                await self._wait_for_room()
+                if reading.leading or self._lost:
+                    continue
                 run(self._resume_input)
                 continue
             reading.on_socket = True
@@ -741,8 +882,8 @@ class Broker(metaclass=_NoPublicConstructor):
     # -- what the reading callers need (trio_pb._reading.ReadingConnection) --
 
     def room_to_read(self) -> bool:
-        """Whether more may be read now: no input held back, no more output queued than the send buffer."""
-        return not self._input_held and self._protocol.bytes_to_send + self._unsent_size <= self._send_buffer
+        """Whether more may be read now: the peer's held-back calls have not reached their bound."""
+        return not self._input_held
 
     def take_in(self, data: bytes | bytearray | None) -> None:
         """Act on bytes read from the stream; empty bytes end the connection, None is nothing."""
@@ -768,14 +909,29 @@ class Broker(metaclass=_NoPublicConstructor):
     # -- the tasks, continued ----------------------------------------------------
 
     def _resume_input(self) -> None:
-        """Handle the messages that waited in the decoder while answers were backed up."""
-        self._input_held = False
+        """Handle the held calls and the messages that waited in the decoder while answers were backed up."""
+        self._input_held = self._holding = False
         self._handle_events()
+
+    def _let_in_held(self) -> None:
+        """In the writer, once output has drained: run the peer's held calls, as the reader would."""
+        try:
+            self._context.run(self._resume_input)
+        except ProtocolError as exc:
+            self._context.run(self._broke_protocol, exc)
+            # The reader may be waiting on the stream: closing it ends the reader.
+            self._start_soon(self._close_stream)
 
     async def _wait_for_room(self) -> None:
         """Wait while more than the send buffer's worth of output waits to go out."""
-        while self._pending_output() > self._send_buffer and not self._lost:
-            await self._progress_made().wait()
+        if self._pending_output() <= self._send_buffer or self._lost:
+            return
+        self._draining += 1
+        try:
+            while self._pending_output() > self._send_buffer and not self._lost:
+                await self._progress_made().wait()
+        finally:
+            self._draining -= 1
 
     async def _write(self) -> None:
         protocol = self._protocol
@@ -790,6 +946,9 @@ class Broker(metaclass=_NoPublicConstructor):
                     # socket if it takes it all, as _flush does.
                     self._write_directly()
                 while True:
+                    if self._holding and not self._closing and self._pending_output() <= self._send_buffer:
+                        # Room again for the answers of the peer's calls held back.
+                        self._let_in_held()
                     view = self._unsent
                     if view is None:
                         if not protocol.bytes_to_send:
@@ -918,6 +1077,8 @@ class Broker(metaclass=_NoPublicConstructor):
         if sent == len(data):
             if self._draining:
                 self._progress()
+            if self._holding:
+                self._wake_writer()  # room again: the writer lets the held calls in
             return True
         self._unsent = memoryview(data)[sent:]
         self._unsent_size = len(data)
@@ -937,9 +1098,12 @@ class Broker(metaclass=_NoPublicConstructor):
             if event is NEED_DATA:
                 break
             if event is PAUSED:
-                # Take in nothing more until output drains (the rest waits in
-                # the decoder, unparsed, and then in TCP).
-                self._input_held = True
+                # The peer's calls are held until output drains (the writer
+                # lets them in); everything else it sent was handled.  Past
+                # their bound, take in nothing more: the rest waits in the
+                # decoder, unparsed, and then in TCP.
+                self._holding = True
+                self._input_held = protocol.held_full
                 break
             if isinstance(event, IncomingCall):
                 self._run_call(event)
@@ -1013,6 +1177,8 @@ class Broker(metaclass=_NoPublicConstructor):
             self._protocol.send_answer(call.request_id, result, call.perspective)
 
     async def _finish_async_call(self, call: IncomingCall, awaitable: Any, scope: trio.CancelScope) -> None:
+        # What this task (and the tasks it starts) calls on the peer is a call back.
+        _serving.set(self)
         with scope:
             try:
                 result = await awaitable
@@ -1067,6 +1233,8 @@ class Broker(metaclass=_NoPublicConstructor):
             self._settle_pending(call, None, error)
         # On its way out the reader closes the stream, which wakes a caller reading it.
         self._reading.wake_reader()
+        if self._slot_waiters is not None:
+            self._slot_waiters.unpark_all()  # each finds the connection gone
         for scope in self._call_scopes.values():
             scope.cancel()
         for callback in list(self._disconnect_callbacks or ()):

@@ -19,22 +19,40 @@ import attrs
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT
 from .conduct import MAX_VIOLATIONS
 from .jelly import CopyRegistry, SecurityOptions
-from .protocol import DECODE_BUDGET, MAX_BROKER_REFS
+from .protocol import DECODE_BUDGET, MAX_BROKER_REFS, MAX_HELD_CALLS
 from .trace import TraceEvent
 
-__all__ = ["MAX_RUNNING_CALLS", "SEND_BUFFER", "BrokerOptions", "BrokerStatistics"]
+__all__ = [
+    "MAX_CALLS_IN_FLIGHT",
+    "MAX_HELD_CALLS",
+    "MAX_RUNNING_CALLS",
+    "SEND_BUFFER",
+    "BrokerOptions",
+    "BrokerStatistics",
+]
 
-#: A broker stops taking in its peer's calls while more than this many bytes wait to be sent.
+#: While more than this many bytes wait to be sent, a broker holds back its peer's
+#: calls (it goes on reading everything else) and its own callers wait.
 SEND_BUFFER = 16 * 1024 * 1024
 #: How many of the peer's calls to ``async def`` methods may run at once on one connection.
 #: Each holds its answer until there is room to send it, so this times the size of
 #: your largest answer is what the peer's calls can make a connection hold.
 MAX_RUNNING_CALLS = 100
+#: How many of our calls may await their answers at once on one connection; more
+#: callers wait, first come first served.  Far more than a pipeline needs to keep a
+#: connection busy, and a tenth of :data:`MAX_HELD_CALLS`, so that a peer with
+#: the defaults never fills the buffer of calls we hold back while flooding us.
+MAX_CALLS_IN_FLIGHT = 1000
 
 
 def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not value > 0:
         raise ValueError(f"{attribute.name} must be a positive number of seconds, not {value!r}")
+
+
+def _at_least_one(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not value >= 1:
+        raise ValueError(f"{attribute.name} must be at least 1, not {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -72,11 +90,21 @@ class BrokerOptions:
     #: :attr:`Broker.error` is a :class:`~trio_pb.errors.PeerUnresponsive`.
     #: None: never (a vanished peer is then noticed only when TCP gives up).
     keepalive: float | None = attrs.field(default=None, validator=_positive_seconds)
-    #: Bytes of output queued before the peer's calls stop being taken in.
+    #: Bytes of output queued past which the peer's calls are held back
+    #: (answers, pings and releases still flow) and our callers wait until
+    #: it drains; see docs/internals.rst, "Backpressure".
     send_buffer: int = SEND_BUFFER
     #: How many of the peer's calls to ``async def`` methods may run at once
     #: (more are refused with :class:`~trio_pb.errors.TooManyCalls`).
     max_running_calls: int = MAX_RUNNING_CALLS
+    #: How many of our calls may await their answers at once: one more waits
+    #: (a checkpoint: a cancel scope ends its wait) for the first call to
+    #: finish, callers in the order they came.
+    max_calls_in_flight: int = attrs.field(default=MAX_CALLS_IN_FLIGHT, validator=_at_least_one)
+    #: How many of the peer's calls may be held back, unrun, while our output is
+    #: backed up (they may take as many bytes as one message, ``max_message_size``);
+    #: past either bound the broker stops reading until they have run.
+    max_held_calls: int = MAX_HELD_CALLS
     #: The most bytes one message may take, either way.
     max_message_size: int = MESSAGE_SIZE_LIMIT
     #: The most banana elements one message may hold, either way.
@@ -126,6 +154,8 @@ class BrokerStatistics:
     calls_waiting: int
     #: The peer's calls to ``async def`` methods running here (plain methods run inline).
     calls_running: int
+    #: The peer's calls held back, not run yet, while our output is backed up.
+    calls_held: int
     #: Our calls we stopped waiting for (cancelled) whose answers are still due.
     calls_abandoned: int
     #: Our objects the peer holds references to (counted ones, not names like ``b"root"``).

@@ -24,6 +24,7 @@ import reprlib
 import sys
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -87,7 +88,9 @@ __all__ = [
     "DECODE_BUDGET",
     "MAX_ABANDONED",
     "MAX_BROKER_REFS",
+    "MAX_HELD_CALLS",
     "MAX_UNANSWERED_DECACHES",
+    "PONG_RESERVE",
     "EXTENSION_DIALECT",
     "NEED_DATA",
     "PAUSED",
@@ -125,6 +128,11 @@ MAX_ABANDONED: Final = 10_000
 #: than any honest message needs (hashing a million items takes a few
 #: hundredths of a second), far less than a message built to be slow.
 DECODE_BUDGET: Final = 0.1
+#: How many of the peer's calls may be held back, unrun, while our output is backed up
+#: (see :attr:`PBProtocol.pause_above`); past it, nothing more is decoded.
+MAX_HELD_CALLS: Final = 10_000
+#: Bytes past :attr:`PBProtocol.pause_above` up to which pings are still answered at once.
+PONG_RESERVE: Final = 65536
 
 
 class State(enum.Enum):
@@ -166,9 +174,9 @@ class _Requests:
     answer.  (One object, so that PBProtocol keeps few attributes.)
     """
 
-    __slots__ = ("abandoned", "given_up_to", "incoming", "next_deadline", "pings", "waiting")
+    __slots__ = ("abandoned", "given_up_to", "held", "incoming", "next_deadline", "pings", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, held: _Held) -> None:
         # Dicts used as sets: subscripts cost less than set methods on the hot path.
         self.waiting: dict[int, None] = {}
         # Our pings awaiting their pong, apart: a pong settles only a ping, an answer only a call.
@@ -179,6 +187,77 @@ class _Requests:
         self.incoming: dict[int, None] = {}
         # The (request id, seconds) of a ``deadline`` that announces the next message.
         self.next_deadline: tuple[int, float] | None = None
+        #: The peer's calls held back while our output is backed up.
+        self.held = held
+
+
+class _Held:
+    """The peer's calls held back, unrun, while output is backed up, and what keeps its place behind them.
+
+    Each entry is ``(size, function, argument)``: its size as received, and
+    what :meth:`PBProtocol.next_event` does with it once there is room again,
+    ``function(argument)``, which returns the event to hand over (the call
+    itself) or None (a release or an error answer that waited in line).
+    """
+
+    __slots__ = ("calls", "deferring", "entries", "max_entries", "max_size", "size")
+
+    def __init__(self, max_entries: int, max_size: int) -> None:
+        # A deque once something is held (an empty one costs 760 bytes a connection).
+        self.entries: deque[tuple[int, Callable[[Any], Event | None], Any]] | tuple[()] = ()
+        #: The bytes of the entries, as received.
+        self.size = 0
+        self.max_entries = max_entries
+        self.max_size = max_size
+        #: Whether each held call that wants an answer was cancelled meanwhile, by request id
+        #: (made at the first: most connections never hold a call).
+        self.calls: dict[int, bool] | None = None
+        #: The size of the call being held now, while it is made into an event (0: none).
+        self.deferring = 0
+
+    def push(self, size: int, function: Callable[[Any], Event | None], argument: Any) -> None:
+        entries = self.entries
+        if not isinstance(entries, deque):
+            entries = self.entries = deque()
+        entries.append((size, function, argument))
+        self.size += size
+
+    def pop(self) -> tuple[int, Callable[[Any], Event | None], Any]:
+        """The oldest entry, no longer held."""
+        entries = self.entries
+        assert isinstance(entries, deque)
+        entry = entries.popleft()
+        self.size -= entry[0]
+        return entry
+
+    @property
+    def full(self) -> bool:
+        """Whether nothing more may be held: what follows waits, undecoded."""
+        return len(self.entries) >= self.max_entries or self.size >= self.max_size
+
+    def hold_answer(self, request_id: int) -> None:
+        """Note that the held call *request_id* wants an answer (and is not cancelled yet)."""
+        if self.calls is None:
+            self.calls = {}
+        self.calls[request_id] = False
+
+    def cancel(self, request_id: int) -> bool:
+        """Mark the held call *request_id* cancelled; False if no such call is held."""
+        calls = self.calls
+        if calls is None or request_id not in calls:
+            return False
+        calls[request_id] = True
+        return True
+
+    def was_cancelled(self, request_id: int) -> bool:
+        """Whether the held call *request_id*, now taking its turn, was cancelled while it waited."""
+        calls = self.calls
+        return calls.pop(request_id, False) if calls is not None else False
+
+    def clear(self) -> None:
+        self.entries = ()
+        self.calls = None
+        self.size = 0
 
 
 @attrs.define
@@ -351,6 +430,7 @@ class PBProtocol:
         decode_budget: float | None = DECODE_BUDGET,
         max_message_size: int = MESSAGE_SIZE_LIMIT,
         max_message_items: int = MESSAGE_ITEMS_LIMIT,
+        max_held_calls: int = MAX_HELD_CALLS,
     ) -> None:
         #: Makes what the peer's tokens become (see :class:`~trio_pb._connection_api.ProtocolDriver`).
         self.driver: ProtocolDriver = driver if driver is not None else BareDriver(self)
@@ -385,7 +465,7 @@ class PBProtocol:
         self._outgoing: list[bytes] = []
         #: How many bytes are queued for the peer and not yet taken by data_to_send().
         self.bytes_to_send = 0
-        #: next_event() returns PAUSED while more than this many bytes are queued (set by the driver).
+        #: While more than this many bytes are queued, the peer's calls are held back (set by the driver).
         self.pause_above = sys.maxsize
         self._queue_handshake(self._banana.data_to_send())
         #: The perspective Viewables are jellied for at this moment.
@@ -412,7 +492,8 @@ class PBProtocol:
         # Cached objects we refused, whose uncache is expected and ignored
         # (made at the first: an empty set costs 216 bytes per connection).
         self._unwanted_uncaches: set[int] | None = None
-        self._requests = _Requests()
+        # The held calls take at most as many bytes as one message may.
+        self._requests = _Requests(_Held(max_held_calls, max_message_size))
 
     # -- bytes in, bytes out ----------------------------------------------
 
@@ -461,17 +542,33 @@ class PBProtocol:
     def next_event(self) -> Event | NeedData | Paused:
         """The next event, :data:`NEED_DATA`, or :data:`PAUSED`.
 
-        :data:`PAUSED` (as in h11) means that more than :attr:`pause_above`
-        bytes wait to be sent: the peer's messages are left unread until
-        :meth:`data_to_send` has taken enough, so that a peer cannot make us
-        queue answers faster than it reads them.
+        While more than :attr:`pause_above` bytes wait to be sent, the peer's
+        calls are *held back*: decoded and unjellied in arrival order, but
+        returned (as :class:`IncomingCall` s, or answered with their errors)
+        only once :meth:`data_to_send` has taken enough, so that a peer cannot
+        make us queue answers faster than it reads them.  Everything else
+        goes on meanwhile: answers and errors, pongs, cancels, and pings
+        (answered while the excess stays under :data:`PONG_RESERVE`); the
+        peer's releases keep their place behind the calls held before them.
+
+        :data:`PAUSED` (as in h11) means that calls are held: call again once
+        :meth:`data_to_send` has taken enough.  Bytes may still be fed
+        meanwhile (the answers among them are what lets output drain), unless
+        :attr:`held_full`: the held calls have reached their bound
+        (``max_held_calls``, or as many bytes as one message may take), and
+        nothing more is decoded until they have room.
 
         Raises :class:`~trio_pb.errors.ProtocolError` when the peer broke the
         protocol; the connection must then be closed.
         """
+        held = self._requests.held.entries
         while True:
-            if self.bytes_to_send > self.pause_above:
-                return PAUSED
+            if held or self.bytes_to_send > self.pause_above:
+                holding = self._next_holding()
+                if holding is None:
+                    held = self._requests.held.entries
+                    continue
+                return holding
             if _decode_plain is None:
                 expression: object = self._banana.next_event()
             else:
@@ -496,6 +593,77 @@ class PBProtocol:
     def _queue_handshake(self, data: bytes) -> None:
         # Banana's own handshake bytes, not a PB message (TracingProtocol tells them apart).
         self._queue(data)
+
+    def _next_holding(self) -> Event | NeedData | Paused | None:
+        """One step of :meth:`next_event` while calls are held or output is backed up (None: go on)."""
+        held = self._requests.held
+        if held.entries and self.bytes_to_send <= self.pause_above:
+            # Room again: the oldest held entry goes first.
+            _, function, argument = held.pop()
+            return function(argument)
+        if held.full:
+            return PAUSED
+        before = self._banana.buffered
+        if _decode_plain is None:
+            expression: object = self._banana.next_event()
+        else:
+            expression = self._banana.next_event(self._plain_now, self.decode_budget)
+        if expression is NEED_DATA:
+            return PAUSED if held.entries else NEED_DATA
+        if isinstance(expression, DialectSelected):
+            return self._open(expression.dialect)
+        size = before - self._banana.buffered
+        command = expression[0] if isinstance(expression, (list, tuple)) and expression else None
+        if command == b"message" or command == b"cachemessage":
+            # Made into a call now, so that its tokens mean what they mean at
+            # arrival; run later.  An error it fails with waits in line too.
+            held.deferring = size
+            try:
+                call = self._dispatch(expression)
+            finally:
+                held.deferring = 0
+            if call is not None:
+                assert isinstance(call, IncomingCall)
+                held.push(size, self._held_call, call)
+                if call.answer_required:
+                    held.hold_answer(call.request_id)
+            return None
+        if (command in _RELEASES and held.entries) or (
+            command == b"ping" and self.bytes_to_send > self.pause_above + PONG_RESERVE
+        ):
+            # A release must not overtake a call held before it (its method
+            # may still run on what the release lets go); pongs are small
+            # but not free: past the reserve, a ping waits its turn.
+            held.push(size, self._dispatch, expression)
+            return None
+        return self._dispatch(expression)
+
+    def _held_call(self, call: IncomingCall) -> IncomingCall | None:
+        """A held call's turn: the call, or (cancelled while it waited) its CancelledByCaller answer."""
+        if call.answer_required and self._requests.held.was_cancelled(call.request_id):
+            # None of it runs: it never started.
+            self.send_cancelled(call.request_id, deadline_passed=False)
+            return None
+        return call
+
+    def _send_held_error(self, answer: tuple[int, BaseException]) -> None:
+        """A held call's error answer (a call that failed before it could run): its turn came."""
+        self.send_error(*answer)
+
+    @property
+    def held_full(self) -> bool:
+        """Whether the held calls have reached their bound: feed no more bytes until they have room."""
+        return self._requests.held.full
+
+    @property
+    def holding(self) -> bool:
+        """Whether calls of the peer (or releases behind them) are held back, waiting for room to send."""
+        return bool(self._requests.held.entries)
+
+    @property
+    def held_calls(self) -> int:
+        """How many of the peer's calls are held back now (counted when asked)."""
+        return sum(1 for _, function, _ in self._requests.held.entries if function == self._held_call)
 
     def _send(self, expression: list[Any]) -> None:
         self._queue(self._banana.send(expression))
@@ -612,7 +780,11 @@ class PBProtocol:
             # One call's problem; a ProtocolError (a decode budget spent, too
             # many violations) passes and ends the connection.
             if wants_answer:
-                self.send_error(request_id, exc)
+                held = self._requests.held
+                if held.deferring:
+                    held.push(held.deferring, self._send_held_error, (request_id, exc))
+                else:
+                    self.send_error(request_id, exc)
                 if isinstance(exc, AttributeError):
                     # As Twisted does, a call of a method that does not exist
                     # is logged as an unexpected failure (NoSuchMethod is no
@@ -809,8 +981,11 @@ class PBProtocol:
     def _cancel(self, request_id: Any) -> CancelRequested | None:
         if type(request_id) is not int:
             raise ProtocolError(f"cancel of a request id that is not an int: {request_id!r:.20}")
+        requests = self._requests
+        if requests.held.cancel(request_id):
+            return None  # answered as cancelled when its turn comes
         # A cancel of a call answered already crossed its answer: nothing is left to cancel.
-        return CancelRequested(request_id) if request_id in self._requests.incoming else None
+        return CancelRequested(request_id) if request_id in requests.incoming else None
 
     def _deadline(self, request_id: Any, seconds: Any) -> None:
         if type(request_id) is not int or type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
@@ -1310,7 +1485,9 @@ class PBProtocol:
     def connection_lost(self) -> None:
         """Forget everything the peer held: it is gone."""
         self.state = _CLOSED
-        self._requests = _Requests()
+        held = self._requests.held
+        held.clear()
+        self._requests = _Requests(held)
         for luid, local in list(self.local_objects.items()):
             if type(luid) is int:
                 self._forget(luid, local)
@@ -1488,6 +1665,9 @@ _PING_TARGET: Final = b"trio_pb.ping"
 
 # Values jelly sends as they are.
 _ATOMS: Final = frozenset({bytes, int, float})
+
+# The peer's releases: held behind the calls held before them.
+_RELEASES: Final = frozenset({b"decref", b"decache", b"uncache"})
 
 # Commands only sent and understood under the extension dialect.
 _EXTENSION_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
