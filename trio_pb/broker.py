@@ -114,6 +114,7 @@ class Broker(metaclass=_NoPublicConstructor):
     # access on the call path is no slower.
     __slots__ = (
         "__weakref__",
+        "_blobs_out",
         "_bytes_sent",
         "_bytes_taken",
         "_cache_listeners",
@@ -189,6 +190,7 @@ class Broker(metaclass=_NoPublicConstructor):
             decode_budget=options.decode_budget,
             max_message_size=options.max_message_size,
             max_message_items=options.max_message_items,
+            max_value_size=options.max_value_size,
         )
         if root is not None:
             root_object = getattr(root, "root_object", None)
@@ -210,6 +212,8 @@ class Broker(metaclass=_NoPublicConstructor):
         # Whether the output queued at a goodbye is sent before the stream closes.
         self._last_words = False
         self._send_buffer = options.send_buffer
+        # Whether the protocol holds blobs for the writer to pump out (trio-pb-2's big values).
+        self._blobs_out = False
         self._max_running_calls = options.max_running_calls
         # Output taken from the protocol and not yet handed to the stream: a
         # view that advances as it is written (never a copy of what is left),
@@ -623,6 +627,11 @@ class Broker(metaclass=_NoPublicConstructor):
         for listener in self._cache_listeners.pop(luid, ()):
             listener.close()
 
+    def blobs_queued(self) -> None:
+        """A message waits for its blobs: the writer sends them a chunk at a time (called by the protocol)."""
+        self._blobs_out = True
+        self._wake_writer()
+
     def _cache_updated(self, call: IncomingCall) -> None:
         listeners = self._cache_listeners.get(call.cache_luid)  # type: ignore[arg-type]
         if listeners:
@@ -723,7 +732,14 @@ class Broker(metaclass=_NoPublicConstructor):
                     view = self._unsent
                     if view is None:
                         if not protocol.bytes_to_send:
-                            break
+                            # A chunk of a big value once the rest is out: what was
+                            # queued meanwhile (a ping, small calls) never waits
+                            # for more than one chunk.
+                            if not self._blobs_out:
+                                break
+                            if not protocol.pump_blob():
+                                self._blobs_out = False
+                                break
                         data = protocol.data_to_send(_WRITE_TAKE)
                         self._bytes_taken += len(data)
                         view = self._unsent = memoryview(data)

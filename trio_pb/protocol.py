@@ -33,6 +33,7 @@ from . import failures
 from ._accel import decode_plain as _decode_plain
 from ._accel import encode_message as _encode_message
 from ._accel import unjelly_plain as _unjelly_plain
+from ._blobs import MAX_VALUE_SIZE, BigValues
 from ._caches import RemoteCacheObserver, new_proxy, observers_of
 from ._events import (
     NEED_DATA,
@@ -51,6 +52,7 @@ from ._events import incoming_call as _incoming_call
 from .banana import DEPTH_LIMIT, MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT, BananaConnection, DialectSelected
 from .conduct import PeerConduct
 from .errors import (
+    BananaEncodeError,
     CancelledByCaller,
     DeadReferenceError,
     Error,
@@ -80,6 +82,7 @@ __all__ = [
     "MAX_BROKER_REFS",
     "MAX_UNANSWERED_DECACHES",
     "EXTENSION_DIALECT",
+    "EXTENSION_DIALECT_2",
     "NEED_DATA",
     "PAUSED",
     "PROTOCOL_VERSION",
@@ -105,6 +108,9 @@ PROTOCOL_VERSION: Final = 6
 #: the pb vocabulary plus commands Twisted does not know (``cancel``, ``deadline``,
 #: ``ping``, ``pong``).
 EXTENSION_DIALECT: Final = b"trio-pb-1"
+#: The dialect offered before it: trio-pb-1's commands, plus big values in
+#: chunks and remote streams (docs/protocol.rst, "The extension dialects").
+EXTENSION_DIALECT_2: Final = b"trio-pb-2"
 #: How many objects the peer may hold references to (Twisted's MAX_BROKER_REFS).
 MAX_BROKER_REFS: Final = 1024
 #: How many refused cached objects may wait for the peer's ``uncache`` at once.
@@ -156,9 +162,11 @@ class _Requests:
     answer.  (One object, so that PBProtocol keeps few attributes.)
     """
 
-    __slots__ = ("abandoned", "given_up_to", "incoming", "next_deadline", "pings", "waiting")
+    __slots__ = ("abandoned", "big", "given_up_to", "incoming", "next_deadline", "pings", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, big: BigValues) -> None:
+        # The blobs of trio-pb-2, kept here so that PBProtocol keeps few attributes.
+        self.big = big
         # Dicts used as sets: subscripts cost less than set methods on the hot path.
         self.waiting: dict[int, None] = {}
         # Our pings awaiting their pong, apart: a pong settles only a ping, an answer only a call.
@@ -252,6 +260,9 @@ class BareDriver:
     def cache_ended(self, luid: int) -> None:
         pass
 
+    def blobs_queued(self) -> None:
+        pass  # whoever drives it by hand calls pump_blob()
+
     async def call(
         self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
     ) -> Any:
@@ -333,13 +344,14 @@ class PBProtocol:
         is_client: bool,
         security: SecurityOptions | None = None,
         registry: CopyRegistry | None = None,
-        extensions: bool = True,
+        extensions: bool | bytes = True,
         unsafe_tracebacks: bool = False,
         max_references: int = MAX_BROKER_REFS,
         conduct: PeerConduct | None = None,
         decode_budget: float | None = DECODE_BUDGET,
         max_message_size: int = MESSAGE_SIZE_LIMIT,
         max_message_items: int = MESSAGE_ITEMS_LIMIT,
+        max_value_size: int = MAX_VALUE_SIZE,
     ) -> None:
         #: Makes what the peer's tokens become (see :class:`~trio_pb._connection_api.ProtocolDriver`).
         self.driver: ProtocolDriver = driver if driver is not None else BareDriver(self)
@@ -354,7 +366,8 @@ class PBProtocol:
         self.decode_budget = decode_budget
         # A trio_pb server offers its extension dialect first: a Twisted
         # client does not know it and picks pb, a trio_pb client picks it.
-        dialects = (EXTENSION_DIALECT, b"pb", b"none") if extensions else (b"pb", b"none")
+        # extensions=b"trio-pb-1" offers that dialect and those below it only.
+        dialects = _EXTENSION_OFFERS[extensions if type(extensions) is bytes else bool(extensions)]
         self._banana = BananaConnection(
             is_client=is_client,
             dialects=dialects,
@@ -394,7 +407,7 @@ class PBProtocol:
         self._dropped_masters: list[int] = []
         # Cached objects we refused, whose uncache is expected and ignored.
         self._unwanted_uncaches: set[int] = set()
-        self._requests = _Requests()
+        self._requests = _Requests(BigValues(max_value_size))
 
     # -- bytes in, bytes out ----------------------------------------------
 
@@ -464,7 +477,11 @@ class PBProtocol:
             if isinstance(expression, DialectSelected):
                 self._queue(self._banana.data_to_send())
                 self._send([b"version", PROTOCOL_VERSION])
-                self.extended = expression.dialect == EXTENSION_DIALECT
+                self.extended = expression.dialect in (EXTENSION_DIALECT, EXTENSION_DIALECT_2)
+                if expression.dialect == EXTENSION_DIALECT_2:
+                    big = self._requests.big
+                    big.active = True
+                    self._send([b"limits", big.limit])
                 self.state = _OPEN
                 return Ready(expression.dialect)
             event = self._dispatch(expression)
@@ -503,6 +520,8 @@ class PBProtocol:
         entry = _COMMANDS.get(command)
         if entry is None and self.extended:
             entry = _EXTENSION_COMMANDS.get(command)
+            if entry is None and self._requests.big.active:
+                entry = _EXTENSION_2_COMMANDS.get(command)
         if entry is None:
             self._send([b"didNotUnderstand", command])
             self.conduct.violation(
@@ -779,6 +798,23 @@ class PBProtocol:
             raise ProtocolError(f"malformed deadline: {request_id!r:.20}, {seconds!r:.20}")
         self._requests.next_deadline = (request_id, float(seconds))
 
+    def _limits(self, max_value_size: Any) -> None:
+        if type(max_value_size) is not int or max_value_size < 0:
+            raise ProtocolError(f"malformed limits: {max_value_size!r:.20}")
+        self._requests.big.peer_limit = max_value_size
+
+    def _blob(self, blob_id: Any, size: Any) -> None:
+        self._requests.big.announced(blob_id, size)
+
+    def _chunk(self, blob_id: Any, data: Any) -> None:
+        self._requests.big.chunk(blob_id, data)
+
+    def _withblobs(self, blob_ids: Any, command: Any) -> Event | None:
+        command = self._requests.big.claim(blob_ids, command)
+        if not command or type(command[0]) is not bytes or command[0] not in _CARRY_BLOBS:
+            raise ProtocolError(f"withblobs around a command that cannot carry blobs: {command[:1]!r:.40}")
+        return self._dispatch(command)
+
     def send_ping(self) -> int:
         """Queue a ping by the best route the peer has, and return the request id its answer takes.
 
@@ -813,6 +849,10 @@ class PBProtocol:
     def send_cancel(self, request_id: int) -> None:
         """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
         if self.extended and self.state is _OPEN:
+            big = self._requests.big
+            # A call still waiting for its blobs: the cancel follows it, or it would come first.
+            if big.outgoing and big.cancel_after(request_id, self._banana.send([b"cancel", request_id])):
+                return
             self._send([b"cancel", request_id])
 
     def _did_not_understand(self, command: Any) -> None:
@@ -1092,6 +1132,43 @@ class PBProtocol:
         if self.state is not _OPEN:
             raise self._refuse("send a call")
         request_id = self._next_request_id
+        try:
+            data = self._encode_call(request_id, target, name, args, kwargs, answer_required, command)
+        except BananaEncodeError as exc:
+            # Strings too big for banana: in chunks under trio-pb-2 (the rare path).
+            self._send_with_blobs(
+                exc,
+                lambda: [
+                    command,
+                    request_id,
+                    target,
+                    name.encode("utf-8"),
+                    int(answer_required),
+                    jelly(tuple(args), security=self.security, invoker=self),
+                    jelly(dict(kwargs), security=self.security, invoker=self),
+                ],
+                None if time_left is None else (request_id, time_left),
+            )
+        else:
+            if time_left is not None and self.extended:
+                # Right before its call, so that nothing can come between the two.
+                self._queue(self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]))
+            self._queue(data)
+        self._next_request_id += 1
+        if answer_required:
+            self._requests.waiting[request_id] = None
+        return request_id
+
+    def _encode_call(
+        self,
+        request_id: int,
+        target: int | bytes,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        answer_required: bool,
+        command: bytes,
+    ) -> bytes:
         if (
             _encode_message is not None
             and (
@@ -1130,14 +1207,63 @@ class PBProtocol:
                     jelly(dict(kwargs), security=self.security, invoker=self),
                 ]
                 data = self._banana.send(message)
-        if time_left is not None and self.extended:
-            # Right before its call, so that nothing can come between the two.
-            self._queue(self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]))
-        self._next_request_id += 1
+        return data
+
+    def _send_with_blobs(
+        self,
+        problem: BananaEncodeError,
+        build: Any,
+        deadline: tuple[int, float] | None,
+        *,
+        perspective: Any = None,
+        answer: bool = False,
+    ) -> None:
+        """Queue the message *build()* makes with its big strings as blobs, or raise as banana did.
+
+        Toward a peer without trio-pb-2, *problem* is raised, saying why.
+        The message (after its ``deadline``, if any) goes out once its
+        blobs have, a chunk at a time, as :meth:`pump_blob` is called.
+        """
+        big = self._requests.big
+        if not big.active:
+            if "cannot send a string" in str(problem):
+                raise BananaEncodeError(
+                    f"{problem}: the peer (dialect {self.dialect!r}) does not speak trio-pb-2, under which "
+                    "bigger strings (up to max_value_size) travel in chunks"
+                ) from None
+            raise problem
+        with self._sending(perspective, answer=answer):
+            message = build()
+            blobs = big.extract(message)
+            data = self._banana.send([b"withblobs", [blob_id for blob_id, _ in blobs], message])
+        request_id = None
+        if deadline is not None:
+            request_id, time_left = deadline
+            data = self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]) + data
+        elif not answer:
+            request_id = message[1]
+        big.push(blobs, data, request_id)
+        self.driver.blobs_queued()
+
+    @property
+    def blobs_pending(self) -> bool:
+        """Whether blobs (or the messages waiting for them) remain to be queued by :meth:`pump_blob`."""
+        return bool(self._requests.big.outgoing)
+
+    def pump_blob(self) -> bool:
+        """Queue the next chunk of the blobs being sent (or the message they complete): whether there was one.
+
+        The driver calls it when the rest of the output is out, so that a
+        big value never holds up the messages sent after it for more than
+        one chunk.
+        """
+        if self.state is not _OPEN:
+            return False
+        data = self._requests.big.next_piece(self._banana.send)
+        if data is None:
+            return False
         self._queue(data)
-        if answer_required:
-            self._requests.waiting[request_id] = None
-        return request_id
+        return True
 
     def send_answer(self, request_id: int, result: Any, perspective: Any = None) -> None:
         """Queue the answer to an incoming call; a result that cannot be sent becomes an error.
@@ -1168,6 +1294,21 @@ class PBProtocol:
                 # Twisted's last word: the caller is told why, then the connection closes.
                 self._send_error(request_id, Error(str(exc)))
             raise
+        except BananaEncodeError as exc:
+            try:
+                self._send_with_blobs(
+                    exc,
+                    lambda: [b"answer", request_id, jelly(result, security=self.security, invoker=self)],
+                    None,
+                    perspective=perspective,
+                    answer=True,
+                )
+            except SerializationError as problem:
+                self.conduct.warning(
+                    "unsendable answer", "cannot send the answer to request %d: %s", request_id, problem
+                )
+                self._send_error(request_id, problem)
+            return
         except SerializationError as exc:
             self.conduct.warning(
                 "unsendable answer", "cannot send the answer to request %d: %s", request_id, exc
@@ -1262,7 +1403,9 @@ class PBProtocol:
     def connection_lost(self) -> None:
         """Forget everything the peer held: it is gone."""
         self.state = _CLOSED
-        self._requests = _Requests()
+        big = self._requests.big
+        big.lost()
+        self._requests = _Requests(big)
         for luid, local in list(self.local_objects.items()):
             if type(luid) is int:
                 self._forget(luid, local)
@@ -1360,6 +1503,25 @@ _EXTENSION_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
     b"deadline": (PBProtocol._deadline, 2),
     b"ping": (PBProtocol._ping, 1),
     b"pong": (PBProtocol._pong, 1),
+}
+
+# Commands only sent and understood under trio-pb-2 (on top of trio-pb-1's).
+_EXTENSION_2_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
+    b"limits": (PBProtocol._limits, 1),
+    b"blob": (PBProtocol._blob, 2),
+    b"chunk": (PBProtocol._chunk, 2),
+    b"withblobs": (PBProtocol._withblobs, 2),
+}
+
+# The commands a withblobs may wrap.
+_CARRY_BLOBS: Final = frozenset({b"message", b"cachemessage", b"answer", b"error"})
+
+# The dialects offered (by a server) and accepted (by a client), by the extensions option.
+_EXTENSION_OFFERS: Final[dict[bool | bytes, tuple[bytes, ...]]] = {
+    True: (EXTENSION_DIALECT_2, EXTENSION_DIALECT, b"pb", b"none"),
+    EXTENSION_DIALECT_2: (EXTENSION_DIALECT_2, EXTENSION_DIALECT, b"pb", b"none"),
+    EXTENSION_DIALECT: (EXTENSION_DIALECT, b"pb", b"none"),
+    False: (b"pb", b"none"),
 }
 
 # Tags whose lists are never a Cacheable's [tag, luid, state] first copy.
