@@ -1133,22 +1133,48 @@ class PBProtocol:
             raise self._refuse("send a call")
         request_id = self._next_request_id
         try:
-            data = self._encode_call(request_id, target, name, args, kwargs, answer_required, command)
+            if (
+                _encode_message is not None
+                and (
+                    plain := _encode_message(
+                        self._banana.encoder,
+                        (command, request_id, target, name.encode("utf-8"), int(answer_required)),
+                        (args if type(args) is tuple else tuple(args), kwargs),
+                    )
+                )
+                is not None
+            ):
+                # The compiled codec took it: plain data, the same bytes as jelly and banana make.
+                data = plain
+            elif not kwargs and all(type(arg) in _ATOMS for arg in args):
+                # The commonest call, atoms only: what jelly would make, without a Jellier.
+                data = self._banana.send(
+                    [
+                        command,
+                        request_id,
+                        target,
+                        name.encode("utf-8"),
+                        int(answer_required),
+                        [b"tuple", *args],
+                        [b"dictionary"],
+                    ]
+                )
+            else:
+                with self._sending():
+                    message = [
+                        command,
+                        request_id,
+                        target,
+                        name.encode("utf-8"),
+                        int(answer_required),
+                        jelly(tuple(args), security=self.security, invoker=self),
+                        jelly(dict(kwargs), security=self.security, invoker=self),
+                    ]
+                    data = self._banana.send(message)
         except BananaEncodeError as exc:
             # Strings too big for banana: in chunks under trio-pb-2 (the rare path).
-            self._send_with_blobs(
-                exc,
-                lambda: [
-                    command,
-                    request_id,
-                    target,
-                    name.encode("utf-8"),
-                    int(answer_required),
-                    jelly(tuple(args), security=self.security, invoker=self),
-                    jelly(dict(kwargs), security=self.security, invoker=self),
-                ],
-                None if time_left is None else (request_id, time_left),
-            )
+            fields = (command, request_id, target, name, answer_required, args, kwargs)
+            self._call_with_blobs(exc, fields, None if time_left is None else (request_id, time_left))
         else:
             if time_left is not None and self.extended:
                 # Right before its call, so that nothing can come between the two.
@@ -1159,55 +1185,33 @@ class PBProtocol:
             self._requests.waiting[request_id] = None
         return request_id
 
-    def _encode_call(
-        self,
-        request_id: int,
-        target: int | bytes,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        answer_required: bool,
-        command: bytes,
-    ) -> bytes:
-        if (
-            _encode_message is not None
-            and (
-                plain := _encode_message(
-                    self._banana.encoder,
-                    (command, request_id, target, name.encode("utf-8"), int(answer_required)),
-                    (args if type(args) is tuple else tuple(args), kwargs),
-                )
-            )
-            is not None
-        ):
-            # The compiled codec took it: plain data, the same bytes as jelly and banana make.
-            data = plain
-        elif not kwargs and all(type(arg) in _ATOMS for arg in args):
-            # The commonest call, atoms only: what jelly would make, without a Jellier.
-            data = self._banana.send(
-                [
-                    command,
-                    request_id,
-                    target,
-                    name.encode("utf-8"),
-                    int(answer_required),
-                    [b"tuple", *args],
-                    [b"dictionary"],
-                ]
-            )
-        else:
-            with self._sending():
-                message = [
-                    command,
-                    request_id,
-                    target,
-                    name.encode("utf-8"),
-                    int(answer_required),
-                    jelly(tuple(args), security=self.security, invoker=self),
-                    jelly(dict(kwargs), security=self.security, invoker=self),
-                ]
-                data = self._banana.send(message)
-        return data
+    def _call_with_blobs(self, problem: BananaEncodeError, fields: Any, deadline: Any) -> None:
+        # Apart from send_call: a closure there would make its variables cells, slower on every call.
+        command, request_id, target, name, answer_required, args, kwargs = fields
+        self._send_with_blobs(
+            problem,
+            lambda: [
+                command,
+                request_id,
+                target,
+                name.encode("utf-8"),
+                int(answer_required),
+                jelly(tuple(args), security=self.security, invoker=self),
+                jelly(dict(kwargs), security=self.security, invoker=self),
+            ],
+            deadline,
+        )
+
+    def _answer_with_blobs(
+        self, problem: BananaEncodeError, request_id: int, result: Any, perspective: Any
+    ) -> None:
+        self._send_with_blobs(
+            problem,
+            lambda: [b"answer", request_id, jelly(result, security=self.security, invoker=self)],
+            None,
+            perspective=perspective,
+            answer=True,
+        )
 
     def _send_with_blobs(
         self,
@@ -1296,13 +1300,7 @@ class PBProtocol:
             raise
         except BananaEncodeError as exc:
             try:
-                self._send_with_blobs(
-                    exc,
-                    lambda: [b"answer", request_id, jelly(result, security=self.security, invoker=self)],
-                    None,
-                    perspective=perspective,
-                    answer=True,
-                )
+                self._answer_with_blobs(exc, request_id, result, perspective)
             except SerializationError as problem:
                 self.conduct.warning(
                     "unsendable answer", "cannot send the answer to request %d: %s", request_id, problem
