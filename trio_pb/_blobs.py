@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Final
 
+from .banana import int_to_b128
 from .errors import BananaEncodeError, ProtocolError
 
 __all__ = ["BLOB_TAG", "CHUNK_SIZE", "MAX_OPEN_BLOBS", "MAX_VALUE_SIZE", "BigValues"]
@@ -151,13 +152,16 @@ class BigValues:
                 else:
                     current.view = None
                     current.blobs.popleft()
-                data: bytes = encode([b"chunk", blob_id, bytes(piece)])
-                return data
+                # Encoded by hand: the encoder would copy the piece and hash it
+                # (a vocabulary lookup), for every chunk.  [b"chunk", id] with a
+                # list header of 3 instead of 2, then the string's header and bytes.
+                head: bytes = encode([b"chunk", blob_id])
+                return b"".join((b"\x03" + head[1:], int_to_b128(len(piece)), b"\x82", piece))
             if current.blobs:
                 blob_id, value = current.blobs[0]
                 current.view = memoryview(value)
-                head: bytes = encode([b"blob", blob_id, len(value)])
-                return head
+                announcement: bytes = encode([b"blob", blob_id, len(value)])
+                return announcement
             self.outgoing.popleft()
             return current.message
         return None
