@@ -26,6 +26,7 @@ from . import Settings, Verdict, format_verdicts
 SECTIONS: dict[str, str] = {
     "codecs": "bench.codecs",
     "broker": "bench.broker",
+    "big": "bench.big",
 }
 
 # (repeat, min_time, max_case_time) for a full run and for --quick.

@@ -333,7 +333,12 @@ def test_vocabulary_table_is_exact() -> None:
     assert len(PB_VOCABULARY) == 32  # index 0 is a placeholder, never sent
     assert {i: w for i, w in enumerate(PB_VOCABULARY) if i} == DOC_VOCABULARY
     # trio_pb's extension dialect uses the pb vocabulary unchanged.
-    assert banana.DIALECTS == {b"trio-pb-1": PB_VOCABULARY, b"pb": PB_VOCABULARY, b"none": None}
+    assert banana.DIALECTS == {
+        b"trio-pb-2": PB_VOCABULARY,
+        b"trio-pb-1": PB_VOCABULARY,
+        b"pb": PB_VOCABULARY,
+        b"none": None,
+    }
 
 
 @pytest.mark.parametrize(("index", "word"), sorted(DOC_VOCABULARY.items()))

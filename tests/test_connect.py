@@ -335,7 +335,7 @@ async def test_a_silent_client_is_dropped_after_the_handshake_timeout(
             # The server's dialect offer, then end of file: it gave up on us.
             while chunk := await stream.receive_some():
                 received += chunk
-        assert received.startswith(b"\x03\x80")
+        assert received.startswith(b"\x04\x80")  # a list of four dialects
         await stream.aclose()
         nursery.cancel_scope.cancel()
     assert "did not finish the handshake" in caplog.text

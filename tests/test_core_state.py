@@ -125,7 +125,7 @@ def test_the_state_goes_from_handshake_to_open_to_closed() -> None:
     assert client.state is protocol.State.OPEN and server.state is protocol.State.HANDSHAKE
     deliver(client, server)  # its choice: the server is open too
     assert server.state is protocol.State.OPEN
-    assert client.dialect == server.dialect == protocol.EXTENSION_DIALECT
+    assert client.dialect == server.dialect == protocol.EXTENSION_DIALECT_2
     assert client.extended and server.extended
     client.connection_lost()
     assert client.state is protocol.State.CLOSED and client.closed

@@ -123,7 +123,9 @@ async def test_the_order_of_one_ends_trace() -> None:
         ("sent", "dialects", None),
         ("received", "dialect", None),
         ("sent", "version", None),
+        ("sent", "limits", None),
         ("received", "version", None),
+        ("received", "limits", None),
         ("received", "message", 1),
         ("sent", "answer", 1),
         ("received", "message", 2),
@@ -134,12 +136,13 @@ async def test_the_order_of_one_ends_trace() -> None:
         ("received", "message", 4),
         ("sent", "answer", 4),
     ]
-    assert server_events[0].fields == ([b"trio-pb-1", b"pb", b"none"],)
-    assert server_events[1].fields == (b"trio-pb-1",)
-    assert server_events[0].size == len(banana.encode([b"trio-pb-1", b"pb", b"none"], dialect=b"none"))
+    assert server_events[0].fields == ([b"trio-pb-2", b"trio-pb-1", b"pb", b"none"],)
+    assert server_events[1].fields == (b"trio-pb-2",)
+    offer = [b"trio-pb-2", b"trio-pb-1", b"pb", b"none"]
+    assert server_events[0].size == len(banana.encode(offer, dialect=b"none"))
     host, _, client_port = server_events[0].peer.rpartition(":")
     assert host == "127.0.0.1" and int(client_port) > 0
-    assert_sizes_are_the_encodings(server_events, b"trio-pb-1")
+    assert_sizes_are_the_encodings(server_events, b"trio-pb-2")
     assert server_events[-1].time >= server_events[0].time
 
 
@@ -195,11 +198,15 @@ def test_a_protocol_driven_by_hand_traces_too() -> None:
         ("sent", "dialects"),
         ("received", "dialect"),
         ("sent", "version"),
+        ("sent", "limits"),
         ("received", "version"),
+        ("received", "limits"),
         ("received", "message"),
         ("sent", "error"),  # Invalid Object ID: nothing is registered as root
     ]
-    assert str(events[0]) == "client sent dialects [b'trio-pb-1', b'pb', b'none'] (23 bytes)"
+    offer = [b"trio-pb-2", b"trio-pb-1", b"pb", b"none"]
+    size = len(banana.encode(offer, dialect=b"none"))
+    assert str(events[0]) == f"client sent dialects {offer} ({size} bytes)"
 
 
 # -- with real Twisted ------------------------------------------------------------
@@ -274,7 +281,7 @@ async def test_a_twisted_client_against_a_traced_trio_pb_server() -> None:
         nursery.cancel_scope.cancel()
     assert lines[-1] == "done"
     assert [(e.direction, e.command, e.fields) for e in events[:4]] == [
-        ("sent", "dialects", ([b"trio-pb-1", b"pb", b"none"],)),
+        ("sent", "dialects", ([b"trio-pb-2", b"trio-pb-1", b"pb", b"none"],)),
         ("received", "dialect", (b"pb",)),  # a Twisted client does not know the extension dialect
         ("sent", "version", (6,)),
         ("received", "version", (6,)),

@@ -51,6 +51,10 @@ class ProtocolDriver(Protocol):
         """The peer uncached *luid*: no update of it will come."""
         ...
 
+    def blobs_queued(self) -> None:
+        """A message waits for its blobs: call ``pump_blob()`` whenever the rest of the output is out."""
+        ...
+
 
 class Caller(Protocol):
     """What a cached object's observer needs: to call the peer's copy."""

@@ -108,6 +108,7 @@ PB_VOCABULARY: Final[tuple[bytes, ...]] = (
 
 #: The dialects trio_pb knows, mapped to their vocabulary (``None``: no VOCAB).
 DIALECTS: Final[dict[bytes, tuple[bytes, ...] | None]] = {
+    b"trio-pb-2": PB_VOCABULARY,
     b"trio-pb-1": PB_VOCABULARY,
     b"pb": PB_VOCABULARY,
     b"none": None,

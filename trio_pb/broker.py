@@ -24,6 +24,7 @@ import math
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -87,6 +88,10 @@ _serving: contextvars.ContextVar[Broker | None] = contextvars.ContextVar("trio_p
 _ReferenceCallbacks = dict[RemoteReference, list[Callable[[Any], object]]]
 
 
+# No async method running (read only, shared by the connections that have none yet).
+_NO_SCOPES: MappingProxyType[int, trio.CancelScope] = MappingProxyType({})
+
+
 @attrs.define
 class _PendingCall:
     """One of our calls, until its answer (or the end of the connection) settles it."""
@@ -126,6 +131,7 @@ class Broker(metaclass=_NoPublicConstructor):
     # access on the call path is no slower.
     __slots__ = (
         "__weakref__",
+        "_blobs_out",
         "_bytes_sent",
         "_bytes_taken",
         "_cache_listeners",
@@ -228,6 +234,7 @@ class Broker(metaclass=_NoPublicConstructor):
             max_message_size=options.max_message_size,
             max_message_items=options.max_message_items,
             max_held_calls=options.max_held_calls,
+            max_value_size=options.max_value_size,
         )
         if root is not None:
             root_object = getattr(root, "root_object", None)
@@ -253,6 +260,8 @@ class Broker(metaclass=_NoPublicConstructor):
         # Whether the output queued at a goodbye is sent before the stream closes.
         self._last_words = False
         self._send_buffer = options.send_buffer
+        # Whether the protocol holds blobs for the writer to pump out (trio-pb-2's big values).
+        self._blobs_out = False
         self._max_running_calls = options.max_running_calls
         # Free slots for our calls in flight, less the callers queued for one
         # (negative while some are): the callers queue in _slot_waiters, made
@@ -295,7 +304,9 @@ class Broker(metaclass=_NoPublicConstructor):
         # or our backlog going out (which needs it to acknowledge).
         self._signs_of_life = 0
         # The scopes of the async methods running for the peer, by request id.
-        self._call_scopes: dict[int, trio.CancelScope] = {}
+        # The async methods of the peer's calls running now, by request id (a dict
+        # made at the first: an empty one would cost every idle connection 64 bytes).
+        self._call_scopes: dict[int, trio.CancelScope] | MappingProxyType[int, trio.CancelScope] = _NO_SCOPES
         # Tables most connections never use are made at their first entry.
         self._disconnect_callbacks: list[Callable[[], Any]] | None = None
         self._reference_disconnect_callbacks: _ReferenceCallbacks | None = None
@@ -816,6 +827,11 @@ class Broker(metaclass=_NoPublicConstructor):
             for listener in self._cache_listeners.pop(luid, ()):
                 listener.close()
 
+    def blobs_queued(self) -> None:
+        """A message waits for its blobs: the writer sends them a chunk at a time (called by the protocol)."""
+        self._blobs_out = True
+        self._wake_writer()
+
     def _cache_updated(self, call: IncomingCall) -> None:
         if self._cache_listeners is None:
             return
@@ -952,7 +968,14 @@ class Broker(metaclass=_NoPublicConstructor):
                     view = self._unsent
                     if view is None:
                         if not protocol.bytes_to_send:
-                            break
+                            # A chunk of a big value once the rest is out: what was
+                            # queued meanwhile (a ping, small calls) never waits
+                            # for more than one chunk.
+                            if not self._blobs_out:
+                                break
+                            if not protocol.pump_blob():
+                                self._blobs_out = False
+                                break
                         data = protocol.data_to_send(_WRITE_TAKE)
                         self._bytes_taken += len(data)
                         view = self._unsent = memoryview(data)
@@ -1163,6 +1186,8 @@ class Broker(metaclass=_NoPublicConstructor):
             if call.time_left is not None:
                 # The caller's deadline, carried over by the extension dialect.
                 scope.deadline = trio.current_time() + call.time_left
+            if not isinstance(self._call_scopes, dict):
+                self._call_scopes = {}
             self._call_scopes[call.request_id] = scope
             self._start_soon(self._finish_async_call, call, result, scope)
         else:
@@ -1195,6 +1220,7 @@ class Broker(metaclass=_NoPublicConstructor):
                         self._broke_protocol(exc)
                         await self._close_stream()
             finally:
+                assert isinstance(self._call_scopes, dict)  # it holds this call's scope
                 del self._call_scopes[call.request_id]
         if scope.cancelled_caught and call.answer_required and not self._lost:
             # The caller cancelled, or its deadline passed.

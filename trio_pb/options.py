@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from ._blobs import MAX_VALUE_SIZE
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT
 from .conduct import MAX_VIOLATIONS
 from .jelly import CopyRegistry, SecurityOptions
@@ -76,10 +77,11 @@ class BrokerOptions:
     unsafe_tracebacks: bool = False
     #: How many of our objects the peer may hold references to (Twisted's ``MAX_BROKER_REFS``).
     max_references: int = MAX_BROKER_REFS
-    #: Whether to speak trio_pb's extension dialect with a peer that knows it (a
-    #: cancelled call then cancels the peer's ``async def`` method too); a
-    #: Twisted peer never sees the difference.
-    extensions: bool = True
+    #: Whether to speak trio_pb's extension dialects with a peer that knows them (a
+    #: cancelled call then cancels the peer's ``async def`` method too, big values
+    #: travel in chunks, streams work); a Twisted peer never sees the difference.
+    #: A dialect name (``b"trio-pb-1"``) offers and accepts that one and those below it only.
+    extensions: bool | bytes = True
     #: Seconds the PB handshake may take before :class:`trio.TooSlowError` is
     #: raised (servers default to :data:`~trio_pb.connect.HANDSHAKE_TIMEOUT`,
     #: so that a client that says nothing cannot hold a task forever).
@@ -109,6 +111,9 @@ class BrokerOptions:
     max_message_size: int = MESSAGE_SIZE_LIMIT
     #: The most banana elements one message may hold, either way.
     max_message_items: int = MESSAGE_ITEMS_LIMIT
+    #: The most bytes of big strings (over 64 KiB each) one message may carry, either way,
+    #: between peers that speak ``trio-pb-2`` (``trio_pb._blobs.MAX_VALUE_SIZE``, 256 MiB).
+    max_value_size: int = MAX_VALUE_SIZE
     #: CPU seconds the sets and dicts of one message may cost to build (None: no limit).
     decode_budget: float | None = DECODE_BUDGET
     #: Protocol violations (stray releases, unknown commands ...) before the connection is closed.

@@ -27,6 +27,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
@@ -35,6 +36,7 @@ from . import failures
 from ._accel import decode_plain as _decode_plain
 from ._accel import encode_message as _encode_message
 from ._accel import unjelly_plain as _unjelly_plain
+from ._blobs import MAX_VALUE_SIZE, BigValues
 from ._caches import RemoteCacheObserver, new_proxy, observers_of
 from ._events import (
     NEED_DATA,
@@ -60,6 +62,7 @@ from .banana import (
 )
 from .conduct import PeerConduct
 from .errors import (
+    BananaEncodeError,
     CancelledByCaller,
     DeadReferenceError,
     Error,
@@ -92,6 +95,7 @@ __all__ = [
     "MAX_UNANSWERED_DECACHES",
     "PONG_RESERVE",
     "EXTENSION_DIALECT",
+    "EXTENSION_DIALECT_2",
     "NEED_DATA",
     "PAUSED",
     "PROTOCOL_VERSION",
@@ -118,6 +122,9 @@ PROTOCOL_VERSION: Final = 6
 #: the pb vocabulary plus commands Twisted does not know (``cancel``, ``deadline``,
 #: ``ping``, ``pong``).
 EXTENSION_DIALECT: Final = b"trio-pb-1"
+#: The dialect offered before it: trio-pb-1's commands, plus big values in
+#: chunks and remote streams (docs/protocol.rst, "The extension dialects").
+EXTENSION_DIALECT_2: Final = b"trio-pb-2"
 #: How many objects the peer may hold references to (Twisted's MAX_BROKER_REFS).
 MAX_BROKER_REFS: Final = 1024
 #: How many refused cached objects may wait for the peer's ``uncache`` at once.
@@ -174,9 +181,21 @@ class _Requests:
     answer.  (One object, so that PBProtocol keeps few attributes.)
     """
 
-    __slots__ = ("abandoned", "given_up_to", "held", "incoming", "next_deadline", "pings", "waiting")
+    __slots__ = (
+        "abandoned",
+        "big",
+        "given_up_to",
+        "held",
+        "incoming",
+        "max_held",
+        "next_deadline",
+        "pings",
+        "waiting",
+    )
 
-    def __init__(self, held: _Held) -> None:
+    def __init__(self, max_held: int, big: BigValues) -> None:
+        # The blobs of trio-pb-2, kept here so that PBProtocol keeps few attributes.
+        self.big = big
         # Dicts used as sets: subscripts cost less than set methods on the hot path.
         self.waiting: dict[int, None] = {}
         # Our pings awaiting their pong, apart: a pong settles only a ping, an answer only a call.
@@ -187,8 +206,18 @@ class _Requests:
         self.incoming: dict[int, None] = {}
         # The (request id, seconds) of a ``deadline`` that announces the next message.
         self.next_deadline: tuple[int, float] | None = None
-        #: The peer's calls held back while our output is backed up.
-        self.held = held
+        #: The peer's calls held back while our output is backed up: none held until
+        #: :meth:`holding` makes the table (most connections never hold a call).
+        self.held = _NOTHING_HELD
+        #: How many of the peer's calls may be held (the ``max_held_calls`` option).
+        self.max_held = max_held
+
+    def holding(self, max_size: int) -> _Held:
+        """The table of held calls, made now if need be, taking at most *max_size* bytes."""
+        held = self.held
+        if held is _NOTHING_HELD:
+            held = self.held = _Held(self.max_held, max_size)
+        return held
 
 
 class _Held:
@@ -258,6 +287,14 @@ class _Held:
         self.entries = ()
         self.calls = None
         self.size = 0
+
+
+# No call held: what every connection's table of held calls is until it holds one (never
+# changed: PBProtocol._next_holding makes a connection its own table before it holds anything).
+_NOTHING_HELD: Final = _Held(sys.maxsize, sys.maxsize)
+
+# The Cacheables of a connection that has sent none (read only, shared).
+_NO_CACHE_LUIDS: Final[MappingProxyType[int, int]] = MappingProxyType({})
 
 
 @attrs.define
@@ -342,6 +379,9 @@ class BareDriver:
     def cache_ended(self, luid: int) -> None:
         pass
 
+    def blobs_queued(self) -> None:
+        pass  # whoever drives it by hand calls pump_blob()
+
     async def call(
         self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
     ) -> Any:
@@ -423,7 +463,7 @@ class PBProtocol:
         is_client: bool,
         security: SecurityOptions | None = None,
         registry: CopyRegistry | None = None,
-        extensions: bool = True,
+        extensions: bool | bytes = True,
         unsafe_tracebacks: bool = False,
         max_references: int = MAX_BROKER_REFS,
         conduct: PeerConduct | None = None,
@@ -431,6 +471,7 @@ class PBProtocol:
         max_message_size: int = MESSAGE_SIZE_LIMIT,
         max_message_items: int = MESSAGE_ITEMS_LIMIT,
         max_held_calls: int = MAX_HELD_CALLS,
+        max_value_size: int = MAX_VALUE_SIZE,
     ) -> None:
         #: Makes what the peer's tokens become (see :class:`~trio_pb._connection_api.ProtocolDriver`).
         self.driver: ProtocolDriver = driver if driver is not None else BareDriver(self)
@@ -450,7 +491,8 @@ class PBProtocol:
         self.decode_budget = decode_budget
         # A trio_pb server offers its extension dialect first: a Twisted
         # client does not know it and picks pb, a trio_pb client picks it.
-        dialects = _EXTENDED_DIALECTS if extensions else _TWISTED_DIALECTS
+        # extensions=b"trio-pb-1" offers that dialect and those below it only.
+        dialects = _EXTENSION_OFFERS[extensions if type(extensions) is bytes else bool(extensions)]
         self._banana = BananaConnection(
             is_client=is_client,
             dialects=dialects,
@@ -482,7 +524,8 @@ class PBProtocol:
         self._release_callbacks: dict[Any, list[Any]] | None = None  # made at the first
         #: Cacheables the peer holds copies of, by luid.
         self.remotely_cached: dict[int, _CacheEntry] = {}
-        self._cache_luids: dict[int, int] = {}
+        # Our luid of each Cacheable the peer holds, by id() (a dict at the first).
+        self._cache_luids: dict[int, int] | MappingProxyType[int, int] = _NO_CACHE_LUIDS
         #: The master copies of the peer's Cacheables we hold, by luid.
         self.locally_cached: dict[int, Any] = {}
         # What the unjelly in progress created, to disown if it fails.
@@ -493,7 +536,7 @@ class PBProtocol:
         # (made at the first: an empty set costs 216 bytes per connection).
         self._unwanted_uncaches: set[int] | None = None
         # The held calls take at most as many bytes as one message may.
-        self._requests = _Requests(_Held(max_held_calls, max_message_size))
+        self._requests = _Requests(max_held_calls, BigValues(max_value_size))
 
     # -- bytes in, bytes out ----------------------------------------------
 
@@ -586,7 +629,11 @@ class PBProtocol:
         # The banana handshake is over (the client's choice goes out now): the connection is open.
         self._queue_handshake(self._banana.data_to_send())
         self._send([b"version", PROTOCOL_VERSION])
-        self.extended = dialect == EXTENSION_DIALECT
+        self.extended = dialect in (EXTENSION_DIALECT, EXTENSION_DIALECT_2)
+        if dialect == EXTENSION_DIALECT_2:
+            big = self._requests.big
+            big.active = True
+            self._send([b"limits", big.limit])
         self.state = _OPEN
         return Ready(dialect)
 
@@ -596,7 +643,8 @@ class PBProtocol:
 
     def _next_holding(self) -> Event | NeedData | Paused | None:
         """One step of :meth:`next_event` while calls are held or output is backed up (None: go on)."""
-        held = self._requests.held
+        # The held calls take at most as many bytes as one message may.
+        held = self._requests.holding(self._banana.message_size_limit)
         if held.entries and self.bytes_to_send <= self.pause_above:
             # Room again: the oldest held entry goes first.
             _, function, argument = held.pop()
@@ -697,6 +745,8 @@ class PBProtocol:
         entry = _COMMANDS.get(command)
         if entry is None and self.extended:
             entry = _EXTENSION_COMMANDS.get(command)
+            if entry is None and self._requests.big.active:
+                entry = _EXTENSION_2_COMMANDS.get(command)
         if entry is None:
             self._send([b"didNotUnderstand", command])
             self.conduct.violation(
@@ -992,6 +1042,25 @@ class PBProtocol:
             raise ProtocolError(f"malformed deadline: {request_id!r:.20}, {seconds!r:.20}")
         self._requests.next_deadline = (request_id, float(seconds))
 
+    def _limits(self, max_value_size: Any) -> None:
+        if type(max_value_size) is not int or max_value_size < 0:
+            raise ProtocolError(f"malformed limits: {max_value_size!r:.20}")
+        big = self._requests.big
+        # The peer's limit is most often our own: then the one int object serves (32 bytes a connection).
+        big.peer_limit = big.limit if max_value_size == big.limit else max_value_size
+
+    def _blob(self, blob_id: Any, size: Any) -> None:
+        self._requests.big.announced(blob_id, size)
+
+    def _chunk(self, blob_id: Any, data: Any) -> None:
+        self._requests.big.chunk(blob_id, data)
+
+    def _withblobs(self, blob_ids: Any, command: Any) -> Event | None:
+        command = self._requests.big.claim(blob_ids, command)
+        if not command or type(command[0]) is not bytes or command[0] not in _CARRY_BLOBS:
+            raise ProtocolError(f"withblobs around a command that cannot carry blobs: {command[:1]!r:.40}")
+        return self._dispatch(command)
+
     def send_ping(self) -> int:
         """Queue a ping by the best route the peer has, and return the request id its answer takes.
 
@@ -1029,6 +1098,10 @@ class PBProtocol:
     def send_cancel(self, request_id: int) -> None:
         """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
         if self.extended and self.state is _OPEN:
+            big = self._requests.big
+            # A call still waiting for its blobs: the cancel follows it, or it would come first.
+            if big.outgoing and big.cancel_after(request_id, self._banana.send([b"cancel", request_id])):
+                return
             self._send([b"cancel", request_id])
 
     def _did_not_understand(self, command: Any) -> None:
@@ -1088,6 +1161,8 @@ class PBProtocol:
             perspective = self.serializing_perspective
             new_luid = self._new_luid()
             observer = self.driver.make_cache_observer(cacheable, perspective)
+            if not isinstance(self._cache_luids, dict):
+                self._cache_luids = {}
             self._cache_luids[id(cacheable)] = new_luid
             self.remotely_cached[new_luid] = _CacheEntry(cacheable, perspective, observer, 1)
             if self._registered is not None:
@@ -1142,6 +1217,7 @@ class PBProtocol:
         if self.remotely_cached.get(luid) is entry:
             del self.remotely_cached[luid]
         if self._cache_luids.get(id(entry.cacheable)) == luid:
+            assert isinstance(self._cache_luids, dict)  # it holds the entry
             del self._cache_luids[id(entry.cacheable)]
 
     def unjelly_cache(self, cls: Any, unjellier: Unjellier, sexp: list[Any]) -> Any:
@@ -1314,52 +1390,142 @@ class PBProtocol:
         if self.state is not _OPEN:
             raise self._refuse("send a call")
         request_id = self._next_request_id
-        if (
-            _encode_message is not None
-            and (
-                plain := _encode_message(
-                    self._banana.encoder,
-                    (command, request_id, target, name.encode("utf-8"), int(answer_required)),
-                    (args if type(args) is tuple else tuple(args), kwargs),
+        try:
+            if (
+                _encode_message is not None
+                and (
+                    plain := _encode_message(
+                        self._banana.encoder,
+                        (command, request_id, target, name.encode("utf-8"), int(answer_required)),
+                        (args if type(args) is tuple else tuple(args), kwargs),
+                    )
                 )
-            )
-            is not None
-        ):
-            # The compiled codec took it: plain data, the same bytes as jelly and banana make.
-            data = plain
-        elif not kwargs and all(type(arg) in _ATOMS for arg in args):
-            # The commonest call, atoms only: what jelly would make, without a Jellier.
-            data = self._banana.send(
-                [
-                    command,
-                    request_id,
-                    target,
-                    name.encode("utf-8"),
-                    int(answer_required),
-                    [b"tuple", *args],
-                    [b"dictionary"],
-                ]
-            )
+                is not None
+            ):
+                # The compiled codec took it: plain data, the same bytes as jelly and banana make.
+                data = plain
+            elif not kwargs and all(type(arg) in _ATOMS for arg in args):
+                # The commonest call, atoms only: what jelly would make, without a Jellier.
+                data = self._banana.send(
+                    [
+                        command,
+                        request_id,
+                        target,
+                        name.encode("utf-8"),
+                        int(answer_required),
+                        [b"tuple", *args],
+                        [b"dictionary"],
+                    ]
+                )
+            else:
+                with self._sending():
+                    message = [
+                        command,
+                        request_id,
+                        target,
+                        name.encode("utf-8"),
+                        int(answer_required),
+                        jelly(tuple(args), security=self.security, invoker=self),
+                        jelly(dict(kwargs), security=self.security, invoker=self),
+                    ]
+                    data = self._banana.send(message)
+        except BananaEncodeError as exc:
+            # Strings too big for banana: in chunks under trio-pb-2 (the rare path).
+            fields = (command, request_id, target, name, answer_required, args, kwargs)
+            self._call_with_blobs(exc, fields, None if time_left is None else (request_id, time_left))
         else:
-            with self._sending():
-                message = [
-                    command,
-                    request_id,
-                    target,
-                    name.encode("utf-8"),
-                    int(answer_required),
-                    jelly(tuple(args), security=self.security, invoker=self),
-                    jelly(dict(kwargs), security=self.security, invoker=self),
-                ]
-                data = self._banana.send(message)
-        if time_left is not None and self.extended:
-            # Right before its call, so that nothing can come between the two.
-            self._queue(self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]))
+            if time_left is not None and self.extended:
+                # Right before its call, so that nothing can come between the two.
+                self._queue(self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]))
+            self._queue(data)
         self._next_request_id += 1
-        self._queue(data)
         if answer_required:
             self._requests.waiting[request_id] = None
         return request_id
+
+    def _call_with_blobs(self, problem: BananaEncodeError, fields: Any, deadline: Any) -> None:
+        # Apart from send_call: a closure there would make its variables cells, slower on every call.
+        command, request_id, target, name, answer_required, args, kwargs = fields
+        self._send_with_blobs(
+            problem,
+            lambda: [
+                command,
+                request_id,
+                target,
+                name.encode("utf-8"),
+                int(answer_required),
+                jelly(tuple(args), security=self.security, invoker=self),
+                jelly(dict(kwargs), security=self.security, invoker=self),
+            ],
+            deadline,
+        )
+
+    def _answer_with_blobs(
+        self, problem: BananaEncodeError, request_id: int, result: Any, perspective: Any
+    ) -> None:
+        self._send_with_blobs(
+            problem,
+            lambda: [b"answer", request_id, jelly(result, security=self.security, invoker=self)],
+            None,
+            perspective=perspective,
+            answer=True,
+        )
+
+    def _send_with_blobs(
+        self,
+        problem: BananaEncodeError,
+        build: Any,
+        deadline: tuple[int, float] | None,
+        *,
+        perspective: Any = None,
+        answer: bool = False,
+    ) -> None:
+        """Queue the message *build()* makes with its big strings as blobs, or raise as banana did.
+
+        Toward a peer without trio-pb-2, *problem* is raised, saying why.
+        The message (after its ``deadline``, if any) goes out once its
+        blobs have, a chunk at a time, as :meth:`pump_blob` is called.
+        """
+        big = self._requests.big
+        if not big.active:
+            if "cannot send a string" in str(problem):
+                raise BananaEncodeError(
+                    f"{problem}: the peer (dialect {self.dialect!r}) does not speak trio-pb-2, under which "
+                    "bigger strings (up to max_value_size) travel in chunks"
+                ) from None
+            raise problem
+        with self._sending(perspective, answer=answer):
+            message = build()
+            blobs = big.extract(message)
+            data = self._banana.send([b"withblobs", [blob_id for blob_id, _ in blobs], message])
+        request_id = None
+        if deadline is not None:
+            request_id, time_left = deadline
+            data = self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]) + data
+        elif not answer:
+            request_id = message[1]
+        big.push(blobs, data, request_id)
+        self.driver.blobs_queued()
+
+    @property
+    def blobs_pending(self) -> bool:
+        """Whether blobs (or the messages waiting for them) remain to be queued by :meth:`pump_blob`."""
+        return bool(self._requests.big.outgoing)
+
+    def pump_blob(self) -> bool:
+        """Queue the next chunk of the blobs being sent (or the message they complete): whether there was one.
+
+        The driver calls it when the rest of the output is out, so that a
+        big value never holds up the messages sent after it for more than
+        one chunk.
+        """
+        if self.state is not _OPEN:
+            return False
+        data = self._requests.big.next_piece(self._banana.send)
+        if data is None:
+            return False
+        self._queue(data)
+        return True
 
     def send_answer(self, request_id: int, result: Any, perspective: Any = None) -> None:
         """Queue the answer to an incoming call; a result that cannot be sent becomes an error.
@@ -1391,6 +1557,15 @@ class PBProtocol:
                 # Twisted's last word: the caller is told why, then the connection closes.
                 self._send_error(request_id, Error(str(exc)))
             raise
+        except BananaEncodeError as exc:
+            try:
+                self._answer_with_blobs(exc, request_id, result, perspective)
+            except SerializationError as problem:
+                self.conduct.warning(
+                    "unsendable answer", "cannot send the answer to request %d: %s", request_id, problem
+                )
+                self._send_error(request_id, problem)
+            return
         except SerializationError as exc:
             self.conduct.warning(
                 "unsendable answer", "cannot send the answer to request %d: %s", request_id, exc
@@ -1485,9 +1660,9 @@ class PBProtocol:
     def connection_lost(self) -> None:
         """Forget everything the peer held: it is gone."""
         self.state = _CLOSED
-        held = self._requests.held
-        held.clear()
-        self._requests = _Requests(held)
+        big = self._requests.big
+        big.lost()
+        self._requests = _Requests(self._requests.max_held, big)
         for luid, local in list(self.local_objects.items()):
             if type(luid) is int:
                 self._forget(luid, local)
@@ -1619,10 +1794,6 @@ _PLAIN_DATA_TAGS: Final = frozenset(
 )
 
 
-# What a server offers (one tuple for all connections).
-_EXTENDED_DIALECTS: Final = (EXTENSION_DIALECT, b"pb", b"none")
-_TWISTED_DIALECTS: Final = (b"pb", b"none")
-
 #: The registry of connections given none: the process-wide one, and the failures PB sends.
 _DEFAULT_REGISTRY: Final = CopyRegistry(parent=copy_registry)
 failures.install(_DEFAULT_REGISTRY)
@@ -1675,6 +1846,26 @@ _EXTENSION_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
     b"deadline": (PBProtocol._deadline, 2),
     b"ping": (PBProtocol._ping, 1),
     b"pong": (PBProtocol._pong, 1),
+}
+
+# Commands only sent and understood under trio-pb-2 (on top of trio-pb-1's).
+_EXTENSION_2_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
+    b"limits": (PBProtocol._limits, 1),
+    b"blob": (PBProtocol._blob, 2),
+    b"chunk": (PBProtocol._chunk, 2),
+    b"withblobs": (PBProtocol._withblobs, 2),
+}
+
+# The commands a withblobs may wrap.
+_CARRY_BLOBS: Final = frozenset({b"message", b"cachemessage", b"answer", b"error"})
+
+# The dialects offered (by a server) and accepted (by a client), by the extensions option
+# (one tuple each for all connections).
+_EXTENSION_OFFERS: Final[dict[bool | bytes, tuple[bytes, ...]]] = {
+    True: (EXTENSION_DIALECT_2, EXTENSION_DIALECT, b"pb", b"none"),
+    EXTENSION_DIALECT_2: (EXTENSION_DIALECT_2, EXTENSION_DIALECT, b"pb", b"none"),
+    EXTENSION_DIALECT: (EXTENSION_DIALECT, b"pb", b"none"),
+    False: (b"pb", b"none"),
 }
 
 # Tags whose lists are never a Cacheable's [tag, luid, state] first copy.
