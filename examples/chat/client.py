@@ -236,7 +236,7 @@ async def logged_in(
     args: argparse.Namespace, mind: Screen
 ) -> AsyncIterator[tuple[trio_pb.Broker, trio_pb.RemoteReference]]:
     """A connection to the server, logged in as the user: the broker and the user's avatar."""
-    async with trio_pb.open_tcp_broker(args.host, args.port, **broker_options(args)) as broker:
+    async with trio_pb.open_tcp_broker(args.host, args.port, trace=trace(args)) as broker:
         user = await broker.login(trio_pb.UsernamePassword(args.username, args.password), mind)
         yield broker, user
 
@@ -470,7 +470,7 @@ async def interactive(args: argparse.Namespace) -> int:
                 credentials=trio_pb.UsernamePassword(args.username, args.password),
                 mind=chat.screen,
                 backoff=backoff,
-                **broker_options(args),
+                trace=trace(args),
             ) as conn:
                 chat.conn = conn
                 async with trio.open_nursery() as nursery:
@@ -487,9 +487,9 @@ async def interactive(args: argparse.Namespace) -> int:
     return 0
 
 
-def broker_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The broker options of the command line: ``--verbose`` traces every message."""
-    return {"trace": trio_pb.log_trace} if args.verbose else {}
+def trace(args: argparse.Namespace) -> Callable[[trio_pb.TraceEvent], None] | None:
+    """The broker's trace: with ``--verbose``, a log line per message (None: no trace, no cost)."""
+    return trio_pb.log_trace if args.verbose else None
 
 
 def verbose_logging(handler: logging.Handler) -> None:

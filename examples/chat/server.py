@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,11 @@ class ChatServer:
         return user, user.logout
 
 
+def trace(args: argparse.Namespace) -> Callable[[trio_pb.TraceEvent], None] | None:
+    """The broker's trace: with ``--verbose``, a log line per message (None: no trace, no cost)."""
+    return trio_pb.log_trace if args.verbose else None
+
+
 def make_portal(users: Path) -> trio_pb.Portal:
     return trio_pb.Portal(ChatServer(), [trio_pb.FilePasswordChecker(users)])
 
@@ -134,9 +140,13 @@ async def main() -> int:
         async with trio.open_nursery() as nursery:
             # keepalive: a client whose machine vanished is logged out within 90 s,
             # instead of whenever TCP gives up on it.
-            trace = {"trace": trio_pb.log_trace} if args.verbose else {}
             serve = partial(
-                trio_pb.serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30, **trace
+                trio_pb.serve_tcp,
+                make_portal(args.users),
+                args.port,
+                host=args.host,
+                keepalive=30,
+                trace=trace(args),
             )
             try:
                 listeners = await nursery.start(serve)

@@ -124,8 +124,9 @@ async def main() -> int:
     else:
         args.view = None
     try:
-        trace = {"trace": trio_pb.log_trace} if args.verbose else {}
-        async with trio_pb.open_tcp_broker(args.host, args.port, **trace) as broker:
+        async with trio_pb.open_tcp_broker(
+            args.host, args.port, trace=trio_pb.log_trace if args.verbose else None
+        ) as broker:
             player = await broker.login(trio_pb.UsernamePassword(args.name, args.name))
             world = await player.call_remote("world")
             if not await play(broker, player, world, args):

@@ -89,15 +89,16 @@ async def main() -> int:
         for name in ("trio_pb", "trio_pb.trace"):
             logging.getLogger(name).setLevel(logging.DEBUG)
     game = Game(random.Random(args.seed))
+    # The broker's trace: a log line per message (None: no trace, and no cost).
+    trace = trio_pb.log_trace if args.verbose else None
     portal = trio_pb.Portal(game, [trio_pb.InMemoryPasswordChecker(PLAYERS)])
     # Ctrl-C (and SIGTERM) stop the server in order: caught as signals, not as a
     # KeyboardInterrupt that would surface wrapped in the nursery's ExceptionGroup.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             try:
-                trace = {"trace": trio_pb.log_trace} if args.verbose else {}
                 listeners = await nursery.start(
-                    partial(trio_pb.serve_tcp, portal, args.port, host=args.host, **trace)
+                    partial(trio_pb.serve_tcp, portal, args.port, host=args.host, trace=trace)
                 )
             except OSError as exc:
                 reason = os.strerror(exc.errno) if exc.errno else exc
