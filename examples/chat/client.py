@@ -8,7 +8,11 @@ This opens a full-screen UI (``chat_ui.py``, on urwid: ``pip install urwid``, or
 ``examples`` extra): messages scroll in a pane above, the line being typed stays at the bottom
 with the usual editing keys and a history (up and down), and a status line shows who you are,
 the server, the rooms you are in and the connection.  If the server goes away, the client says
-so there, logs in again with a growing delay between attempts, and rejoins its rooms.
+so there, logs in again with a growing delay between attempts, and rejoins its rooms: it
+stays connected with ``trio_pb.open_reconnecting_broker``, which logs in on each connection,
+and sets each one up again as ``conn.connections()`` yields it.  ``-v`` (``--verbose``) logs
+every PB message sent and received (``trace=trio_pb.log_trace``), in the pane on the UI and
+on stderr otherwise.
 With standard input not a terminal (a pipe), the client reads one command per line and prints
 one line per event instead, and stops when the server goes away.
 
@@ -32,10 +36,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -202,9 +206,19 @@ async def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
     parser.add_argument("--do", action="append", metavar="STEP", help="run this step (scripted mode)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every PB message sent and received (in the UI: its pane)",
+    )
     args = parser.parse_args()
     if not args.do and sys.stdin.isatty() and sys.stdout.isatty():
         return await interactive(args)
+    if args.verbose:
+        to_stderr = logging.StreamHandler(sys.stderr)
+        to_stderr.setFormatter(logging.Formatter("chat: %(name)s: %(message)s"))
+        verbose_logging(to_stderr)
     screen = Screen()
     try:
         async with logged_in(args, screen) as (broker, user):
@@ -222,7 +236,7 @@ async def logged_in(
     args: argparse.Namespace, mind: Screen
 ) -> AsyncIterator[tuple[trio_pb.Broker, trio_pb.RemoteReference]]:
     """A connection to the server, logged in as the user: the broker and the user's avatar."""
-    async with trio_pb.open_tcp_broker(args.host, args.port) as broker:
+    async with trio_pb.open_tcp_broker(args.host, args.port, trace=trace(args)) as broker:
         user = await broker.login(trio_pb.UsernamePassword(args.username, args.password), mind)
         yield broker, user
 
@@ -277,45 +291,21 @@ async def run_typed(session: Session, name: str) -> None:
             screen.show(f"error: {exc}")
 
 
-Connect = Callable[[], AbstractAsyncContextManager[tuple[trio_pb.Broker, trio_pb.RemoteReference]]]
+class Waits(random.Random):
+    """The reconnecting broker's jitter, which tells the UI each wait it draws.
 
-
-async def stay_logged_in(
-    connect: Connect,
-    use: Callable[[trio_pb.Broker, trio_pb.RemoteReference], Awaitable[None]],
-    say: Callable[[str], None],
-    *,
-    first_delay: float = 0.5,
-    max_delay: float = 10.0,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Log in and ``use`` the connection; whenever it is lost, log in again, with backoff.
-
-    The first attempt's error (no server, a refused login) is raised from ``nursery.start``:
-    a client that never got in says why and stops.  After that, each failed attempt doubles
-    the wait before the next, from *first_delay* up to *max_delay*, and *say* tells what
-    happens.  This is the one place the client reconnects, so that it can give way to a
-    reconnecting broker from the library when there is one.
+    The broker draws a wait after each failed attempt and each lost connection, then
+    sleeps it: the moment the status line can say what happened and how long the wait is.
     """
-    delay = first_delay
-    started = False
-    while True:
-        try:
-            async with connect() as (broker, user):
-                if not started:
-                    started = True
-                    task_status.started()
-                delay = first_delay
-                await use(broker, user)
-            problem = "the server went away"
-        except (OSError, trio_pb.LoginFailed, trio_pb.DisconnectedError) as exc:
-            if not started:
-                raise
-            why = reason(exc) if isinstance(exc, OSError) else exc
-            problem = f"cannot log in again ({why})"
-        say(f"{problem}; reconnecting in {delay:g} s")
-        await trio.sleep(delay)
-        delay = min(delay * 2, max_delay)
+
+    def __init__(self, drawn: Callable[[float], None]) -> None:
+        super().__init__()
+        self.drawn = drawn
+
+    def uniform(self, a: float, b: float) -> float:
+        wait = super().uniform(a, b)
+        self.drawn(wait)
+        return wait
 
 
 class TerminalChat:
@@ -330,7 +320,10 @@ class TerminalChat:
         self.rooms: list[str] = []
         self.room_name = ""
         self.state = "connecting"
-        self.logins = 0
+        self.conn: trio_pb.ReconnectingBroker | None = None
+        # Why the very first attempt failed: a client that never got in says so and stops.
+        self.first_error: BaseException | None = None
+        self.give_up = trio.CancelScope()
 
     def refresh(self) -> None:
         others = [name for name in self.rooms if name != self.room_name]
@@ -343,16 +336,41 @@ class TerminalChat:
         where = f"{self.args.host}:{self.args.port}"
         self.view.set_status(f" {self.args.username} on {where} | {rooms} | {self.state}")
 
-    def say(self, state: str) -> None:
-        """The connection's state, on the status line and in the pane."""
-        self.state = state
-        self.view.note(f"* {state}")
+    def waiting(self, wait: float) -> None:
+        """The broker lost its connection or failed an attempt, and waits *wait* s: say which."""
+        assert self.conn is not None
+        stats = self.conn.statistics()
+        if stats.connections == 0:
+            self.first_error = stats.last_error
+            self.give_up.cancel()
+            return
+        self.session = None
+        if stats.failures == 0:  # counted since the last connection: this is its loss
+            self.state = f"the server went away; reconnecting in {wait:.1f} s"
+            self.view.note(f"* {self.state}")
+        else:
+            why = describe(stats.last_error)
+            self.state = f"the server went away; reconnecting in {wait:.1f} s (try {stats.failures + 1})"
+            self.view.note(f"* cannot log in again ({why}); reconnecting in {wait:.1f} s")
         self.refresh()
 
-    async def use(self, broker: trio_pb.Broker, user: trio_pb.RemoteReference) -> None:
-        """Talk over one logged-in connection until it closes; a new one first rejoins the rooms."""
-        session = Session(user, self.screen)
-        self.logins += 1
+    async def follow(self, conn: trio_pb.ReconnectingBroker, *, task_status: trio.TaskStatus[None]) -> None:
+        """Set up each connection as it comes up (started once the first one is), until the end."""
+        started = False
+        async for broker in conn.connections():
+            try:
+                await self.rejoin(conn, broker)
+            except trio_pb.DisconnectedError:
+                continue  # lost while rejoining: the next connection rejoins
+            if not started:
+                started = True
+                task_status.started()
+            await broker.wait_closed()
+            self.session = None
+
+    async def rejoin(self, conn: trio_pb.ReconnectingBroker, broker: trio_pb.Broker) -> None:
+        """Start a session on a new connection, back in the rooms the user was in."""
+        session = Session(conn.perspective_of(broker), self.screen)
         for name in self.rooms:
             try:
                 await session.join(name)
@@ -363,17 +381,14 @@ class TerminalChat:
         self.rooms = list(session.rooms)
         self.room_name = session.room_name
         self.session = session
-        self.state = "connected"
-        if self.logins > 1:
+        number = conn.statistics().connections
+        self.state = "connected" if number == 1 else f"connected (connection {number})"
+        if number > 1:
             rejoined = f"; back in {', '.join(self.rooms)}" if self.rooms else ""
             self.view.note(f"* reconnected as {self.args.username}{rejoined}")
         else:
             self.view.note(f"logged in as {self.args.username}; /join lobby to talk, /help for more")
         self.refresh()
-        try:
-            await broker.wait_closed()
-        finally:
-            self.session = None
 
     async def take_commands(self) -> None:
         """Run what the user types, until ``/quit``."""
@@ -416,16 +431,25 @@ class TerminalChat:
 class ShowLogRecords(logging.Handler):
     """Log records in the pane: written to stderr they would tear up the screen."""
 
-    def __init__(self, view: ChatView) -> None:
-        super().__init__(logging.WARNING)
+    #: What the library logs about reconnecting, which the pane and status line say already.
+    SAID_ALREADY = ("connection to %s lost", "connecting to %s failed")
+
+    def __init__(self, view: ChatView, level: int) -> None:
+        super().__init__(level)
         self.view = view
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.view.error(f"log: {record.getMessage()}")
+        if self.level >= logging.WARNING and str(record.msg).startswith(self.SAID_ALREADY):
+            return
+        line = f"log: {record.name}: {record.getMessage()}"
+        if record.levelno >= logging.WARNING:
+            self.view.error(line)
+        else:
+            self.view.note(line)
 
 
 async def interactive(args: argparse.Namespace) -> int:
-    """The terminal UI, until ``/quit``; only the first login's failure ends it with an error."""
+    """The terminal UI, until ``/quit``; only the first attempt's failure, or a refused login, ends it."""
     try:
         from chat_ui import ChatView
     except ImportError:
@@ -433,20 +457,53 @@ async def interactive(args: argparse.Namespace) -> int:
     view = ChatView()
     chat = TerminalChat(view, args)
     chat.refresh()
-    logging.getLogger().addHandler(ShowLogRecords(view))
-    async with trio.open_nursery() as nursery:
-        try:
-            await nursery.start(stay_logged_in, partial(logged_in, args, chat.screen), chat.use, chat.say)
-        except OSError as exc:
-            return fail(f"cannot connect to {args.host}:{args.port}: {reason(exc)}")
-        except trio_pb.LoginFailed as exc:
-            return fail(f"login refused: {exc}")
-        except trio_pb.DisconnectedError:
-            return fail("the server went away")
-        nursery.start_soon(view.run)
-        await chat.take_commands()
-        nursery.cancel_scope.cancel()
+    if args.verbose:
+        verbose_logging(ShowLogRecords(view, logging.DEBUG))
+    else:
+        logging.getLogger().addHandler(ShowLogRecords(view, logging.WARNING))
+    backoff = trio_pb.Backoff(initial_delay=0.5, max_delay=10.0, rng=Waits(chat.waiting))
+    try:
+        with chat.give_up:
+            async with trio_pb.open_reconnecting_broker(
+                args.host,
+                args.port,
+                credentials=trio_pb.UsernamePassword(args.username, args.password),
+                mind=chat.screen,
+                backoff=backoff,
+                trace=trace(args),
+            ) as conn:
+                chat.conn = conn
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(chat.follow, conn)
+                    nursery.start_soon(view.run)
+                    await chat.take_commands()
+                    nursery.cancel_scope.cancel()
+    except trio_pb.LoginFailed as exc:
+        return fail(f"login refused: {exc}")
+    if chat.first_error is not None:
+        if isinstance(chat.first_error, OSError):
+            return fail(f"cannot connect to {args.host}:{args.port}: {reason(chat.first_error)}")
+        return fail(f"cannot connect to {args.host}:{args.port}: {describe(chat.first_error)}")
     return 0
+
+
+def trace(args: argparse.Namespace) -> Callable[[trio_pb.TraceEvent], None] | None:
+    """The broker's trace: with ``--verbose``, a log line per message (None: no trace, no cost)."""
+    return trio_pb.log_trace if args.verbose else None
+
+
+def verbose_logging(handler: logging.Handler) -> None:
+    """``--verbose``: the library's log and its trace of every message, at DEBUG, to *handler*."""
+    for name in ("trio_pb", "trio_pb.trace"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+
+
+def describe(exc: BaseException | None) -> str:
+    """Why an attempt failed, in a few words."""
+    if isinstance(exc, OSError):
+        return reason(exc)
+    return str(exc) or type(exc).__name__
 
 
 def reason(exc: OSError) -> str:

@@ -7,6 +7,8 @@ says.  The server delivers messages by calling the client's *mind*, the
 object the client passed when it logged in.
 
     python examples/chat/server.py --port 8787 --users examples/chat/users.txt
+
+``-v`` (``--verbose``) logs every PB message sent and received, on stderr.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,11 @@ class ChatServer:
         return user, user.logout
 
 
+def trace(args: argparse.Namespace) -> Callable[[trio_pb.TraceEvent], None] | None:
+    """The broker's trace: with ``--verbose``, a log line per message (None: no trace, no cost)."""
+    return trio_pb.log_trace if args.verbose else None
+
+
 def make_portal(users: Path) -> trio_pb.Portal:
     return trio_pb.Portal(ChatServer(), [trio_pb.FilePasswordChecker(users)])
 
@@ -116,8 +124,13 @@ async def main() -> int:
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port")
     parser.add_argument("--users", type=Path, default=Path(__file__).with_name("users.txt"))
     parser.add_argument("--quiet", action="store_true", help="log only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every PB message sent and received")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="server: %(message)s")
+    if args.verbose:
+        # On stderr, as all the log: the library's own lines, and one per PB message.
+        for name in ("trio_pb", "trio_pb.trace"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     if not args.users.is_file():
         print(f"chat server: no users file at {args.users}", file=sys.stderr)
         return 1
@@ -128,7 +141,12 @@ async def main() -> int:
             # keepalive: a client whose machine vanished is logged out within 90 s,
             # instead of whenever TCP gives up on it.
             serve = partial(
-                trio_pb.serve_tcp, make_portal(args.users), args.port, host=args.host, keepalive=30
+                trio_pb.serve_tcp,
+                make_portal(args.users),
+                args.port,
+                host=args.host,
+                keepalive=30,
+                trace=trace(args),
             )
             try:
                 listeners = await nursery.start(serve)

@@ -10,7 +10,9 @@ line (``game_ui.py``, on urwid: ``pip install urwid``, or the project's
 ``examples`` extra).  With ``--until N`` a bot stops once someone has N points;
 ``--plain`` prints one line per update instead, and reads one move per line
 (``up``, ``down``, ``left``, ``right`` or ``w``/``a``/``s``/``d``; for logs,
-pipes and tests: it needs trio_pb alone).
+pipes and tests: it needs trio_pb alone).  ``-v`` (``--verbose``) logs every PB message sent
+and received (``trace=trio_pb.log_trace``): on stderr, or, under the terminal UI, which owns
+the screen, into ``game-COLOUR.log`` (``--log-file`` names another file).
 
 Exit codes: 0 when the game or the player is done, 1 when the client cannot go on (no
 server, a refused login such as a colour already playing, the server going away), 130
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from functools import partial
@@ -106,8 +109,12 @@ async def main() -> int:
     parser.add_argument("--until", type=int, default=5, help="a bot stops when someone has this score")
     parser.add_argument("--pace", type=float, default=0.05, help="seconds between a bot's moves")
     parser.add_argument("--plain", action="store_true", help="a line per update instead of the board")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every PB message sent and received")
+    parser.add_argument("--log-file", help="where --verbose logs under the terminal UI (game-COLOUR.log)")
     args = parser.parse_args()
     terminal = not args.plain and sys.stdout.isatty() and (args.bot or sys.stdin.isatty())
+    if args.verbose:
+        verbose_logging((args.log_file or f"game-{args.name}.log") if terminal else None)
     if terminal:
         try:
             import game_ui
@@ -117,7 +124,9 @@ async def main() -> int:
     else:
         args.view = None
     try:
-        async with trio_pb.open_tcp_broker(args.host, args.port) as broker:
+        async with trio_pb.open_tcp_broker(
+            args.host, args.port, trace=trio_pb.log_trace if args.verbose else None
+        ) as broker:
             player = await broker.login(trio_pb.UsernamePassword(args.name, args.name))
             world = await player.call_remote("world")
             if not await play(broker, player, world, args):
@@ -204,6 +213,16 @@ async def wait_for_quit(view: GameView, scope: trio.CancelScope) -> None:
             scope.cancel()
             return
         view.say(f"{key!r}: the bot plays; q quits")
+
+
+def verbose_logging(log_file: str | None) -> None:
+    """``--verbose``: the library's log and its trace of every message, into *log_file* or on stderr."""
+    # Under the terminal UI, lines on stderr would be drawn over the board.
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("game: %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    for name in ("trio_pb", "trio_pb.trace"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
 
 
 def fail(message: str) -> int:

@@ -5,6 +5,8 @@ date, and follows it with ``async for update in world.updates()``.  Players act
 through ``perspective_*`` methods of their avatar.
 
     python examples/game/server.py --port 8788
+
+``-v`` (``--verbose``) logs every PB message sent and received, on stderr.
 """
 
 from __future__ import annotations
@@ -79,16 +81,25 @@ async def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--item-every", type=float, default=0.2, help="seconds between new items")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every PB message sent and received")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="game: %(message)s")
+    if args.verbose:
+        # On stderr, as all the log: the library's own lines, and one per PB message.
+        for name in ("trio_pb", "trio_pb.trace"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     game = Game(random.Random(args.seed))
+    # The broker's trace: a log line per message (None: no trace, and no cost).
+    trace = trio_pb.log_trace if args.verbose else None
     portal = trio_pb.Portal(game, [trio_pb.InMemoryPasswordChecker(PLAYERS)])
     # Ctrl-C (and SIGTERM) stop the server in order: caught as signals, not as a
     # KeyboardInterrupt that would surface wrapped in the nursery's ExceptionGroup.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             try:
-                listeners = await nursery.start(partial(trio_pb.serve_tcp, portal, args.port, host=args.host))
+                listeners = await nursery.start(
+                    partial(trio_pb.serve_tcp, portal, args.port, host=args.host, trace=trace)
+                )
             except OSError as exc:
                 reason = os.strerror(exc.errno) if exc.errno else exc
                 print(f"game server: cannot listen on {args.host}:{args.port}: {reason}", file=sys.stderr)
