@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from core_pair import connected_pair, deliver
 from peers import twisted_server
 
-from trio_pb import Root, errors
+from trio_pb import Root, banana, errors
+from trio_pb._events import CreditGranted, StreamItem, StreamRequested
 from trio_pb._streams import Credits, Window
 from trio_pb.connect import open_tcp_broker
+from trio_pb.protocol import Answer
 from trio_pb.testing import assert_no_leaks, open_broker_pair
 
 pytestmark = pytest.mark.usefixtures("each_transport")
@@ -258,3 +261,63 @@ def test_credit_bookkeeping_without_io() -> None:
     window = Window(8)
     assert [window.took() for _ in range(8)] == [0, 0, 0, 4, 0, 0, 0, 4]
     assert [Window(1).took() for _ in range(2)] == [1, 1]
+
+
+class _Plain(Root):
+    async def remote_feed(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+
+def test_the_stream_commands_in_the_sans_io_core() -> None:
+    client, server = connected_pair(_Plain())
+    deliver(server, client)
+    request = client.send_stream_call(b"root", "feed", (3,), {}, window=2)
+    assert banana.decode(client.data_to_send(), dialect=b"pb") == [
+        b"stream",
+        2,
+        [b"message", request, b"root", b"feed", 1, [b"tuple", 3], [b"dictionary"]],
+    ]
+    client2, server2 = connected_pair(_Plain())
+    deliver(server2, client2)
+    request = client2.send_stream_call(b"root", "feed", (3,), {}, window=2)
+    [event] = deliver(client2, server2)
+    assert isinstance(event, StreamRequested) and event.window == 2 and event.call.args == (3,)
+    assert server2.take_credit(request) and server2.take_credit(request) and not server2.take_credit(request)
+    server2.send_item(request, 0)
+    server2.send_item(request, [1, "one"])
+    assert deliver(server2, client2) == [StreamItem(request, 0), StreamItem(request, [1, "one"])]
+    client2.send_credit(request, 1)
+    assert deliver(client2, server2) == [CreditGranted(request)]
+    assert server2.take_credit(request)
+    server2.send_answer(request, None)
+    server2.stream_done(request)
+    assert deliver(server2, client2) == [Answer(request, None)]
+    assert not server2._requests.streams or not server2._requests.streams.credit
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        [b"stream", 0, [b"message", 1, b"root", b"feed", 1, [b"tuple"], [b"dictionary"]]],
+        [b"stream", 2, [b"message", 1, b"root", b"feed", 0, [b"tuple"], [b"dictionary"]]],
+        [b"stream", 2, [b"answer", 1, 2]],
+        [b"credit", 1, 0],
+        [b"credit", b"x", 1],
+    ],
+    ids=["zero window", "wants no answer", "not a message", "zero credit", "bad id"],
+)
+def test_malformed_stream_commands_are_protocol_errors(expression: Any) -> None:
+    _client, server = connected_pair(_Plain())
+    server.receive_data(banana.encode(expression, dialect=b"pb"))
+    with pytest.raises(errors.ProtocolError):
+        deliver(server, server)
+
+
+def test_stream_commands_are_unknown_under_trio_pb_1() -> None:
+    client, server = connected_pair(_Plain(), extensions=b"trio-pb-1")
+    server.receive_data(banana.encode([b"credit", 1, 1], dialect=b"pb"))
+    assert deliver(server, server) == []
+    assert banana.decode(server.data_to_send(), dialect=b"pb") == [b"didNotUnderstand", b"credit"]
+    with pytest.raises(errors.StreamsUnsupported):
+        client.send_stream_call(b"root", "feed", (3,), {}, window=2)
