@@ -132,20 +132,24 @@ async def test_a_slow_consumer_pauses_the_producer() -> None:
 
 async def test_the_producer_is_not_advanced_without_credit() -> None:
     feeds = Feeds()
+
+    async def produced_exactly(expected: int) -> None:
+        with trio.fail_after(5):
+            while feeds.produced < expected:
+                await trio.sleep(0.001)
+        # Time for more to be produced, were it allowed to.
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(0.05)
+        assert feeds.produced == expected
+
     async with open_broker_pair(feeds, stream_window=4) as (client, server):
         root = await client.root_object()
         async with root.stream("forever") as items:
-            await trio.testing.wait_all_tasks_blocked()
-            await trio.sleep(0.05)
-            assert feeds.produced == 4  # the window, and no more
+            await produced_exactly(4)  # the window, and no more
             assert await items.__anext__() == b"item 0"
-            await trio.testing.wait_all_tasks_blocked()
-            await trio.sleep(0.05)
-            assert feeds.produced == 4  # a grant waits for half a window consumed
+            await produced_exactly(4)  # a grant waits for half a window consumed
             assert await items.__anext__() == b"item 1"
-            await trio.testing.wait_all_tasks_blocked()
-            await trio.sleep(0.05)
-            assert feeds.produced == 6
+            await produced_exactly(6)
         await assert_no_leaks(client, server)
 
 
