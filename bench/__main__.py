@@ -27,6 +27,7 @@ SECTIONS: dict[str, str] = {
     "codecs": "bench.codecs",
     "broker": "bench.broker",
     "big": "bench.big",
+    "streams": "bench.streams",
 }
 
 # (repeat, min_time, max_case_time) for a full run and for --quick.

@@ -41,6 +41,7 @@ TABLE: list[tuple[type[BaseException], type[BaseException] | None]] = [
     (errors.LoginThrottled, CROSSES),
     (errors.UnhandledCredentials, CROSSES),
     (errors.LocalProtocolError, LOCAL),
+    (errors.StreamsUnsupported, LOCAL),
     (errors.SerializationError, VALUE),
     (errors.JellyError, VALUE),
     (errors.InsecureJelly, VALUE),

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from .broker import RemoteStream
     from .cache import CacheUpdates
     from .conduct import PeerConduct
     from .references import RemoteReference
@@ -123,6 +124,10 @@ class Connection(Caller, Protocol):
 
     def speaks_for(self, invoker: Any) -> bool:
         """Whether *invoker* (a jellier's) serializes for this connection."""
+        ...
+
+    def stream(self, target: int | bytes, name: str, args: Any, kwargs: Any) -> RemoteStream:
+        """The remote stream of *name* on the peer's object *target* (an async context manager)."""
         ...
 
     def on_reference_disconnect(self, reference: Any, callback: Callable[[Any], object]) -> None:

@@ -29,12 +29,15 @@ __all__ = [
     "PAUSED",
     "Answer",
     "CancelRequested",
+    "CreditGranted",
     "Event",
     "Failed",
     "IncomingCall",
     "NeedData",
     "Paused",
     "Ready",
+    "StreamItem",
+    "StreamRequested",
 ]
 
 
@@ -285,3 +288,54 @@ class Failed(Event):
     def __init__(self, request_id: int, error: BaseException) -> None:
         _set(self, "request_id", request_id)
         _set(self, "error", error)
+
+
+class StreamRequested(Event):
+    """Event (``trio-pb-2`` only): the peer called *call* as a stream, granting *window* items of credit.
+
+    Run its method (an async generator) and send each item with
+    ``send_item`` while :meth:`~trio_pb.protocol.PBProtocol.take_credit`
+    allows, then answer the call to end the stream.
+    """
+
+    __slots__ = ("call", "window")
+    __match_args__ = ("call", "window")
+    __setattr__ = __delattr__ = _frozen
+
+    call: IncomingCall
+    window: int
+
+    def __init__(self, call: IncomingCall, window: int) -> None:
+        _set(self, "call", call)
+        _set(self, "window", window)
+
+
+class StreamItem(Event):
+    """Event (``trio-pb-2`` only): the next item of our stream *request_id* (or why it cannot be read)."""
+
+    __slots__ = ("error", "request_id", "value")
+    __match_args__ = ("request_id", "value", "error")
+    __setattr__ = __delattr__ = _frozen
+
+    request_id: int
+    value: Any
+    #: Set instead of *value* when the item could not be unjellied.
+    error: BaseException | None
+
+    def __init__(self, request_id: int, value: Any, error: BaseException | None = None) -> None:
+        _set(self, "request_id", request_id)
+        _set(self, "value", value)
+        _set(self, "error", error)
+
+
+class CreditGranted(Event):
+    """Event (``trio-pb-2`` only): the peer granted more credit to the stream *request_id* we produce."""
+
+    __slots__ = ("request_id",)
+    __match_args__ = ("request_id",)
+    __setattr__ = __delattr__ = _frozen
+
+    request_id: int
+
+    def __init__(self, request_id: int) -> None:
+        _set(self, "request_id", request_id)

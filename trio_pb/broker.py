@@ -15,6 +15,7 @@ reading for its own answer, is :mod:`trio_pb._reading`'s.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import functools
@@ -31,9 +32,11 @@ import attrs
 import trio
 
 from ._caches import Cacheable, CacheToken, RemoteCacheObserver, new_proxy
+from ._events import CreditGranted, StreamItem, StreamRequested
 from ._groups import plain_errors
 from ._reading import Baton
 from ._socket_io import stream_io, without_tracebacks
+from ._streams import Window
 from .cache import CacheUpdate, CacheUpdates
 from .conduct import PeerConduct
 from .errors import (
@@ -109,6 +112,54 @@ class _PendingCall:
         return error
 
 
+@attrs.define
+class _StreamCall(_PendingCall):
+    """One of our remote streams: a call whose items come before its answer (which ends it)."""
+
+    request_id: int = 0
+    window: Window = attrs.field(factory=lambda: Window(1))
+    #: Items received, not consumed yet: (value, error), at most a window of them.
+    items: collections.deque[tuple[Any, BaseException | None]] = attrs.field(factory=collections.deque)
+
+
+class RemoteStream:
+    """A remote stream's items: ``async with ref.stream(name, ...) as items: async for item in items``.
+
+    Entering sends the call; leaving before the end (``break``, an error,
+    a cancellation) closes the producer's generator on the far side.  The
+    iteration ends with the stream, or raises what its generator raised, or
+    :class:`~trio_pb.errors.PBConnectionLost` if the connection is lost.
+    """
+
+    __slots__ = ("_args", "_broker", "_call", "_kwargs", "_name", "_target")
+
+    def __init__(self, broker: Broker, target: int | bytes, name: str, args: Any, kwargs: Any) -> None:
+        self._broker = broker
+        self._target = target
+        self._name = name
+        self._args = args
+        self._kwargs = kwargs
+        self._call: _StreamCall | None = None
+
+    async def __aenter__(self) -> RemoteStream:
+        if self._call is not None:
+            raise RuntimeError("a RemoteStream can be entered only once")
+        self._call = await self._broker._open_stream(self._target, self._name, self._args, self._kwargs)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._call is not None:
+            self._broker._leave_stream(self._call)
+
+    def __aiter__(self) -> RemoteStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._call is None:
+            raise RuntimeError("iterate a RemoteStream inside its async with block")
+        return await self._broker._next_item(self._call)
+
+
 class _NoPublicConstructor(type):
     """A metaclass whose classes cannot be called: they are made by their ``_create`` (as in trio)."""
 
@@ -140,6 +191,7 @@ class Broker(metaclass=_NoPublicConstructor):
         "_closed",
         "_closing",
         "_context",
+        "_credit_waiters",
         "_disconnect_callbacks",
         "_draining",
         "_gc_releases",
@@ -166,6 +218,7 @@ class Broker(metaclass=_NoPublicConstructor):
         "_signs_of_life",
         "_slot_waiters",
         "_stream",
+        "_stream_window",
         "_to_start",
         "_token",
         "_unsent",
@@ -263,6 +316,9 @@ class Broker(metaclass=_NoPublicConstructor):
         # Whether the protocol holds blobs for the writer to pump out (trio-pb-2's big values).
         self._blobs_out = False
         self._max_running_calls = options.max_running_calls
+        self._stream_window = options.stream_window
+        # The producers of our streams waiting for credit, by request id (made at the first).
+        self._credit_waiters: dict[int, trio.Event] | None = None
         # Free slots for our calls in flight, less the callers queued for one
         # (negative while some are): the callers queue in _slot_waiters, made
         # by the first to wait, and a freed slot goes straight to the first.
@@ -690,6 +746,165 @@ class Broker(metaclass=_NoPublicConstructor):
                 await trio.lowlevel.checkpoint()
             raise pending.take_error()
         return pending.value
+
+    # -- remote streams we consume -----------------------------------------------
+
+    def stream(self, target: int | bytes, name: str, args: Any, kwargs: Any) -> RemoteStream:
+        """The remote stream of *name* on the peer's object *target*: enter it to send the call.
+
+        What :meth:`RemoteReference.stream <trio_pb.references.RemoteReference.stream>` returns.
+        """
+        return RemoteStream(self, target, name, args, kwargs)
+
+    async def _open_stream(self, target: int | bytes, name: str, args: Any, kwargs: Any) -> _StreamCall:
+        if self._lost:
+            raise DeadReferenceError("Calling Stale Broker")
+        await trio.lowlevel.checkpoint()
+        protocol = self._protocol
+        if self._gc_releases:
+            self._send_gc_releases()
+        time_left = None
+        deadline = trio.current_effective_deadline()
+        if deadline != math.inf:
+            time_left = deadline - trio.current_time()
+        window = self._stream_window
+        request_id = protocol.send_stream_call(target, name, args, kwargs, window, time_left)
+        call = _StreamCall(request_id=request_id, window=Window(window))
+        self._pending[request_id] = call
+        self._flush()
+        return call
+
+    async def _next_item(self, call: _StreamCall) -> Any:
+        waited = False
+        while not call.items:
+            if call.settled:
+                if call.error is not None:
+                    if isinstance(call.error, CancelledByCaller):
+                        await trio.lowlevel.checkpoint()  # our deadline passed: as for calls (_answer_to)
+                    raise call.take_error()
+                raise StopAsyncIteration
+            call.waiter = trio.Event()
+            try:
+                await call.waiter.wait()
+            finally:
+                call.waiter = None
+                if call.settled:
+                    # Woken by whoever read the answer: the reader may be parked until now.
+                    self._reading.woken()
+            waited = True
+        if not waited:
+            await trio.lowlevel.checkpoint()
+        value, error = call.items.popleft()
+        grant = call.window.took()
+        if grant and not call.settled:
+            self._protocol.send_credit(call.request_id, grant)
+            self._flush()
+        if error is not None:
+            raise error
+        return value
+
+    def _leave_stream(self, call: _StreamCall) -> None:
+        """The consumer left the block: a stream not over yet is closed (its generator closed over there)."""
+        call.items.clear()
+        if self._pending.get(call.request_id) is call:
+            del self._pending[call.request_id]
+            if not self._lost:
+                self._protocol.abandon(call.request_id)
+                self._protocol.send_cancel(call.request_id)
+                self._flush()
+
+    def _stream_item(self, event: StreamItem) -> None:
+        call = self._pending.get(event.request_id)
+        if not isinstance(call, _StreamCall):
+            raise ProtocolError(f"an item for request {event.request_id}, a call that is not a stream")
+        if len(call.items) >= call.window.window:
+            raise ProtocolError(
+                f"the producer of stream {event.request_id} sent past the credit it was given"
+            )
+        call.items.append((event.value, event.error))
+        if call.waiter is not None:
+            call.waiter.set()
+
+    # -- remote streams we produce -----------------------------------------------
+
+    def _run_stream(self, call: IncomingCall) -> None:
+        protocol = self._protocol
+        request_id = call.request_id
+        if request_id in self._call_scopes:
+            raise ProtocolError(f"the peer reused request id {request_id} while its call still runs")
+        try:
+            generator = call.method(*call.args, **call.kwargs)
+        except Exception as exc:
+            protocol.stream_done(request_id)
+            self._fail_call(call, exc)
+            return
+        problem: Exception | None = None
+        if not inspect.isasyncgen(generator):
+            close = getattr(generator, "close", None)
+            if close is not None:
+                close()  # a coroutine that never started
+            problem = Error(f"{call.name!r} is not an async generator: call it with call_remote, not stream")
+        elif len(self._call_scopes) >= self._max_running_calls:
+            problem = TooManyCalls(f"{self._max_running_calls} calls are running on this connection already")
+        if problem is not None:
+            protocol.stream_done(request_id)
+            self._fail_call(call, problem)
+            return
+        scope = trio.CancelScope()
+        if call.time_left is not None:
+            scope.deadline = trio.current_time() + call.time_left
+        if not isinstance(self._call_scopes, dict):
+            self._call_scopes = {}
+        self._call_scopes[request_id] = scope
+        self._start_soon(self._feed_stream, call, generator, scope)
+
+    async def _feed_stream(self, call: IncomingCall, generator: Any, scope: trio.CancelScope) -> None:
+        """Run the generator of the peer's stream *call*, an item per credit, then end the stream."""
+        _serving.set(self)
+        protocol = self._protocol
+        request_id = call.request_id
+        with scope:
+            try:
+                async with contextlib.aclosing(generator):
+                    while True:
+                        while not protocol.take_credit(request_id):
+                            # No credit: the generator is not advanced until the consumer grants more.
+                            waiters = self._credit_waiters
+                            if waiters is None:
+                                waiters = self._credit_waiters = {}
+                            waiter = waiters[request_id] = trio.Event()
+                            try:
+                                await waiter.wait()
+                            finally:
+                                del waiters[request_id]
+                        try:
+                            item = await generator.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        await self._wait_for_room()
+                        if self._lost:
+                            return
+                        protocol.send_item(request_id, item, call.perspective)
+                        self._flush()
+                await self._wait_for_room()
+            except Exception as exc:
+                self._fail_call(call, exc)
+            else:
+                if not self._lost:
+                    try:
+                        self._call_done(call, None)
+                    except ProtocolError as exc:
+                        self._broke_protocol(exc)
+                        await self._close_stream()
+            finally:
+                assert isinstance(self._call_scopes, dict)  # it holds this stream's scope
+                del self._call_scopes[request_id]
+                protocol.stream_done(request_id)
+        if scope.cancelled_caught and not self._lost:
+            # The consumer closed the stream, or its deadline passed.
+            deadline_passed = trio.current_time() >= scope.deadline
+            self._protocol.send_cancelled(request_id, deadline_passed=deadline_passed)
+        self._flush()
 
     def call_no_answer(
         self, target: int | bytes, name: str, args: Any, kwargs: Any, *, command: bytes = b"message"
@@ -1136,6 +1351,14 @@ class Broker(metaclass=_NoPublicConstructor):
                 scope = self._call_scopes.get(event.request_id)
                 if scope is not None:
                     scope.cancel()
+            elif isinstance(event, StreamItem):
+                self._stream_item(event)
+            elif isinstance(event, CreditGranted):
+                waiter = self._credit_waiters.get(event.request_id) if self._credit_waiters else None
+                if waiter is not None:
+                    waiter.set()
+            elif isinstance(event, StreamRequested):
+                self._run_stream(event.call)
             elif isinstance(event, Ready):
                 if self._ready is not None:
                     self._ready.set()

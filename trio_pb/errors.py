@@ -37,6 +37,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "SerializationError",
+    "StreamsUnsupported",
     "TooManyCalls",
     "TooManyViolations",
     "UnauthorizedLogin",
@@ -58,6 +59,13 @@ class Error(PBError):
 
 class LocalProtocolError(PBError):
     """This side used the API wrongly (as h11's ``LocalProtocolError``): nothing was sent, nothing broke."""
+
+
+class StreamsUnsupported(LocalProtocolError):
+    """A remote stream was asked of a peer that does not speak ``trio-pb-2`` (Twisted, an older trio_pb).
+
+    Nothing was sent; the connection is still usable for calls.
+    """
 
 
 class SerializationError(PBError):

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from ._blobs import MAX_VALUE_SIZE
+from ._streams import STREAM_WINDOW
 from .banana import MESSAGE_ITEMS_LIMIT, MESSAGE_SIZE_LIMIT
 from .conduct import MAX_VIOLATIONS
 from .jelly import CopyRegistry, SecurityOptions
@@ -114,6 +115,9 @@ class BrokerOptions:
     #: The most bytes of big strings (over 64 KiB each) one message may carry, either way,
     #: between peers that speak ``trio-pb-2`` (``trio_pb._blobs.MAX_VALUE_SIZE``, 256 MiB).
     max_value_size: int = MAX_VALUE_SIZE
+    #: The items a producer may send ahead of us in each remote stream we consume
+    #: (``trio_pb._streams.STREAM_WINDOW``, 16): its credit, granted again half a window at a time.
+    stream_window: int = attrs.field(default=STREAM_WINDOW, validator=_at_least_one)
     #: CPU seconds the sets and dicts of one message may cost to build (None: no limit).
     decode_budget: float | None = DECODE_BUDGET
     #: Protocol violations (stray releases, unknown commands ...) before the connection is closed.

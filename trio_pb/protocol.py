@@ -23,6 +23,7 @@ import math
 import reprlib
 import sys
 import time
+import types
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -43,15 +44,19 @@ from ._events import (
     PAUSED,
     Answer,
     CancelRequested,
+    CreditGranted,
     Event,
     Failed,
     IncomingCall,
     NeedData,
     Paused,
     Ready,
+    StreamItem,
+    StreamRequested,
 )
 from ._events import answer as _answer_event
 from ._events import incoming_call as _incoming_call
+from ._streams import Credits
 from .banana import (
     DEPTH_LIMIT,
     MESSAGE_ITEMS_LIMIT,
@@ -70,6 +75,7 @@ from .errors import (
     LocalProtocolError,
     ProtocolError,
     SerializationError,
+    StreamsUnsupported,
 )
 from .jelly import (
     CopyRegistry,
@@ -190,6 +196,7 @@ class _Requests:
         "max_held",
         "next_deadline",
         "pings",
+        "streams",
         "waiting",
     )
 
@@ -211,6 +218,15 @@ class _Requests:
         self.held = _NOTHING_HELD
         #: How many of the peer's calls may be held (the ``max_held_calls`` option).
         self.max_held = max_held
+        #: The credit of the streams we produce (made at the first: most connections stream nothing).
+        self.streams: Credits | None = None
+
+    def producing(self) -> Credits:
+        """The credit table of the streams we produce, made now if need be."""
+        streams = self.streams
+        if streams is None:
+            streams = self.streams = Credits()
+        return streams
 
     def holding(self, max_size: int) -> _Held:
         """The table of held calls, made now if need be, taking at most *max_size* bytes."""
@@ -1061,6 +1077,124 @@ class PBProtocol:
             raise ProtocolError(f"withblobs around a command that cannot carry blobs: {command[:1]!r:.40}")
         return self._dispatch(command)
 
+    def _stream(self, window: Any, command: Any) -> StreamRequested | None:
+        if type(window) is not int or window <= 0:
+            raise ProtocolError(f"stream with a window that is not a positive int: {window!r:.20}")
+        if type(command) is not list or len(command) != 7 or command[0] != b"message" or command[4] != 1:
+            raise ProtocolError(
+                f"stream around something other than a call that wants its answer: {command!r:.60}"
+            )
+        call = self._message(*command[1:])
+        if call is None:
+            return None  # it cannot be called: its error answer is queued (or held)
+        self._requests.producing().opened(call.request_id, window)
+        return StreamRequested(call, window)
+
+    def _credit(self, request_id: Any, count: Any) -> CreditGranted | None:
+        if self._requests.producing().granted(request_id, count):
+            return CreditGranted(request_id)
+        return None
+
+    def _item(self, request_id: Any, value: Any) -> StreamItem | None:
+        requests = self._requests
+        if type(request_id) is int and request_id in requests.waiting:
+            if type(value) is not list:
+                return StreamItem(request_id, value)
+            try:
+                return StreamItem(request_id, self.unjelly(value))
+            except JellyError as exc:
+                return StreamItem(request_id, None, exc)
+        abandoned = requests.abandoned
+        if type(request_id) is int and abandoned and request_id in abandoned:
+            # An item of a stream we closed, crossing our cancel: its references are released.
+            if type(value) is list:
+                with contextlib.suppress(JellyError):
+                    self.unjelly(value)
+            return None
+        if self.state is not _CLOSED:
+            self.conduct.violation("stray item", "sent an item of no open stream: %r", _short(request_id))
+        return None
+
+    # -- remote streams (trio-pb-2) -------------------------------------------
+
+    def send_stream_call(
+        self,
+        target: int | bytes,
+        name: str,
+        args: Any,
+        kwargs: Any,
+        window: int,
+        time_left: float | None = None,
+    ) -> int:
+        """Queue a call of *name* as a stream granting *window* items of credit; return its request id.
+
+        Its items come as :class:`StreamItem` events, its end as the call's
+        :class:`Answer` (or :class:`Failed`).  Raises
+        :class:`~trio_pb.errors.StreamsUnsupported` toward a peer without
+        ``trio-pb-2``, sending nothing.
+        """
+        if self.state is not _OPEN:
+            raise self._refuse("open a stream")
+        if not self._requests.big.active:
+            raise StreamsUnsupported(
+                f"cannot open a stream of {name!r}: the peer (dialect {self.dialect!r}) does not speak "
+                "trio-pb-2, which remote streams need (Twisted PB has no streams)"
+            )
+        if type(window) is not int or window <= 0:
+            raise ValueError(f"a stream window must be a positive int, not {window!r}")
+        request_id = self._next_request_id
+        with self._sending():
+            message = [
+                b"message",
+                request_id,
+                target,
+                name.encode("utf-8"),
+                1,
+                jelly(tuple(args), security=self.security, invoker=self),
+                jelly(dict(kwargs), security=self.security, invoker=self),
+            ]
+            data = self._banana.send([b"stream", window, message])
+        if time_left is not None:
+            self._queue(self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]))
+        self._queue(data)
+        self._next_request_id += 1
+        self._requests.waiting[request_id] = None
+        return request_id
+
+    def send_credit(self, request_id: int, count: int) -> None:
+        """Grant the producer of our stream *request_id* *count* more items (nothing once it ended)."""
+        if self.state is _OPEN and request_id in self._requests.waiting:
+            self._send([b"credit", request_id, count])
+
+    def take_credit(self, request_id: int) -> bool:
+        """Spend one credit of the stream *request_id* we produce: False if it has none (wait for a grant)."""
+        streams = self._requests.streams
+        return streams is not None and streams.take(request_id)
+
+    def send_item(self, request_id: int, value: Any, perspective: Any = None) -> None:
+        """Queue the next item of the stream *request_id* we produce (after :meth:`take_credit`).
+
+        Raises :class:`~trio_pb.errors.LocalProtocolError` unless that
+        stream is still open, or a :class:`~trio_pb.errors.SerializationError`
+        if *value* cannot be sent (then nothing is).
+        """
+        if request_id not in self._requests.incoming:
+            raise self._no_answer_due(request_id)
+        if type(value) in _ATOMS:
+            data = self._banana.send([b"item", request_id, value])
+        else:
+            with self._sending(perspective, answer=True):
+                data = self._banana.send(
+                    [b"item", request_id, jelly(value, security=self.security, invoker=self)]
+                )
+        self._queue(data)
+
+    def stream_done(self, request_id: int) -> None:
+        """The stream *request_id* we produce is over (ended, failed or closed): forget its credit."""
+        streams = self._requests.streams
+        if streams is not None:
+            streams.closed(request_id)
+
     def send_ping(self) -> int:
         """Queue a ping by the best route the peer has, and return the request id its answer takes.
 
@@ -1548,6 +1682,12 @@ class PBProtocol:
                 # An atom is its own jelly: no Jellier needed.
                 data = self._banana.send([b"answer", request_id, result])
             else:
+                if type(result) is types.AsyncGeneratorType:
+                    # Jelly would send it as an Unpersistable: say what it is instead.
+                    raise SerializationError(
+                        "the method is an async generator, a remote stream: consume it with "
+                        "RemoteReference.stream(), not a plain call"
+                    )
                 with self._sending(perspective, answer=True):
                     data = self._banana.send(
                         [b"answer", request_id, jelly(result, security=self.security, invoker=self)]
@@ -1854,6 +1994,9 @@ _EXTENSION_2_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
     b"blob": (PBProtocol._blob, 2),
     b"chunk": (PBProtocol._chunk, 2),
     b"withblobs": (PBProtocol._withblobs, 2),
+    b"stream": (PBProtocol._stream, 2),
+    b"credit": (PBProtocol._credit, 2),
+    b"item": (PBProtocol._item, 2),
 }
 
 # The commands a withblobs may wrap.

@@ -21,6 +21,7 @@ from .typed import typed_reference
 
 if TYPE_CHECKING:
     from ._connection_api import Connection
+    from .broker import RemoteStream
 
 __all__ = ["RemoteMethod", "RemoteReference"]
 
@@ -73,6 +74,16 @@ class RemoteReference(Jellyable):
         answer is dropped.
         """
         return _named_call(self.broker.call(self.luid, _name, args, kwargs), "call_remote", _name)
+
+    def stream(self, _name: str, /, *args: Any, **kwargs: Any) -> RemoteStream:
+        """The remote stream of ``remote_<_name>(*args, **kwargs)``, an async generator on the peer.
+
+        Use it as ``async with ref.stream("feed", n) as items: async for item in items: ...``;
+        entering sends the call (between ``trio-pb-2`` peers only: toward any
+        other it raises :class:`~trio_pb.errors.StreamsUnsupported`), leaving
+        early closes the generator over there.  See the tutorial, "Streams".
+        """
+        return self.broker.stream(self.luid, _name, args, kwargs)
 
     def call_remote_no_answer(self, _name: str, /, *args: Any, **kwargs: Any) -> None:
         """Send a call that wants no answer (Twisted's ``pbanswer=False``).
