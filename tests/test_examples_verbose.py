@@ -68,7 +68,10 @@ async def test_the_verbose_chat_ui_shows_the_trace_in_its_pane(tmp_path: Path) -
         async with tui.terminal(tmp_path, argv) as term:
             await term.wait_for("logged in as alice")
             await term.enter("/join lobby")
-            screen = await term.wait_for("[lobby] * alice joined", "log: trio_pb.trace: ", " sent message ")
+            # The status line is redrawn after the join's answer: wait for it too.
+            screen = await term.wait_for(
+                "[lobby] * alice joined", "log: trio_pb.trace: ", " sent message ", "| talking in lobby |"
+            )
             shown = "\n".join(screen)
             assert "b'join'" in shown
             # In the pane: the status line and the input line stay at the bottom.
