@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 import trio
 
+from . import _deadline
 from ._caches import Cacheable, CacheToken, RemoteCacheObserver, new_proxy
 from ._events import CreditGranted, StreamItem, StreamRequested
 from ._groups import plain_errors
@@ -102,8 +103,33 @@ class _PendingCall:
     settled: bool = False
     value: Any = None
     error: BaseException | None = None
-    #: What the caller waits on when another task reads for it.
-    waiter: trio.Event | None = None
+    #: The caller's task while it waits for another task to settle the call
+    #: (or, for a stream, to bring an item): what :meth:`wake` reschedules.
+    waiting: trio.lowlevel.Task | None = None
+    #: Whether settling the call woke its caller: the reader may stand by until that caller runs.
+    woken_by_answer: bool = False
+
+    async def wait(self) -> None:
+        """Wait until :meth:`wake`; a checkpoint, which cancellation ends.
+
+        trio's own primitives, not a :class:`trio.Event` a call: one wait per
+        call, and an Event (with its parking lot) costs several times more.
+        """
+        self.waiting = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abandon_wait)
+
+    def _abandon_wait(self, _: object) -> trio.lowlevel.Abort:
+        self.waiting = None  # cancelled: nothing may reschedule the task any more
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def wake(self) -> bool:
+        """Wake the caller if it waits; whether it did."""
+        task = self.waiting
+        if task is None:
+            return False
+        self.waiting = None
+        trio.lowlevel.reschedule(task)
+        return True
 
     def take_error(self) -> BaseException:
         """The error, no longer held here: raised by a frame that holds this object, it would be a cycle."""
@@ -595,7 +621,7 @@ class Broker(metaclass=_NoPublicConstructor):
                 self._send_gc_releases()
             time_left = None
             if protocol.extended:
-                deadline = trio.current_effective_deadline()
+                deadline = _deadline.current_effective_deadline()
                 if deadline != math.inf:
                     time_left = deadline - trio.current_time()
             request_id = protocol.send_call(target, name, args, kwargs, command=command, time_left=time_left)
@@ -721,8 +747,7 @@ class Broker(metaclass=_NoPublicConstructor):
                 # the switch from the reader to this task (trio_pb._reading).
                 await self._reading.read_until_settled(self, pending)
             if not pending.settled:
-                pending.waiter = trio.Event()
-                await pending.waiter.wait()
+                await pending.wait()
         except BaseException:
             if self._pending.pop(request_id, None) is not None:
                 # Cancelled: the answer, when it comes, is dropped quietly,
@@ -732,7 +757,7 @@ class Broker(metaclass=_NoPublicConstructor):
                 self._flush()
             raise
         finally:
-            if pending.waiter is not None and pending.settled:
+            if pending.woken_by_answer:
                 # Woken by whoever read the answer: the reader may be parked until now.
                 self._reading.woken()
         if pending.error is not None:
@@ -764,7 +789,7 @@ class Broker(metaclass=_NoPublicConstructor):
         if self._gc_releases:
             self._send_gc_releases()
         time_left = None
-        deadline = trio.current_effective_deadline()
+        deadline = _deadline.current_effective_deadline()
         if deadline != math.inf:
             time_left = deadline - trio.current_time()
         window = self._stream_window
@@ -783,13 +808,12 @@ class Broker(metaclass=_NoPublicConstructor):
                         await trio.lowlevel.checkpoint()  # our deadline passed: as for calls (_answer_to)
                     raise call.take_error()
                 raise StopAsyncIteration
-            call.waiter = trio.Event()
             try:
-                await call.waiter.wait()
+                await call.wait()
             finally:
-                call.waiter = None
-                if call.settled:
+                if call.woken_by_answer:
                     # Woken by whoever read the answer: the reader may be parked until now.
+                    call.woken_by_answer = False
                     self._reading.woken()
             waited = True
         if not waited:
@@ -822,8 +846,7 @@ class Broker(metaclass=_NoPublicConstructor):
                 f"the producer of stream {event.request_id} sent past the credit it was given"
             )
         call.items.append((event.value, event.error))
-        if call.waiter is not None:
-            call.waiter.set()
+        call.wake()
 
     # -- remote streams we produce -----------------------------------------------
 
@@ -1379,9 +1402,9 @@ class Broker(metaclass=_NoPublicConstructor):
         pending.value = value
         pending.error = error
         pending.settled = True
-        if pending.waiter is not None:
+        if pending.wake():
+            pending.woken_by_answer = True
             self._reading.wakes_due += 1
-            pending.waiter.set()
 
     def _run_call(self, call: IncomingCall) -> None:
         # The protocol refuses a reused request id awaiting an answer; this

@@ -1,0 +1,70 @@
+"""The calling task's deadline, read cheaply enough to ask for it on every call.
+
+Every call to an extended peer carries the seconds left before the caller's
+deadline (docs/protocol.rst), so every call asks trio for the current task's
+effective deadline.  :func:`trio.current_effective_deadline` answers with a
+method call and two property reads for each enclosing cancel scope: about
+1.5 us with six of them, a tenth of what a call costs with 64 in flight.
+:func:`current_effective_deadline` here gives the same answer by reading the
+same fields in one loop, about five times faster.
+
+Those fields (a task's cancel status, its scope and parent; a scope's
+absolute deadline and shield) are trio's private ones, unchanged since long
+before the oldest trio this package supports.  So the fast path proves
+itself: the first time it runs, its answer is compared with trio's, and a
+difference, or a field gone missing, switches this process to trio's own
+function for good.  tests/test_deadline.py compares the two across nestings
+of shielded, cancelled and timed scopes, on whichever trio CI installs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import trio
+
+__all__ = ["current_effective_deadline"]
+
+_log = logging.getLogger("trio_pb")
+
+_current_task = trio.lowlevel.current_task
+_INF = math.inf
+
+
+def _read_deadline() -> float:
+    """What trio.current_effective_deadline() returns, read straight off the task's cancel scopes."""
+    status: Any = _current_task()._cancel_status
+    if status.effectively_cancelled:
+        return -_INF
+    deadline = _INF
+    while status is not None:
+        scope = status._scope
+        if scope._deadline < deadline:
+            deadline = scope._deadline
+        if scope._shield:
+            break  # the scopes further out cannot cancel this task
+        status = status._parent
+    return deadline
+
+
+def _checked_once() -> float:
+    """The first call: check the fast path against trio, then settle on one of them."""
+    global current_effective_deadline
+    expected = trio.current_effective_deadline()
+    try:
+        agrees = _read_deadline() == expected
+    except AttributeError:
+        agrees = False
+    if agrees:
+        current_effective_deadline = _read_deadline
+    else:
+        _log.debug("trio's cancel scopes are not as trio_pb expects: deadlines are read through trio's API")
+        current_effective_deadline = trio.current_effective_deadline
+    return expected
+
+
+#: The current task's effective deadline, as :func:`trio.current_effective_deadline` gives it.
+#: Look it up as ``_deadline.current_effective_deadline`` each time: the first call replaces it.
+current_effective_deadline = _checked_once
