@@ -40,6 +40,36 @@
 #define DEPTH_CAP 100
 
 /* -------------------------------------------------------------------------------------------
+ * The attributes read and set on banana's Encoder and Decoder, by names interned at import:
+ * PyObject_GetAttrString would make (and hash) a new str each time, a dozen times a message. */
+
+#define ATTR_NAMES(X)                                                                              \
+    X(_base) X(_buffer) X(_message_items) X(_message_start) X(_needed) X(_plain_scan) X(_pos)      \
+    X(_stack) X(depth_limit) X(last_message_items) X(message_items_limit) X(message_size_limit)    \
+    X(prefix_limit) X(size_limit) X(vocabulary)
+#define ATTR(name) attr_##name
+#define DECLARE_ATTR(name) static PyObject *ATTR(name) = NULL;
+ATTR_NAMES(DECLARE_ATTR)
+
+/* The heads of the commands decode_plain builds (bytes are immutable: one object serves all). */
+static PyObject *message_head = NULL, *answer_head = NULL;
+
+static int
+intern_names(void)
+{
+#define INTERN_ATTR(name)                                                                          \
+    if (ATTR(name) == NULL && (ATTR(name) = PyUnicode_InternFromString(#name)) == NULL)            \
+        return -1;
+    ATTR_NAMES(INTERN_ATTR)
+#undef INTERN_ATTR
+    if (message_head == NULL && (message_head = PyBytes_FromStringAndSize("message", 7)) == NULL)
+        return -1;
+    if (answer_head == NULL && (answer_head = PyBytes_FromStringAndSize("answer", 6)) == NULL)
+        return -1;
+    return 0;
+}
+
+/* -------------------------------------------------------------------------------------------
  * The vocabulary of the encoder's dialect: a table built from its tuple (banana.PB_VOCABULARY,
  * which every Encoder shares) and kept until an encoder comes with another tuple. */
 
@@ -485,9 +515,9 @@ put_value(Ctx *c, PyObject *o, int level)
  * The Python functions. */
 
 static int
-read_limit(PyObject *encoder, const char *name, Py_ssize_t *out)
+read_limit(PyObject *encoder, PyObject *name, Py_ssize_t *out)
 {
-    PyObject *value = PyObject_GetAttrString(encoder, name);
+    PyObject *value = PyObject_GetAttr(encoder, name);
     if (value == NULL)
         return -1;
     *out = PyLong_AsSsize_t(value);
@@ -507,12 +537,12 @@ static int
 ctx_setup(Ctx *c, PyObject *encoder)
 {
     ctx_init(c);
-    if (read_limit(encoder, "size_limit", &c->size_limit) < 0 ||
-        read_limit(encoder, "depth_limit", &c->depth_limit) < 0 ||
-        read_limit(encoder, "message_size_limit", &c->message_size_limit) < 0 ||
-        read_limit(encoder, "message_items_limit", &c->items_limit) < 0)
+    if (read_limit(encoder, ATTR(size_limit), &c->size_limit) < 0 ||
+        read_limit(encoder, ATTR(depth_limit), &c->depth_limit) < 0 ||
+        read_limit(encoder, ATTR(message_size_limit), &c->message_size_limit) < 0 ||
+        read_limit(encoder, ATTR(message_items_limit), &c->items_limit) < 0)
         return -1;
-    PyObject *vocabulary = PyObject_GetAttrString(encoder, "vocabulary");
+    PyObject *vocabulary = PyObject_GetAttr(encoder, ATTR(vocabulary));
     if (vocabulary == NULL)
         return -1;
     int result = 0;
@@ -618,9 +648,9 @@ typedef struct {
 
 /* A limit that fits a Py_ssize_t: 0, BAIL if it does not (the pure path takes over), -1. */
 static int
-read_exact_limit(PyObject *decoder, const char *name, Py_ssize_t *out)
+read_exact_limit(PyObject *decoder, PyObject *name, Py_ssize_t *out)
 {
-    PyObject *value = PyObject_GetAttrString(decoder, name);
+    PyObject *value = PyObject_GetAttr(decoder, name);
     if (value == NULL)
         return -1;
     if (!PyLong_CheckExact(value)) {
@@ -639,12 +669,12 @@ read_exact_limit(PyObject *decoder, const char *name, Py_ssize_t *out)
 }
 
 static int
-set_ssize(PyObject *decoder, const char *name, Py_ssize_t value)
+set_ssize(PyObject *decoder, PyObject *name, Py_ssize_t value)
 {
     PyObject *number = PyLong_FromSsize_t(value);
     if (number == NULL)
         return -1;
-    int result = PyObject_SetAttrString(decoder, name, number);
+    int result = PyObject_SetAttr(decoder, name, number);
     Py_DECREF(number);
     return result;
 }
@@ -688,14 +718,14 @@ decode_parse(PyObject *module, PyObject *decoder)
     Py_ssize_t pos, base, message_start, message_items, size_limit, prefix_limit, depth_limit;
     Py_ssize_t message_size_limit, items_limit;
     int r;
-    if ((r = read_exact_limit(decoder, "_pos", &pos)) || (r = read_exact_limit(decoder, "_base", &base)) ||
-        (r = read_exact_limit(decoder, "_message_start", &message_start)) ||
-        (r = read_exact_limit(decoder, "_message_items", &message_items)) ||
-        (r = read_exact_limit(decoder, "size_limit", &size_limit)) ||
-        (r = read_exact_limit(decoder, "prefix_limit", &prefix_limit)) ||
-        (r = read_exact_limit(decoder, "depth_limit", &depth_limit)) ||
-        (r = read_exact_limit(decoder, "message_size_limit", &message_size_limit)) ||
-        (r = read_exact_limit(decoder, "message_items_limit", &items_limit))) {
+    if ((r = read_exact_limit(decoder, ATTR(_pos), &pos)) || (r = read_exact_limit(decoder, ATTR(_base), &base)) ||
+        (r = read_exact_limit(decoder, ATTR(_message_start), &message_start)) ||
+        (r = read_exact_limit(decoder, ATTR(_message_items), &message_items)) ||
+        (r = read_exact_limit(decoder, ATTR(size_limit), &size_limit)) ||
+        (r = read_exact_limit(decoder, ATTR(prefix_limit), &prefix_limit)) ||
+        (r = read_exact_limit(decoder, ATTR(depth_limit), &depth_limit)) ||
+        (r = read_exact_limit(decoder, ATTR(message_size_limit), &message_size_limit)) ||
+        (r = read_exact_limit(decoder, ATTR(message_items_limit), &items_limit))) {
         if (r < 0)
             return NULL;
         /* A limit or position beyond Py_ssize_t, or not an int: the pure parser. */
@@ -707,11 +737,11 @@ decode_parse(PyObject *module, PyObject *decoder)
     if (pos > big || base > big || message_start > big || message_items > big || size_limit > big ||
         message_size_limit > big || items_limit > big || pos < 0 || base < 0 || message_start < 0)
         return PyObject_CallMethod(decoder, "_parse", NULL);
-    PyObject *buffer = PyObject_GetAttrString(decoder, "_buffer");
+    PyObject *buffer = PyObject_GetAttr(decoder, ATTR(_buffer));
     if (buffer == NULL)
         return NULL;
-    PyObject *stack_list = PyObject_GetAttrString(decoder, "_stack");
-    PyObject *vocabulary = PyObject_GetAttrString(decoder, "vocabulary");
+    PyObject *stack_list = PyObject_GetAttr(decoder, ATTR(_stack));
+    PyObject *vocabulary = PyObject_GetAttr(decoder, ATTR(vocabulary));
     if (stack_list == NULL || vocabulary == NULL || !PyBytes_CheckExact(buffer) ||
         !PyList_CheckExact(stack_list) || (vocabulary != Py_None && !PyTuple_CheckExact(vocabulary))) {
         Py_DECREF(buffer);
@@ -829,7 +859,7 @@ decode_parse(PyObject *module, PyObject *decoder)
             if (items == NULL) {
                 /* A new top-level expression: one PB message. */
                 message_start = base + pos;
-                if (set_ssize(decoder, "_message_start", message_start) < 0)
+                if (set_ssize(decoder, ATTR(_message_start), message_start) < 0)
                     goto error;
                 message_items = 1 + count;
             }
@@ -938,8 +968,8 @@ decode_parse(PyObject *module, PyObject *decoder)
         /* Hand the item to the innermost open list; a list that is now full is itself an item
          * of the list around it. */
         if (items == NULL) {
-            if (set_ssize(decoder, "_pos", pos) < 0 || set_ssize(decoder, "_needed", 1) < 0 ||
-                set_ssize(decoder, "last_message_items", 1) < 0)
+            if (set_ssize(decoder, ATTR(_pos), pos) < 0 || set_ssize(decoder, ATTR(_needed), 1) < 0 ||
+                set_ssize(decoder, ATTR(last_message_items), 1) < 0)
                 goto error;
             result = item;
             item = NULL;
@@ -951,7 +981,7 @@ decode_parse(PyObject *module, PyObject *decoder)
         remaining--;
         while (!remaining) {
             if (depth == 0) {
-                if (set_ssize(decoder, "_pos", pos) < 0 || set_ssize(decoder, "_needed", 1) < 0)
+                if (set_ssize(decoder, ATTR(_pos), pos) < 0 || set_ssize(decoder, ATTR(_needed), 1) < 0)
                     goto error;
                 Py_ssize_t size = base + pos - message_start;
                 if (size > message_size_limit) {
@@ -960,7 +990,7 @@ decode_parse(PyObject *module, PyObject *decoder)
                                  message_size_limit, size);
                     goto error;
                 }
-                if (set_ssize(decoder, "last_message_items", message_items) < 0)
+                if (set_ssize(decoder, ATTR(last_message_items), message_items) < 0)
                     goto error;
                 result = items;
                 items = NULL;
@@ -978,7 +1008,7 @@ decode_parse(PyObject *module, PyObject *decoder)
         }
     }
     /* Out of bytes, or waiting for `needed` of them: keep the open lists for the next call. */
-    if (set_ssize(decoder, "_needed", needed) < 0)
+    if (set_ssize(decoder, ATTR(_needed), needed) < 0)
         goto error;
     if (items != NULL) {
         for (Py_ssize_t i = 0; i <= depth; i++) {
@@ -998,7 +1028,7 @@ decode_parse(PyObject *module, PyObject *decoder)
             goto error;
         }
     }
-    if (set_ssize(decoder, "_message_items", message_items) < 0 || set_ssize(decoder, "_pos", pos) < 0)
+    if (set_ssize(decoder, ATTR(_message_items), message_items) < 0 || set_ssize(decoder, ATTR(_pos), pos) < 0)
         goto error;
     result = Py_NewRef(NeedData);
     goto done;
@@ -1614,13 +1644,13 @@ dp_build(DCtx *c)
             goto done;
         if ((f[5] = dp_field(c)) == NULL || !PyDict_CheckExact(f[5]))
             goto done;
-        head = PyBytes_FromStringAndSize("message", 7);
+        head = Py_NewRef(message_head);
     }
     else if (count == 3 && tag_is(s, len, "answer")) {
         nfields = 2;
         if ((f[0] = dp_int(c)) == NULL || (f[1] = dp_field(c)) == NULL)
             goto done;
-        head = PyBytes_FromStringAndSize("answer", 6);
+        head = Py_NewRef(answer_head);
     }
     else {
         goto done;
@@ -1663,7 +1693,7 @@ done:
 static int
 dp_scan(DCtx *c, PyObject *decoder, Py_ssize_t base, Py_ssize_t *needed)
 {
-    PyObject *state = PyObject_GetAttrString(decoder, "_plain_scan");
+    PyObject *state = PyObject_GetAttr(decoder, ATTR(_plain_scan));
     if (state == NULL)
         return -1;
     Py_ssize_t start = c->start, p = start, seen = base + c->end, items = 0, depth = 0;
@@ -1786,7 +1816,7 @@ dp_scan(DCtx *c, PyObject *decoder, Py_ssize_t base, Py_ssize_t *needed)
         }
         PyList_SET_ITEM(saved, i, n);
     }
-    int r = PyObject_SetAttrString(decoder, "_plain_scan", saved);
+    int r = PyObject_SetAttr(decoder, ATTR(_plain_scan), saved);
     Py_DECREF(saved);
     if (r < 0)
         return -1;
@@ -1815,12 +1845,12 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t pos, base;
     int r;
-    if ((r = read_exact_limit(decoder, "_pos", &pos)) || (r = read_exact_limit(decoder, "_base", &base)) ||
-        (r = read_exact_limit(decoder, "size_limit", &c.size_limit)) ||
-        (r = read_exact_limit(decoder, "prefix_limit", &c.prefix_limit)) ||
-        (r = read_exact_limit(decoder, "depth_limit", &c.banana_depth)) ||
-        (r = read_exact_limit(decoder, "message_size_limit", &c.message_size_limit)) ||
-        (r = read_exact_limit(decoder, "message_items_limit", &c.items_limit))) {
+    if ((r = read_exact_limit(decoder, ATTR(_pos), &pos)) || (r = read_exact_limit(decoder, ATTR(_base), &base)) ||
+        (r = read_exact_limit(decoder, ATTR(size_limit), &c.size_limit)) ||
+        (r = read_exact_limit(decoder, ATTR(prefix_limit), &c.prefix_limit)) ||
+        (r = read_exact_limit(decoder, ATTR(depth_limit), &c.banana_depth)) ||
+        (r = read_exact_limit(decoder, ATTR(message_size_limit), &c.message_size_limit)) ||
+        (r = read_exact_limit(decoder, ATTR(message_items_limit), &c.items_limit))) {
         if (r < 0)
             return NULL;
         Py_RETURN_NOTIMPLEMENTED;
@@ -1828,11 +1858,11 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const Py_ssize_t big = (Py_ssize_t)1 << 61;
     if (pos < 0 || base < 0 || pos > big || base > big || c.items_limit > big)
         Py_RETURN_NOTIMPLEMENTED;
-    PyObject *buffer = PyObject_GetAttrString(decoder, "_buffer");
+    PyObject *buffer = PyObject_GetAttr(decoder, ATTR(_buffer));
     if (buffer == NULL)
         return NULL;
-    PyObject *stack_list = PyObject_GetAttrString(decoder, "_stack");
-    PyObject *vocabulary = PyObject_GetAttrString(decoder, "vocabulary");
+    PyObject *stack_list = PyObject_GetAttr(decoder, ATTR(_stack));
+    PyObject *vocabulary = PyObject_GetAttr(decoder, ATTR(vocabulary));
     PyObject *result = NULL;
     if (stack_list == NULL || vocabulary == NULL)
         goto done;
@@ -1846,7 +1876,7 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     /* A command scanned in part on an earlier read: scan on, and build it once it is all here.
      * Otherwise build it now; if it is not all here yet, start scanning it. */
-    PyObject *state = PyObject_GetAttrString(decoder, "_plain_scan");
+    PyObject *state = PyObject_GetAttr(decoder, ATTR(_plain_scan));
     if (state == NULL)
         goto done;
     int pending = state != Py_None;
@@ -1860,7 +1890,7 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto decline;
         if (r == 0)
             goto wait;
-        if (PyObject_SetAttrString(decoder, "_plain_scan", Py_None) < 0)
+        if (PyObject_SetAttr(decoder, ATTR(_plain_scan), Py_None) < 0)
             goto done;
     }
     result = dp_build(&c);
@@ -1877,16 +1907,16 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto decline;
         goto wait;
     }
-    if (set_ssize(decoder, "_pos", c.pos) < 0 || set_ssize(decoder, "_needed", 1) < 0 ||
-        set_ssize(decoder, "_message_start", base + c.start) < 0 ||
-        set_ssize(decoder, "_message_items", c.items) < 0 ||
-        set_ssize(decoder, "last_message_items", c.items) < 0)
+    if (set_ssize(decoder, ATTR(_pos), c.pos) < 0 || set_ssize(decoder, ATTR(_needed), 1) < 0 ||
+        set_ssize(decoder, ATTR(_message_start), base + c.start) < 0 ||
+        set_ssize(decoder, ATTR(_message_items), c.items) < 0 ||
+        set_ssize(decoder, ATTR(last_message_items), c.items) < 0)
         Py_CLEAR(result);
     goto done;
 
 wait:
     /* Nothing consumed: the command stays in the buffer from its start. */
-    if (set_ssize(decoder, "_needed", needed) < 0)
+    if (set_ssize(decoder, ATTR(_needed), needed) < 0)
         goto done;
     result = Py_NewRef(NeedData);
     goto done;
@@ -1894,7 +1924,7 @@ wait:
 decline:
     /* Whatever went wrong, the general path says it in its own words. */
     PyErr_Clear();
-    if (PyObject_SetAttrString(decoder, "_plain_scan", Py_None) < 0)
+    if (PyObject_SetAttr(decoder, ATTR(_plain_scan), Py_None) < 0)
         goto done;
     result = Py_NewRef(Py_NotImplemented);
 done:
@@ -1940,6 +1970,8 @@ import_name(const char *module_name, const char *name)
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    if (intern_names() < 0)
+        return NULL;
     if (DecodeError == NULL && (DecodeError = import_name("trio_pb.errors", "BananaDecodeError")) == NULL)
         return NULL;
     if (NeedData == NULL && (NeedData = import_name("trio_pb._events", "NEED_DATA")) == NULL)
