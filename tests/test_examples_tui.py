@@ -68,6 +68,21 @@ class Terminal:
         missing = [text for text in texts if text not in "\n".join(lines)]
         raise AssertionError(f"not on the screen after {DEADLINE} s: {missing}\n" + "\n".join(lines))
 
+    async def wait_for_input_line(self, line: str) -> list[str]:
+        """Poll the screen until its last line (the input line) is *line*; return it.
+
+        Not wait_for: the text may be on the screen already, elsewhere, before the key that
+        changes the input line has been handled.
+        """
+        lines: list[str] = []
+        with trio.move_on_after(DEADLINE):
+            while True:
+                lines = await self.screen()
+                if lines and lines[-1] == line:
+                    return lines
+                await trio.sleep(0.05)
+        raise AssertionError(f"the input line is not {line!r} after {DEADLINE} s:\n" + "\n".join(lines))
+
     async def type(self, text: str) -> None:
         """Type *text* as it is, each character a key."""
         await self.tmux("send-keys", "-l", text)
@@ -150,6 +165,7 @@ async def test_chat_keeps_the_typed_line_while_messages_arrive_and_its_keys_edit
         await term.enter("/join lobby")
         await term.wait_for("[lobby] * alice joined")
         await term.type("hello wrld")
+        await term.wait_for_input_line("> hello wrld")
         await scripted("bob", "builder", port, "join lobby", "say hi alice, are you typing?", "quit")
         screen = await term.wait_for("[lobby] <bob> hi alice, are you typing?", "[lobby] * bob left")
         # The message went to the pane; the half-typed line is intact at the bottom.
@@ -164,14 +180,14 @@ async def test_chat_keeps_the_typed_line_while_messages_arrive_and_its_keys_edit
         await term.type("d!")
         await term.wait_for("> oh, hello world!")
         await term.keys("Enter")
-        screen = await term.wait_for("[lobby] <alice> oh, hello world!")
-        assert screen[-1] == ">"
+        await term.wait_for("[lobby] <alice> oh, hello world!")
+        await term.wait_for_input_line(">")
         # Up brings the line back from the history, down the empty line being typed.
         await term.keys("Up")
-        await term.wait_for("> oh, hello world!")
+        await term.wait_for_input_line("> oh, hello world!")
         await term.keys("Down")
-        screen = await term.wait_for("[lobby] <alice> oh, hello world!")
-        assert screen[-1] == ">"
+        screen = await term.wait_for_input_line(">")
+        assert "[lobby] <alice> oh, hello world!" in screen
         assert "^[" not in "\n".join(screen)
 
 

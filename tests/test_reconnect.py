@@ -35,6 +35,8 @@ from trio_pb.flavors import Avatar, Root
 from trio_pb.reconnect import (
     Backoff,
     ReconnectingBroker,
+    ReconnectStatistics,
+    ReconnectWait,
     open_reconnecting,
     open_reconnecting_broker,
     open_reconnecting_unix_broker,
@@ -412,6 +414,60 @@ async def test_an_attempt_that_hangs_times_out_and_is_retried(autojump_clock: tr
         await wait_for(lambda: len(attempts) == 3, MOCK_TIMEOUT)
         assert isinstance(conn.statistics().last_error, trio.TooSlowError)
     assert delays(attempts) == pytest.approx([6.0, 6.0])
+
+
+@pytest.mark.parametrize("autojump_clock", [0], indirect=True)
+async def test_each_wait_is_yielded_as_it_begins_with_its_delay_and_reason(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        # Refused twice, up 30 s (the loss starts the count again), refused, up.
+        flaky = Flaky(nursery, [None, None, 30.0, None, 1000.0])
+        backoff = Backoff(initial_delay=1.0, factor=2.0, max_delay=100.0, reset_after=10.0, rng=Ceiling())
+        seen: list[tuple[ReconnectWait, ReconnectStatistics]] = []
+        async with open_reconnecting(flaky.connect, backoff=backoff) as conn:
+            waits = conn.waits()
+
+            async def consume() -> None:
+                async for wait in waits:
+                    seen.append((wait, conn.statistics()))
+
+            nursery.start_soon(consume)
+            await wait_for(lambda: conn.statistics().connections == 2, MOCK_TIMEOUT)
+            assert conn.statistics().next_attempt_at is None  # connected: no attempt planned
+        assert [wait async for wait in waits] == []  # the block is left: the iteration ends
+    assert [(w.delay, w.failures, w.connections, w.after_loss) for w, _ in seen] == [
+        (1.0, 1, 0, False),
+        (2.0, 2, 0, False),
+        (1.0, 0, 1, True),
+        (2.0, 1, 1, False),  # the loss counted as the first failure in a row, this refusal the second
+    ]
+    assert all(isinstance(w.error, ConnectionRefusedError) for w, _ in seen if not w.after_loss)
+    assert seen[2][0].error is None
+    # Each wait ends when the next attempt starts; meanwhile the statistics say when that is.
+    attempts_after = flaky.times[1:]
+    assert [w.next_attempt_at for w, _ in seen] == pytest.approx(attempts_after)
+    assert [stats.next_attempt_at for _, stats in seen] == pytest.approx(attempts_after)
+    assert all(not stats.connected for _, stats in seen)
+
+
+@pytest.mark.parametrize("autojump_clock", [0], indirect=True)
+async def test_a_consumer_of_waits_gets_the_one_in_progress_and_skips_those_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        flaky = Flaky(nursery, [None] * 10)
+        backoff = Backoff(initial_delay=1.0, factor=2.0, max_delay=100.0, rng=Ceiling())
+        async with open_reconnecting(flaky.connect, backoff=backoff) as conn:
+            await wait_for(lambda: len(flaky.times) == 4, MOCK_TIMEOUT)  # three waits over, the fourth begun
+            waits = conn.waits()
+            wait = await waits.__anext__()
+            assert (wait.failures, wait.delay) == (4, 8.0)
+            assert wait.next_attempt_at == conn.statistics().next_attempt_at
+            # The next one is the one after it, not the same one again.
+            later = await waits.__anext__()
+            assert (later.failures, later.delay) == (5, 16.0)
+            assert later.next_attempt_at == pytest.approx(wait.next_attempt_at + 16.0)
 
 
 def test_backoff_validates_its_settings() -> None:

@@ -30,7 +30,7 @@ import types
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
@@ -47,6 +47,7 @@ __all__ = [
     "FATAL_ERRORS",
     "Backoff",
     "ReconnectStatistics",
+    "ReconnectWait",
     "ReconnectingBroker",
     "ReconnectingReference",
     "open_reconnecting",
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("trio_pb")
+
+T = TypeVar("T")
 
 #: Seconds one attempt may take to connect, finish its handshakes and log in.
 CONNECT_TIMEOUT = 30.0
@@ -142,6 +145,30 @@ class ReconnectStatistics:
     failures: int
     #: Why the last attempt failed, or None if none has.
     last_error: BaseException | None
+    #: While waiting to try again: when the next attempt starts, on trio's clock
+    #: (:func:`trio.current_time`); None while connecting or connected.
+    next_attempt_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ReconnectWait:
+    """A wait before the next attempt to connect, as :meth:`ReconnectingBroker.waits` yields it."""
+
+    #: How long the wait lasts, in seconds (drawn by the :class:`Backoff`).
+    delay: float
+    #: When it ends and the next attempt starts, on trio's clock (:func:`trio.current_time`).
+    next_attempt_at: float
+    #: Why the attempt before it failed; None when the wait follows a connection that was lost.
+    error: BaseException | None
+    #: Attempts that failed since the last connection was made (or since the start).
+    failures: int
+    #: Connections made so far: 0 while the very first connection has not been made.
+    connections: int
+
+    @property
+    def after_loss(self) -> bool:
+        """Whether the wait follows a connection that was lost (rather than a failed attempt)."""
+        return self.error is None
 
 
 @attrs.frozen
@@ -231,6 +258,9 @@ class ReconnectingBroker:
         self._connections = 0
         self._failures = 0
         self._last_error: BaseException | None = None
+        # The wait in progress, if any, and how many there have been.
+        self._wait: ReconnectWait | None = None
+        self._waits = 0
         self._root = ReconnectingReference(self, perspective=False)
         self._avatar = ReconnectingReference(self, perspective=True)
 
@@ -289,10 +319,23 @@ class ReconnectingBroker:
         skipped (the consumer gets the one after it).  The iteration ends
         when the block is left.
         """
-        return _Connections(self)
+        return _Newest(self, self._newest_connection)
+
+    def waits(self) -> AsyncIterator[ReconnectWait]:
+        """Each wait before an attempt to connect again, as it begins: ``async for wait in waits()``.
+
+        What a user interface shows between connections ("reconnecting in
+        3.2 s"): a wait begins after each lost connection and each failed
+        attempt.  Like :meth:`connections`, it yields the wait in progress
+        when it is first asked (if any), then each new one, and holds
+        nothing back: a wait that began and ended while its consumer was
+        busy is skipped.  The iteration ends when the block is left.
+        """
+        return _Newest(self, self._newest_wait)
 
     def statistics(self) -> ReconnectStatistics:
         """Whether a connection is up, which, and the attempts and failures so far."""
+        wait = self._wait
         return ReconnectStatistics(
             connected=self.connected,
             broker=self.broker,
@@ -300,6 +343,7 @@ class ReconnectingBroker:
             connections=self._connections,
             failures=self._failures,
             last_error=self._last_error,
+            next_attempt_at=wait.next_attempt_at if wait is not None else None,
         )
 
     # -- what the references and iterators use -------------------------------------
@@ -329,8 +373,19 @@ class ReconnectingBroker:
             raise DeadReferenceError("not connected to the server")
         return _pick(current, perspective)
 
+    def _newest_connection(self) -> tuple[int, Broker] | None:
+        current = self._up()
+        return (current.number, current.broker) if current is not None else None
+
+    def _newest_wait(self) -> tuple[int, ReconnectWait] | None:
+        return (self._waits, self._wait) if self._wait is not None else None
+
     def _set_current(self, current: _Connection | None) -> None:
         self._current = current
+        self._signal()
+
+    def _signal(self) -> None:
+        """Wake whoever waits for a change: a connection came or went, a wait began, the block ends."""
         self._changed.set()
         self._changed = trio.Event()
 
@@ -405,7 +460,19 @@ class ReconnectingBroker:
                 log.log(
                     level, "connecting to %s failed (%s); next attempt in %.2g s", peer, _why(error), delay
                 )
-            await trio.sleep(delay)
+            self._waits += 1
+            self._wait = ReconnectWait(
+                delay=delay,
+                next_attempt_at=now + delay,
+                error=error,
+                failures=self._failures,
+                connections=self._connections,
+            )
+            self._signal()
+            try:
+                await trio.sleep(delay)
+            finally:
+                self._wait = None
 
 
 def _named(coro: Coroutine[Any, Any, Any], spelling: str, name: str) -> Coroutine[Any, Any, Any]:
@@ -427,24 +494,30 @@ def _why(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-class _Connections:
-    """The iterator of :meth:`ReconnectingBroker.connections`, which keeps the last number it yielded."""
+class _Newest(Generic[T]):
+    """The iterator of :meth:`ReconnectingBroker.connections` and :meth:`~ReconnectingBroker.waits`.
 
-    def __init__(self, owner: ReconnectingBroker) -> None:
+    *newest* gives the latest item of the series with its number, or None
+    when there is none now (no connection up, no wait in progress); each
+    number is yielded once, and the last one yielded is kept.
+    """
+
+    def __init__(self, owner: ReconnectingBroker, newest: Callable[[], tuple[int, T] | None]) -> None:
         self._owner = owner
+        self._newest = newest
         self._last = 0
 
-    def __aiter__(self) -> _Connections:
+    def __aiter__(self) -> _Newest[T]:
         return self
 
-    async def __anext__(self) -> Broker:
+    async def __anext__(self) -> T:
         owner = self._owner
         await trio.lowlevel.checkpoint()
         while True:
-            current = owner._up()
-            if current is not None and current.number > self._last:
-                self._last = current.number
-                return current.broker
+            newest = self._newest()
+            if newest is not None and newest[0] > self._last:
+                self._last, item = newest
+                return item
             if owner._closed:
                 raise StopAsyncIteration
             await owner._changed.wait()

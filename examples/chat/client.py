@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -291,23 +290,6 @@ async def run_typed(session: Session, name: str) -> None:
             screen.show(f"error: {exc}")
 
 
-class Waits(random.Random):
-    """The reconnecting broker's jitter, which tells the UI each wait it draws.
-
-    The broker draws a wait after each failed attempt and each lost connection, then
-    sleeps it: the moment the status line can say what happened and how long the wait is.
-    """
-
-    def __init__(self, drawn: Callable[[float], None]) -> None:
-        super().__init__()
-        self.drawn = drawn
-
-    def uniform(self, a: float, b: float) -> float:
-        wait = super().uniform(a, b)
-        self.drawn(wait)
-        return wait
-
-
 class TerminalChat:
     """The interactive client: the UI, and the session of whichever connection is up."""
 
@@ -320,7 +302,6 @@ class TerminalChat:
         self.rooms: list[str] = []
         self.room_name = ""
         self.state = "connecting"
-        self.conn: trio_pb.ReconnectingBroker | None = None
         # Why the very first attempt failed: a client that never got in says so and stops.
         self.first_error: BaseException | None = None
         self.give_up = trio.CancelScope()
@@ -336,23 +317,24 @@ class TerminalChat:
         where = f"{self.args.host}:{self.args.port}"
         self.view.set_status(f" {self.args.username} on {where} | {rooms} | {self.state}")
 
-    def waiting(self, wait: float) -> None:
-        """The broker lost its connection or failed an attempt, and waits *wait* s: say which."""
-        assert self.conn is not None
-        stats = self.conn.statistics()
-        if stats.connections == 0:
-            self.first_error = stats.last_error
-            self.give_up.cancel()
-            return
-        self.session = None
-        if stats.failures == 0:  # counted since the last connection: this is its loss
-            self.state = f"the server went away; reconnecting in {wait:.1f} s"
-            self.view.note(f"* {self.state}")
-        else:
-            why = describe(stats.last_error)
-            self.state = f"the server went away; reconnecting in {wait:.1f} s (try {stats.failures + 1})"
-            self.view.note(f"* cannot log in again ({why}); reconnecting in {wait:.1f} s")
-        self.refresh()
+    async def follow_waits(self, conn: trio_pb.ReconnectingBroker) -> None:
+        """Say why the client waits, and how long, each time it waits to connect again."""
+        async for wait in conn.waits():
+            if wait.connections == 0:
+                # The very first attempt failed: the client stops and says why.
+                self.first_error = wait.error
+                self.give_up.cancel()
+                return
+            self.session = None
+            if wait.after_loss:
+                self.state = f"the server went away; reconnecting in {wait.delay:.1f} s"
+                self.view.note(f"* {self.state}")
+            else:
+                try_number = wait.failures + 1
+                self.state = f"the server went away; reconnecting in {wait.delay:.1f} s (try {try_number})"
+                why = describe(wait.error)
+                self.view.note(f"* cannot log in again ({why}); reconnecting in {wait.delay:.1f} s")
+            self.refresh()
 
     async def follow(self, conn: trio_pb.ReconnectingBroker, *, task_status: trio.TaskStatus[None]) -> None:
         """Set up each connection as it comes up (started once the first one is), until the end."""
@@ -461,23 +443,25 @@ async def interactive(args: argparse.Namespace) -> int:
         verbose_logging(ShowLogRecords(view, logging.DEBUG))
     else:
         logging.getLogger().addHandler(ShowLogRecords(view, logging.WARNING))
-    backoff = trio_pb.Backoff(initial_delay=0.5, max_delay=10.0, rng=Waits(chat.waiting))
+    backoff = trio_pb.Backoff(initial_delay=0.5, max_delay=10.0)
     try:
         with chat.give_up:
-            async with trio_pb.open_reconnecting_broker(
-                args.host,
-                args.port,
-                credentials=trio_pb.UsernamePassword(args.username, args.password),
-                mind=chat.screen,
-                backoff=backoff,
-                trace=trace(args),
-            ) as conn:
-                chat.conn = conn
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(chat.follow, conn)
-                    nursery.start_soon(view.run)
-                    await chat.take_commands()
-                    nursery.cancel_scope.cancel()
+            async with (
+                trio_pb.open_reconnecting_broker(
+                    args.host,
+                    args.port,
+                    credentials=trio_pb.UsernamePassword(args.username, args.password),
+                    mind=chat.screen,
+                    backoff=backoff,
+                    trace=trace(args),
+                ) as conn,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(chat.follow_waits, conn)
+                await nursery.start(chat.follow, conn)
+                nursery.start_soon(view.run)
+                await chat.take_commands()
+                nursery.cancel_scope.cancel()
     except trio_pb.LoginFailed as exc:
         return fail(f"login refused: {exc}")
     if chat.first_error is not None:
