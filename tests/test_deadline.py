@@ -68,15 +68,11 @@ async def test_relative_deadlines_and_move_on_after_read_alike() -> None:
     assert _deadline._read_deadline() == trio.current_effective_deadline() == math.inf
 
 
-def _fresh_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_deadline, "current_effective_deadline", _deadline._checked_once)
-
-
-async def test_the_first_call_settles_on_the_fast_read_if_it_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fresh_check(monkeypatch)
+async def test_the_first_read_settles_on_the_fast_loop_if_it_agrees() -> None:
+    reader = _deadline.DeadlineReader()
     with trio.move_on_after(7):
-        assert _deadline.current_effective_deadline() == trio.current_effective_deadline()
-    assert _deadline.current_effective_deadline is _deadline._read_deadline
+        assert reader.read() == trio.current_effective_deadline()
+    assert reader.read is _deadline._read_deadline
 
 
 @pytest.mark.parametrize("broken", ["missing field", "wrong answer"])
@@ -89,14 +85,24 @@ async def test_a_trio_whose_scopes_differ_gets_trios_own_function(
     def wrong() -> float:
         return 12.0
 
-    _fresh_check(monkeypatch)
     monkeypatch.setattr(_deadline, "_read_deadline", missing if broken == "missing field" else wrong)
     caplog.set_level(logging.DEBUG, logger="trio_pb")
+    reader = _deadline.DeadlineReader()
     with trio.move_on_after(3):
-        # The first answer is trio's, whatever the fast path said.
-        assert _deadline.current_effective_deadline() == trio.current_effective_deadline()
-    assert _deadline.current_effective_deadline is trio.current_effective_deadline
+        # The first answer is trio's, whatever the fast loop said.
+        assert reader.read() == trio.current_effective_deadline()
+    assert reader.read is trio.current_effective_deadline
     assert "read through trio's API" in caplog.text
+
+
+def test_the_brokers_reader_is_the_fast_loop_once_used() -> None:
+    async def main() -> None:
+        # However many reads came before in this process, the one in use agrees with trio.
+        with trio.move_on_after(5):
+            assert _deadline.deadlines.read() == trio.current_effective_deadline()
+
+    trio.run(main)
+    assert _deadline.deadlines.read is _deadline._read_deadline
 
 
 async def test_a_call_carries_the_callers_deadline_through_the_fast_read() -> None:

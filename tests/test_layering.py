@@ -309,6 +309,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     # the connection on after sending what is queued: part of the request
     # lifecycle that another part of this refactoring moves into the protocol.
     ("broker", "_Goodbye"): "until the protocol owns the goodbye",
+    # trio's own cancel scopes, read for the deadline of every call: checked against
+    # trio.current_effective_deadline() at first use and in tests/test_deadline.py.
+    **{
+        ("_deadline", private): "trio's cancel-scope fields (see trio_pb/_deadline.py)"
+        for private in ("_cancel_status", "_scope", "_deadline", "_shield", "_parent")
+    },
 }
 
 

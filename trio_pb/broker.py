@@ -31,8 +31,8 @@ from typing import Any
 import attrs
 import trio
 
-from . import _deadline
 from ._caches import Cacheable, CacheToken, RemoteCacheObserver, new_proxy
+from ._deadline import deadlines
 from ._events import CreditGranted, StreamItem, StreamRequested
 from ._groups import plain_errors
 from ._reading import Baton
@@ -621,7 +621,7 @@ class Broker(metaclass=_NoPublicConstructor):
                 self._send_gc_releases()
             time_left = None
             if protocol.extended:
-                deadline = _deadline.current_effective_deadline()
+                deadline = deadlines.read()
                 if deadline != math.inf:
                     time_left = deadline - trio.current_time()
             request_id = protocol.send_call(target, name, args, kwargs, command=command, time_left=time_left)
@@ -789,7 +789,7 @@ class Broker(metaclass=_NoPublicConstructor):
         if self._gc_releases:
             self._send_gc_releases()
         time_left = None
-        deadline = _deadline.current_effective_deadline()
+        deadline = deadlines.read()
         if deadline != math.inf:
             time_left = deadline - trio.current_time()
         window = self._stream_window
