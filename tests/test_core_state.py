@@ -183,6 +183,21 @@ def test_nothing_can_be_sent_after_close(extensions: bool) -> None:
     refused(server, server.send_ping)
 
 
+def test_nothing_received_after_close_makes_an_event() -> None:
+    # What was on its way when the connection was lost (here the rest of a big value, whose
+    # blob the loss forgot) is nobody's to act on: no event, and no error about it.
+    client, server = connected_pair(Calculator())
+    client.send_call(b"root", "add", (b"x" * 700_000, b""), {}, answer_required=False)
+    while client.pump_blob():
+        pass
+    data = client.data_to_send()
+    server.receive_data(data[: len(data) // 2])
+    assert server.next_event() is NEED_DATA
+    server.connection_lost()
+    server.receive_data(data[len(data) // 2 :])
+    assert server.next_event() is NEED_DATA
+
+
 def test_an_answer_to_a_request_never_received_is_refused() -> None:
     client, server = connected_pair(Calculator())
     refused(server, lambda: server.send_answer(99, 3))

@@ -557,6 +557,8 @@ class PBProtocol:
     # -- bytes in, bytes out ----------------------------------------------
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        if self.state is _CLOSED:
+            return  # the connection is gone: what still arrives is nobody's to act on
         self._banana.receive_data(data)
 
     def data_to_send(self, max_bytes: int | None = None) -> bytes:
@@ -617,9 +619,15 @@ class PBProtocol:
         (``max_held_calls``, or as many bytes as one message may take), and
         nothing more is decoded until they have room.
 
+        Once the connection is lost (:meth:`connection_lost`), there are no
+        more events: it is :data:`NEED_DATA` whatever was received, since
+        every table the peer's messages refer to is gone.
+
         Raises :class:`~trio_pb.errors.ProtocolError` when the peer broke the
         protocol; the connection must then be closed.
         """
+        if self.state is _CLOSED:
+            return NEED_DATA
         held = self._requests.held.entries
         while True:
             if held or self.bytes_to_send > self.pause_above:
