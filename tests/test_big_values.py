@@ -131,6 +131,33 @@ async def test_a_ping_sent_after_a_big_call_started_is_answered_before_it_ends()
         await assert_no_leaks(client, server)
 
 
+class Store(Root):
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def remote_set(self, value: bytes) -> None:
+        self.sizes.append(len(value))
+
+    def remote_sizes(self) -> list[int]:
+        return self.sizes
+
+
+async def test_what_a_caller_sends_after_a_big_call_wanting_no_answer_arrives_after_it() -> None:
+    # As with Twisted (or any one stream): the peer runs them in the order the caller made them.
+    store = Store()
+    async with open_broker_pair(store) as (client, server):
+        root = await client.root_object()
+        root.call_remote_no_answer("set", b"b" * (3 * MiB))
+        root.call_remote_no_answer("set", b"s")
+        assert await root.call_remote("sizes") == [3 * MiB, 1]
+        # Meanwhile a ping still goes first: only calls wait.
+        root.call_remote_no_answer("set", b"b" * (32 * MiB))
+        await client.ping()
+        assert store.sizes == [3 * MiB, 1]
+        assert await root.call_remote("sizes") == [3 * MiB, 1, 32 * MiB]
+        await assert_no_leaks(client, server)
+
+
 async def test_a_call_cancelled_while_its_blobs_travel_is_cancelled_on_the_far_side() -> None:
     echo = Echo()
     async with open_broker_pair(echo) as (client, server):

@@ -90,6 +90,74 @@ def test_a_ping_queued_during_a_big_value_goes_before_its_next_chunk() -> None:
     assert deliver(server, client) == [Answer(ping, None)]
 
 
+def calls_in_arrival_order(client: PBProtocol, server: PBProtocol) -> list[tuple[str, int]]:
+    """Pump everything to *server*: the calls it gets, in order, as (method, size of the first argument)."""
+    return [
+        (event.method.__name__, len(event.args[0]))
+        for event in pump(client, server)
+        if isinstance(event, IncomingCall)
+    ]
+
+
+class Store(Root):
+    def remote_set(self, value: bytes) -> None:
+        pass
+
+    def remote_get(self) -> None:
+        pass
+
+
+def test_a_small_call_overtakes_a_big_call_that_wants_an_answer() -> None:
+    client, server = connected_pair(Store())
+    deliver(server, client)
+    client.send_call(b"root", "set", (b"b" * MiB,), {})
+    assert client.pump_blob() and client.pump_blob()  # the announcement, a first chunk
+    client.send_call(b"root", "get", (b"",), {})
+    assert calls_in_arrival_order(client, server) == [("remote_get", 0), ("remote_set", MiB)]
+
+
+@pytest.mark.parametrize("later", ["no answer", "answer", "deadline"])
+def test_calls_wait_behind_a_big_call_that_wants_no_answer(later: str) -> None:
+    # Its caller did not wait for it: the peer must run it before what the caller does next.
+    client, server = connected_pair(Store())
+    deliver(server, client)
+    client.send_call(b"root", "set", (b"b" * MiB,), {}, answer_required=False)
+    assert client.pump_blob() and client.pump_blob()
+    queued = client.bytes_to_send
+    client.send_call(
+        b"root",
+        "set",
+        (b"s",),
+        {},
+        answer_required=later != "no answer",
+        time_left=5.0 if later == "deadline" else None,
+    )
+    client.send_call(b"root", "get", (b"",), {})
+    assert client.bytes_to_send == queued  # both wait behind the big one
+    assert calls_in_arrival_order(client, server) == [
+        ("remote_set", MiB),
+        ("remote_set", 1),
+        ("remote_get", 0),
+    ]
+    assert not client.blobs_pending
+
+
+def test_a_release_waits_behind_any_big_message_in_transit() -> None:
+    # The big message may name the reference released (a token it carries).
+    client, server = connected_pair(Store())
+    deliver(server, client)
+    client.send_call(b"root", "set", (b"b" * MiB,), {})
+    assert client.pump_blob()
+    decoder = banana.Decoder(vocabulary=banana.PB_VOCABULARY)
+    decoder.receive_data(client.data_to_send())
+    client.send_decref(7)
+    assert client.bytes_to_send == 0
+    while client.pump_blob():
+        decoder.receive_data(client.data_to_send())
+    commands = [expression[0] for expression in decoder]
+    assert commands[-2:] == [b"withblobs", b"decref"]
+
+
 def feed(server: PBProtocol, *expressions: Any) -> list[Any]:
     for expression in expressions:
         server.receive_data(banana.encode(expression, dialect=b"pb"))

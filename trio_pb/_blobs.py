@@ -35,15 +35,28 @@ MAX_OPEN_BLOBS: Final = 1024
 class _Outgoing:
     """One message whose blobs are going out: what is left of them, then the message's bytes."""
 
-    __slots__ = ("blobs", "message", "request_id", "view")
+    __slots__ = ("after", "blobs", "in_order", "message", "request_id", "view")
 
-    def __init__(self, blobs: list[tuple[int, Any]], message: bytes, request_id: int | None) -> None:
+    def __init__(
+        self, blobs: list[tuple[int, Any]], message: bytes, request_id: int | None, in_order: bool
+    ) -> None:
         self.blobs = deque(blobs)
         self.message = message
         # The call's request id (None for an answer): a cancel of it waits for the message.
         self.request_id = request_id
+        # Whether the calls queued after it wait for it (a call that wants no answer).
+        self.in_order = in_order
+        # What was queued meanwhile and must not overtake it (see BigValues.hold).
+        self.after: list[bytes] | None = None
         # The blob being sent: its id and what is left of it (None: not announced yet).
         self.view: memoryview | None = None
+
+    def then(self, data: bytes) -> None:
+        """Send *data* right after this message."""
+        if self.after is None:
+            self.after = [data]
+        else:
+            self.after.append(data)
 
 
 class _Incoming:
@@ -130,18 +143,43 @@ class BigValues:
         self.next_id = next_id
         return blobs
 
-    def push(self, blobs: list[tuple[int, Any]], message: bytes, request_id: int | None = None) -> None:
-        """Queue a message whose blobs go out first, a chunk at a time (see :meth:`next_piece`)."""
+    def push(
+        self,
+        blobs: list[tuple[int, Any]],
+        message: bytes,
+        request_id: int | None = None,
+        *,
+        in_order: bool = False,
+    ) -> None:
+        """Queue a message whose blobs go out first, a chunk at a time (see :meth:`next_piece`).
+
+        *in_order*: the calls queued after it wait for it (:meth:`hold`).
+        """
         outgoing = self.outgoing
         if not isinstance(outgoing, deque):
             outgoing = self.outgoing = deque()
-        outgoing.append(_Outgoing(blobs, message, request_id))
+        outgoing.append(_Outgoing(blobs, message, request_id, in_order))
+
+    def hold(self, data: bytes, *, call: bool) -> bool:
+        """Queue *data* behind the big message in transit it must not overtake, if any: whether it did.
+
+        Other traffic overtakes a big message while its blobs travel, except
+        where the peer would see the two out of order: a *call* waits for
+        the last big call that wants no answer (its caller did not wait for
+        it, and the peer runs calls in the order they come), and a release
+        waits for the last big message (which may name what it releases).
+        """
+        for waiting in reversed(self.outgoing):
+            if waiting.in_order or not call:
+                waiting.then(data)
+                return True
+        return False
 
     def cancel_after(self, request_id: int, cancel: bytes) -> bool:
         """Send *cancel* right after the call *request_id*, if that call still waits for its blobs."""
         for waiting in self.outgoing:
             if waiting.request_id == request_id:
-                waiting.message += cancel
+                waiting.then(cancel)
                 return True
         return False
 
@@ -174,6 +212,8 @@ class BigValues:
                 return announcement
             assert isinstance(self.outgoing, deque)
             self.outgoing.popleft()
+            if current.after is not None:
+                return b"".join((current.message, *current.after))
             return current.message
         return None
 

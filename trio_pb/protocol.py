@@ -740,6 +740,17 @@ class PBProtocol:
     def _send(self, expression: list[Any]) -> None:
         self._queue(self._banana.send(expression))
 
+    def _send_release(self, expression: list[Any]) -> None:
+        """Queue a release (decref, decache, uncache), behind any big message in transit.
+
+        A big message that is still sending its blobs may name what the
+        release lets go: the release must not reach the peer first.
+        """
+        data = self._banana.send(expression)
+        big = self._requests.big
+        if not (big.outgoing and big.hold(data, call=False)):
+            self._queue(data)
+
     def _queue(self, data: bytes) -> None:
         self.bytes_to_send += len(data)
         outgoing = self._outgoing
@@ -1038,7 +1049,7 @@ class PBProtocol:
         entry.count -= 1
         if entry.count <= 0:
             self._stop_observing(luid, entry)
-            self._send([b"uncache", luid])
+            self._send_release([b"uncache", luid])
 
     def _uncache(self, luid: Any) -> None:
         if type(luid) is not int:
@@ -1471,7 +1482,7 @@ class PBProtocol:
                     if type(pair) is list:
                         stack.extend(pair)
             elif len(node) == 2 and type(node[1]) is int and tag in (b"remote", b"cached"):
-                self._send([b"decref" if tag == b"remote" else b"decache", node[1]])
+                self._send_release([b"decref" if tag == b"remote" else b"decache", node[1]])
             elif (
                 len(node) == 3 and type(tag) is bytes and type(node[1]) is int and tag not in _NOT_CACHE_TAGS
             ):
@@ -1483,7 +1494,7 @@ class PBProtocol:
                     self._unwanted_uncaches = set()
                 if len(self._unwanted_uncaches) < MAX_UNANSWERED_DECACHES:
                     self._unwanted_uncaches.add(node[1])
-                    self._send([b"decache", node[1]])
+                    self._send_release([b"decache", node[1]])
                 stack.append(node[2])
             else:
                 stack.extend(node[1:])
@@ -1578,8 +1589,10 @@ class PBProtocol:
         else:
             if time_left is not None and self.extended:
                 # Right before its call, so that nothing can come between the two.
-                self._queue(self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]))
-            self._queue(data)
+                data = self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]) + data
+            big = self._requests.big
+            if not (big.outgoing and big.hold(data, call=True)):
+                self._queue(data)
         self._next_request_id += 1
         if answer_required:
             self._requests.waiting[request_id] = None
@@ -1600,6 +1613,7 @@ class PBProtocol:
                 jelly(dict(kwargs), security=self.security, invoker=self),
             ],
             deadline,
+            in_order=not answer_required,
         )
 
     def _answer_with_blobs(
@@ -1621,12 +1635,14 @@ class PBProtocol:
         *,
         perspective: Any = None,
         answer: bool = False,
+        in_order: bool = False,
     ) -> None:
         """Queue the message *build()* makes with its big strings as blobs, or raise as banana did.
 
         Toward a peer without trio-pb-2, *problem* is raised, saying why.
         The message (after its ``deadline``, if any) goes out once its
-        blobs have, a chunk at a time, as :meth:`pump_blob` is called.
+        blobs have, a chunk at a time, as :meth:`pump_blob` is called;
+        *in_order* (a call that wants no answer): later calls wait for it.
         """
         big = self._requests.big
         if not big.active:
@@ -1646,7 +1662,7 @@ class PBProtocol:
             data = self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]) + data
         elif not answer:
             request_id = message[1]
-        big.push(blobs, data, request_id)
+        big.push(blobs, data, request_id, in_order=in_order)
         self.driver.blobs_queued()
 
     @property
@@ -1798,12 +1814,12 @@ class PBProtocol:
     def send_decache(self, luid: int) -> None:
         """Queue the release of one copy of a cached object the peer gave us."""
         if self.state is not _CLOSED:
-            self._send([b"decache", luid])
+            self._send_release([b"decache", luid])
 
     def send_decref(self, luid: int | bytes) -> None:
         """Queue the release of one token of a reference the peer gave us."""
         if self.state is not _CLOSED and type(luid) is int:
-            self._send([b"decref", luid])
+            self._send_release([b"decref", luid])
 
     def connection_lost(self) -> None:
         """Forget everything the peer held: it is gone."""
