@@ -9,7 +9,14 @@ from core_pair import connected_pair, deliver
 
 from trio_pb import banana, errors
 from trio_pb.flavors import Root
-from trio_pb.protocol import EXTENSION_DIALECT, EXTENSION_DIALECT_2, Answer, IncomingCall, PBProtocol
+from trio_pb.protocol import (
+    EXTENSION_DIALECT,
+    EXTENSION_DIALECT_2,
+    NEED_DATA,
+    Answer,
+    IncomingCall,
+    PBProtocol,
+)
 
 MiB = 1024 * 1024
 
@@ -158,6 +165,38 @@ def test_a_release_waits_behind_any_big_message_in_transit() -> None:
     assert commands[-2:] == [b"withblobs", b"decref"]
 
 
+def test_a_call_cancelled_before_its_blobs_go_out_is_never_sent() -> None:
+    client, server = connected_pair(Echo())
+    deliver(server, client)
+    request = client.send_call(b"root", "echo", (b"v" * MiB,), {})
+    client.abandon(request)
+    client.send_cancel(request)
+    assert not client.blobs_pending and not client.data_to_send()
+    assert client.abandoned_calls == 0  # no answer will come: none is awaited
+
+
+def test_a_call_cancelled_mid_blob_is_taken_back_and_the_peer_drops_what_it_has() -> None:
+    client, server = connected_pair(Store())
+    deliver(server, client)
+    request = client.send_call(b"root", "set", (b"a" * MiB, b"b" * MiB), {})
+    for _ in range(1 + 16 + 2):  # the first blob, whole; the second announced, a chunk of it
+        assert client.pump_blob()
+    deliver(client, server)
+    assert sorted(server._requests.big.incoming) == [1, 2] and server._requests.big.held == 2 * MiB
+    client.send_decref(9)  # a release waits behind the big message
+    client.abandon(request)
+    client.send_cancel(request)
+    assert not client.blobs_pending and client.abandoned_calls == 0
+    data = client.data_to_send()
+    decoder = banana.Decoder(vocabulary=banana.PB_VOCABULARY)
+    decoder.receive_data(data)
+    assert [expression[0] for expression in decoder] == [b"dropblobs", b"decref"]
+    # The peer forgets both blobs, and nothing of the call runs there.
+    server.receive_data(data)
+    assert server.next_event() is NEED_DATA
+    assert not server._requests.big.incoming and server._requests.big.held == 0
+
+
 def feed(server: PBProtocol, *expressions: Any) -> list[Any]:
     for expression in expressions:
         server.receive_data(banana.encode(expression, dialect=b"pb"))
@@ -181,8 +220,24 @@ def test_a_hostile_announcement_past_the_limit_is_a_protocol_error() -> None:
         [[b"blob", 1, 4], [b"withblobs", [1], [b"answer", 1, [b"trio_pb.blob", 1]]]],
         [[b"withblobs", [], [b"withblobs", [], [b"version", 6]]]],
         [[b"blob", 1, 4], [b"chunk", 1, b"1234"], [b"withblobs", [1], [b"answer", 1, [b"trio_pb.blob", 2]]]],
+        [[b"dropblobs", [3]]],
+        [[b"blob", 1, 4], [b"dropblobs", []]],
+        [[b"blob", 1, 4], [b"dropblobs", 1]],
+        [[b"blob", 1, 4], [b"dropblobs", [1]], [b"chunk", 1, b"1234"]],
     ],
-    ids=["unknown blob", "past its size", "reused id", "empty", "incomplete", "nested", "unclaimed"],
+    ids=[
+        "unknown blob",
+        "past its size",
+        "reused id",
+        "empty",
+        "incomplete",
+        "nested",
+        "unclaimed",
+        "drop unknown",
+        "drop none",
+        "drop not a list",
+        "chunk after drop",
+    ],
 )
 def test_malformed_blob_commands_are_protocol_errors(expressions: list[Any]) -> None:
     _client, server = connected_pair(Echo())

@@ -146,6 +146,26 @@ async def test_the_order_of_one_ends_trace() -> None:
     assert server_events[-1].time >= server_events[0].time
 
 
+async def test_messages_queued_together_are_traced_one_by_one() -> None:
+    # A call and its deadline go out as one piece, and so does a big message with what waited behind it.
+    events: list[TraceEvent] = []
+    async with open_broker_pair(Calc(), trace=events.append) as (client, server):
+        root = await client.root_object()
+        with trio.fail_after(30):
+            assert await root.call_remote("later", 7) == 7
+        root.call_remote_no_answer("later", b"x" * (1024 * 1024))
+        assert await root.call_remote("add", 1, 2) == 3
+    sent = [e for e in events if e.direction == "sent" and e.command not in ("blob", "chunk")]
+    commands = [e.command for e in sent]
+    deadline = commands.index("deadline")
+    call = sent[deadline + 1]
+    assert call.command == "message" and call.request_id == sent[deadline].request_id
+    withblobs = commands.index("withblobs")
+    assert sent[withblobs + 1].command == "message" and sent[withblobs + 1].fields[2] == b"add"
+    # Each its own size (the blob commands aside: their fields are the bytes sent by hand).
+    assert_sizes_are_the_encodings([e for e in sent if e.command != "withblobs"], b"trio-pb-2")
+
+
 async def test_without_the_option_the_protocol_is_the_plain_one() -> None:
     async with open_broker_pair(Calc()) as (client, server):
         # Not a subclass with a switch: the very class whose call path is measured.

@@ -35,7 +35,7 @@ MAX_OPEN_BLOBS: Final = 1024
 class _Outgoing:
     """One message whose blobs are going out: what is left of them, then the message's bytes."""
 
-    __slots__ = ("after", "blobs", "in_order", "message", "request_id", "view")
+    __slots__ = ("after", "announced", "blobs", "in_order", "message", "request_id", "view")
 
     def __init__(
         self, blobs: list[tuple[int, Any]], message: bytes, request_id: int | None, in_order: bool
@@ -48,6 +48,8 @@ class _Outgoing:
         self.in_order = in_order
         # What was queued meanwhile and must not overtake it (see BigValues.hold).
         self.after: list[bytes] | None = None
+        # The ids of its blobs announced so far (what the peer holds of it).
+        self.announced: list[int] = []
         # The blob being sent: its id and what is left of it (None: not announced yet).
         self.view: memoryview | None = None
 
@@ -175,13 +177,21 @@ class BigValues:
                 return True
         return False
 
-    def cancel_after(self, request_id: int, cancel: bytes) -> bool:
-        """Send *cancel* right after the call *request_id*, if that call still waits for its blobs."""
-        for waiting in self.outgoing:
+    def take_back(self, request_id: int) -> tuple[list[int], list[bytes]] | None:
+        """Take back the call *request_id* if its message has not gone out yet; None if it has.
+
+        Gives the ids of its blobs already announced (the peer holds them:
+        ``dropblobs`` them) and what was held behind it (releases, which
+        must now wait behind the big messages still in transit).  Only for a
+        call that wants an answer: no call waits behind one of those.
+        """
+        outgoing = self.outgoing
+        for index, waiting in enumerate(outgoing):
             if waiting.request_id == request_id:
-                waiting.then(cancel)
-                return True
-        return False
+                assert isinstance(outgoing, deque) and not waiting.in_order
+                del outgoing[index]
+                return waiting.announced, waiting.after or []
+        return None
 
     def next_piece(self, encode: Any) -> bytes | None:
         """The next bytes to queue: a chunk (announced first), or a message once its blobs are out.
@@ -208,6 +218,7 @@ class BigValues:
             if current.blobs:
                 blob_id, value = current.blobs[0]
                 current.view = memoryview(value)
+                current.announced.append(blob_id)
                 announcement: bytes = encode([b"blob", blob_id, len(value)])
                 return announcement
             assert isinstance(self.outgoing, deque)
@@ -252,6 +263,18 @@ class BigValues:
             blob.chunks = []
             blob.value = b"".join(chunks)
             del chunks
+
+    def drop(self, blob_ids: Any) -> None:
+        """The peer's ``dropblobs``: forget blobs it announced for a call it took back."""
+        if type(blob_ids) is not list or not blob_ids:
+            raise ProtocolError("malformed dropblobs")
+        for blob_id in blob_ids:
+            blob = self.incoming.get(blob_id) if type(blob_id) is int else None
+            if blob is None:
+                raise ProtocolError(f"dropblobs names a blob not open: {blob_id!r:.20}")
+            assert isinstance(self.incoming, dict)  # it holds the blob just found
+            del self.incoming[blob_id]
+            self.held -= blob.size
 
     def claim(self, blob_ids: Any, command: Any) -> list[Any]:
         """The peer's ``withblobs``: *command* with its placeholders replaced, its blobs forgotten."""

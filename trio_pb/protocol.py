@@ -59,11 +59,12 @@ from ._events import incoming_call as _incoming_call
 from ._streams import Credits
 from .banana import (
     DEPTH_LIMIT,
+    DIALECTS,
     MESSAGE_ITEMS_LIMIT,
     MESSAGE_SIZE_LIMIT,
     BananaConnection,
+    Decoder,
     DialectSelected,
-    decode,
 )
 from .conduct import PeerConduct
 from .errors import (
@@ -1090,6 +1091,9 @@ class PBProtocol:
     def _chunk(self, blob_id: Any, data: Any) -> None:
         self._requests.big.chunk(blob_id, data)
 
+    def _dropblobs(self, blob_ids: Any) -> None:
+        self._requests.big.drop(blob_ids)
+
     def _withblobs(self, blob_ids: Any, command: Any) -> Event | None:
         command = self._requests.big.claim(blob_ids, command)
         if not command or type(command[0]) is not bytes or command[0] not in _CARRY_BLOBS:
@@ -1252,10 +1256,22 @@ class PBProtocol:
         """Tell an extended peer we stopped waiting for *request_id* (a no-op toward Twisted)."""
         if self.extended and self.state is _OPEN:
             big = self._requests.big
-            # A call still waiting for its blobs: the cancel follows it, or it would come first.
-            if big.outgoing and big.cancel_after(request_id, self._banana.send([b"cancel", request_id])):
+            taken = big.take_back(request_id) if big.outgoing else None
+            if taken is None:
+                self._send([b"cancel", request_id])
                 return
-            self._send([b"cancel", request_id])
+            # A call still sending its blobs is taken back: the rest of them
+            # and its message are never sent, so nothing runs and no answer
+            # comes; the peer forgets the blobs it has of it.
+            announced, held_behind = taken
+            requests = self._requests
+            if requests.abandoned is not None:
+                requests.abandoned.pop(request_id, None)
+            if announced:
+                self._send([b"dropblobs", announced])
+            for data in held_behind:
+                if not (big.outgoing and big.hold(data, call=False)):
+                    self._queue(data)
 
     def _did_not_understand(self, command: Any) -> None:
         self.conduct.warning("not understood", "did not understand our command %r", _short(command))
@@ -1870,17 +1886,23 @@ class TracingProtocol(PBProtocol):
         if trace is None:
             return
         try:
-            if direction == "sent":
-                banana = self._banana
-                expression = decode(
-                    data,
-                    dialect=banana.dialect or b"none",
-                    message_size_limit=banana.message_size_limit,
-                    message_items_limit=banana.message_items_limit,
-                )
-            else:
-                expression = data
-            trace(make_event(direction, expression, size, time.time(), self._peer, handshake=handshake))
+            if direction == "received":
+                trace(make_event(direction, data, size, time.time(), self._peer, handshake=handshake))
+                return
+            # What is queued at once may be several messages (a call and its deadline, a big
+            # message and what waited behind it): one event each.
+            banana = self._banana
+            decoder = Decoder(
+                vocabulary=DIALECTS[banana.dialect or b"none"],
+                message_size_limit=banana.message_size_limit,
+                message_items_limit=banana.message_items_limit,
+            )
+            decoder.receive_data(data)
+            start = 0
+            for expression in decoder:
+                end = decoder.consumed
+                size, start = end - start, end
+                trace(make_event(direction, expression, size, time.time(), self._peer, handshake=handshake))
         except Exception:
             # Whatever went wrong, the message itself is queued or taken in already.
             self._trace = None
@@ -2018,6 +2040,7 @@ _EXTENSION_2_COMMANDS: Final[dict[bytes, tuple[Any, int]]] = {
     b"blob": (PBProtocol._blob, 2),
     b"chunk": (PBProtocol._chunk, 2),
     b"withblobs": (PBProtocol._withblobs, 2),
+    b"dropblobs": (PBProtocol._dropblobs, 1),
     b"stream": (PBProtocol._stream, 2),
     b"credit": (PBProtocol._credit, 2),
     b"item": (PBProtocol._item, 2),
