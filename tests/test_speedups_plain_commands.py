@@ -234,6 +234,34 @@ def _big_answer() -> bytes:
     return Encoder(b"pb").encode(_command(1, 4, value, None))
 
 
+@given(
+    value=plain_values,
+    kind=st.integers(0, 1),
+    cuts=st.lists(st.integers(0, 10**6), max_size=3),
+    mutation=st.one_of(st.none(), st.tuples(st.integers(0, 10**6), st.integers(0, 255))),
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_big_commands_are_scanned_before_they_are_built(
+    value: Any, kind: int, cuts: list[int], mutation: tuple[int, int] | None
+) -> None:
+    # Over 16 KiB buffered, a command is scanned first, whether it is all there or not.
+    encoder = Encoder(b"pb")
+    count = 64
+    while True:
+        try:
+            # Lists of their own: one list met twice would go as a small reference.
+            data = bytearray(encoder.encode(_command(kind, 5, [[i, value] for i in range(count)], {})))
+        except PBError:
+            return  # not sendable at all (an int past banana's prefix limit): nothing to decode
+        if len(data) > 20_000:
+            break
+        count *= 2
+    assert len(data) > 16 * 1024
+    if mutation is not None:
+        data[mutation[0] % len(data)] = mutation[1]
+    _check(_split(bytes(data), cuts), {}, 1.0)
+
+
 def test_a_command_in_pieces_comes_built() -> None:
     # Received in a few large reads, the command is scanned as it comes, then built at once.
     data = _big_answer()

@@ -1687,6 +1687,8 @@ done:
 
 #define SCAN_GROWTH 16
 #define SCAN_DONE 2
+/* Bytes buffered past which a command's first read is scanned before it is built. */
+#define SCAN_FIRST_ABOVE (16 * 1024)
 
 /* SCAN_DONE: the command is complete in the buffer; 0: NEED_DATA (state saved, *needed set: bytes from
  * the command's start); BAIL: decline; -1: error. */
@@ -1875,14 +1877,18 @@ decode_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     c.vocabulary = vocabulary == Py_None ? NULL : vocabulary;
 
     /* A command scanned in part on an earlier read: scan on, and build it once it is all here.
-     * Otherwise build it now; if it is not all here yet, start scanning it. */
+     * Otherwise build it now (scanned first if the buffer is big); if it is not all here yet,
+     * start scanning it. */
     PyObject *state = PyObject_GetAttr(decoder, ATTR(_plain_scan));
     if (state == NULL)
         goto done;
     int pending = state != Py_None;
     Py_DECREF(state);
     Py_ssize_t needed = 1;
-    if (pending) {
+    if (pending || c.end - c.start > SCAN_FIRST_ABOVE) {
+        /* Scanned on from an earlier read; or a big buffer, which may be the first read of a
+         * bigger command: scanning it first (building nothing) saves building part of it only to
+         * throw that away when the buffer runs out. */
         int r = dp_scan(&c, decoder, base, &needed);
         if (r < 0)
             goto done;
