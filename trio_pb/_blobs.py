@@ -6,6 +6,9 @@ each big string atom is replaced by a placeholder ``[b"trio_pb.blob", id]``,
 its bytes go out in ``chunk`` commands that the writer interleaves with other
 traffic, and the message itself, wrapped in ``withblobs``, follows its last
 chunk.  The receiver keeps each blob's chunks until the message claims it.
+What the peer must not see out of order waits behind the message instead
+(:meth:`BigValues.hold`), and a call cancelled before its message went out is
+taken back (:meth:`BigValues.take_back`, ``dropblobs``).
 
 :class:`BigValues` is the state of one connection, both ways; the protocol
 holds one and calls it, and the driver pumps the chunks out.
@@ -42,7 +45,7 @@ class _Outgoing:
     ) -> None:
         self.blobs = deque(blobs)
         self.message = message
-        # The call's request id (None for an answer): a cancel of it waits for the message.
+        # The call's request id (None for an answer): cancelled, the call is taken back (take_back).
         self.request_id = request_id
         # Whether the calls queued after it wait for it (a call that wants no answer).
         self.in_order = in_order
