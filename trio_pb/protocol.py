@@ -747,9 +747,12 @@ class PBProtocol:
         A big message that is still sending its blobs may name what the
         release lets go: the release must not reach the peer first.
         """
-        data = self._banana.send(expression)
+        self._queue_in_order(self._banana.send(expression), call=False)
+
+    def _queue_in_order(self, data: bytes, *, call: bool) -> None:
+        """Queue *data*, behind the big message in transit it must not overtake if any (BigValues.hold)."""
         big = self._requests.big
-        if not (big.outgoing and big.hold(data, call=False)):
+        if not (big.outgoing and big.hold(data, call=call)):
             self._queue(data)
 
     def _queue(self, data: bytes) -> None:
@@ -1270,8 +1273,7 @@ class PBProtocol:
             if announced:
                 self._send([b"dropblobs", announced])
             for data in held_behind:
-                if not (big.outgoing and big.hold(data, call=False)):
-                    self._queue(data)
+                self._queue_in_order(data, call=False)  # releases: behind what is still in transit
 
     def _did_not_understand(self, command: Any) -> None:
         self.conduct.warning("not understood", "did not understand our command %r", _short(command))
@@ -1606,6 +1608,7 @@ class PBProtocol:
             if time_left is not None and self.extended:
                 # Right before its call, so that nothing can come between the two.
                 data = self._banana.send([b"deadline", request_id, max(0.0, float(time_left))]) + data
+            # _queue_in_order(data, call=True), inline: every call goes this way.
             big = self._requests.big
             if not (big.outgoing and big.hold(data, call=True)):
                 self._queue(data)
